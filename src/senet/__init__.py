@@ -1,0 +1,32 @@
+"""senet: Squeeze-and-Excitation networks (Hu, Shen, Albanie, Sun, Wu; arXiv 1709.01507) in PyTorch.
+
+Public API::
+
+    senet.create_model(name, **overrides)   # any registered network, SE or plain
+    senet.list_models(pattern=None)          # registered names ("se_resnet*")
+    senet.complexity(model, input_size)      # parameters, multiply-adds, SE share (§4)
+    senet.load_weights(model, weights, source="timm" | "legacy" | "senet")
+    senet.SqueezeExcite, senet.SEConfig      # the SE block (§3) and its options
+"""
+
+from .complexity import Complexity, complexity
+from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
+from .models.registry import create_model, get_model_spec, list_models, register_model
+from .weights import WeightLoadError, load_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Complexity",
+    "ConstantGate",
+    "SEConfig",
+    "SqueezeExcite",
+    "WeightLoadError",
+    "complexity",
+    "create_model",
+    "get_model_spec",
+    "list_models",
+    "load_weights",
+    "register_model",
+    "se_width",
+]

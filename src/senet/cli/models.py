@@ -1,0 +1,30 @@
+"""``senet models [PATTERN]``: list the registry."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..models.registry import get_model_spec, list_models
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list registered models", description="List registered models.")
+    p.add_argument("pattern", nargs="?", default=None, help="shell-style wildcard, e.g. 'se_resnet*'")
+    p.add_argument("--family", default=None, help="only this family (resnet, cifar, ...)")
+    p.add_argument("--names", action="store_true", help="print names only, one per line")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern, family=args.family)
+    if not names:
+        raise ValueError(f"no registered model matches {args.pattern!r}")
+    if args.names:
+        print("\n".join(names))
+        return 0
+    width = max(len(n) for n in names)
+    for name in names:
+        spec = get_model_spec(name)
+        se = "SE" if spec.has_se else "  "
+        print(f"{name.ljust(width)}  {se}  {spec.family:<9} {spec.description}")
+    return 0

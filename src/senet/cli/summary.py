@@ -1,0 +1,51 @@
+"""``senet summary MODEL [MODEL...] [--baseline]``: parameters and multiply-adds side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..complexity import complexity, format_complexity
+from ..models.registry import create_model, get_model_spec
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``224`` -> (3, 224, 224); ``1x28x28`` -> (1, 28, 28)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or CxHxW") from None
+    if len(parts) == 1:
+        return (3, parts[0], parts[0])
+    if len(parts) == 3:
+        return (parts[0], parts[1], parts[2])
+    raise argparse.ArgumentTypeError(f"input size {text!r} is not N or CxHxW")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("summary", help="parameters, multiply-adds and SE overhead of models",
+                       description="Count parameters and multiply-adds (paper §4, Tables 2-3).")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names")
+    p.add_argument("--baseline", action="store_true", help="add each SE model's plain baseline (same net, se=None)")
+    p.add_argument("--input-size", type=parse_input_size, default=None,
+                   help="N or CxHxW (default: the model's own, 224 for ImageNet nets, 32 for CIFAR nets)")
+    p.add_argument("--no-parts", action="store_true", help="totals only, no per-stage rows")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    costs = {}
+    for name in args.models:
+        spec = get_model_spec(name)
+        size = args.input_size or spec.input_size
+        # Build for the requested input channels (e.g. 1x28x28 grey images).
+        extra = {"in_chans": size[0]} if size[0] != spec.input_size[0] else {}
+        costs[name] = complexity(create_model(name, **extra), size)
+        if args.baseline and spec.has_se:
+            costs[f"{name} without SE"] = complexity(create_model(name, se=None, **extra), size)
+    if args.json:
+        print(json.dumps({k: v.as_dict() for k, v in costs.items()}, indent=2))
+    else:
+        print(format_complexity(costs, parts=not args.no_parts))
+    return 0

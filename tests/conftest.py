@@ -1,0 +1,45 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fill(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The deterministic weights the timm fixtures were computed with (fixtures/timm/README.md)."""
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf == "num_batches_tracked":
+        return torch.zeros(shape, dtype=torch.long)
+    if leaf == "running_mean":
+        return 0.1 * torch.randn(shape, generator=g)
+    if leaf == "running_var":
+        return 1.0 + 0.1 * torch.rand(shape, generator=g)
+    if len(shape) == 1:
+        base = 1.0 if leaf == "weight" else 0.0
+        return base + 0.1 * torch.randn(shape, generator=g)
+    fan_in = 1
+    for s in shape[1:]:
+        fan_in *= s
+    return torch.randn(shape, generator=g) * (1.0 / fan_in) ** 0.5
+
+
+def load_timm_fixture(name: str) -> tuple[dict, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """(metadata, filled state dict, input, reference float64 logits) of one fixture."""
+    meta = json.loads((FIXTURES / "timm" / f"{name}.json").read_text())
+    sd = {k: fill(k, tuple(s)) for k, s in meta["state_dict"]}
+    x = torch.randn(meta["input"]["shape"], generator=torch.Generator().manual_seed(meta["input"]["generator_seed"]))
+    ref = torch.tensor(meta["logits_float64"], dtype=torch.float64)
+    return meta, sd, x, ref
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)

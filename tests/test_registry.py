@@ -1,0 +1,83 @@
+"""Registry behaviour and error messages."""
+
+import pytest
+import torch
+from torch import nn
+
+import senet
+from senet.models.registry import UnknownModelError
+
+
+def test_list_models_pattern():
+    names = senet.list_models()
+    assert names == sorted(names)
+    assert "se_resnet50" in names and "resnet20" in names and "legacy_senet154" in names
+    se = senet.list_models("se_resnet*")
+    assert se and all(n.startswith("se_resnet") for n in se)
+    assert senet.list_models("no_such_*") == []
+
+
+def test_unknown_model_suggests_closest():
+    with pytest.raises(UnknownModelError, match="se_resnet50"):
+        senet.create_model("seresnet50")
+
+
+def test_unknown_override_names_argument():
+    with pytest.raises(TypeError, match=r"'num_class'.*num_classes"):
+        senet.create_model("resnet20", num_class=7)
+
+
+def test_se_override_on_plain_model_is_refused():
+    with pytest.raises(ValueError, match="has no SE blocks"):
+        senet.create_model("resnet20", se_reduction=4)
+
+
+def test_bad_se_override_values_fail_with_allowed_values():
+    with pytest.raises(ValueError, match="se.gate"):
+        senet.create_model("se_resnet20", se_gate="softmax")
+    with pytest.raises(ValueError, match="fewer than 1 channel"):
+        senet.create_model("se_resnet20", se_reduction=32)  # 16 channels / 32
+    with pytest.raises(ValueError, match="se.stages"):
+        senet.create_model("se_resnet20", se_stages=(4,))
+    with pytest.raises(TypeError, match="SEConfig"):
+        senet.create_model("se_resnet20", se={"reduction": 4})
+
+
+def test_bad_architecture_values():
+    with pytest.raises(ValueError, match="block="):
+        senet.create_model("resnet20", block="basik")
+    with pytest.raises(ValueError, match="num_classes"):
+        senet.create_model("resnet20", num_classes=0)
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        senet.register_model("resnet50", nn.Linear, family="x", description="dup", in_features=1, out_features=1)
+
+
+def test_user_registered_model_works_with_tools():
+    name = "test_tiny_user_net"
+    if name not in senet.list_models():
+        senet.register_model(name, senet.models.ResNet, family="user", description="user net",
+                             block="basic", layers=(1, 1), widths=(8, 16), stem="cifar", stem_width=8,
+                             se=senet.SEConfig(reduction=4), num_classes=3)
+    model = senet.create_model(name, num_classes=5)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    assert senet.complexity(model, (3, 16, 16)).se_blocks == 2
+    with pytest.raises(ValueError):  # defaults are validated at registration
+        senet.register_model("test_bad_defaults", senet.models.ResNet, family="user", description="bad",
+                             block="basic", layers=(1,), bogus=1)
+
+
+def test_se_field_overrides():
+    m = senet.create_model("se_resnet20", se_reduction=4, se_gate="tanh", se_squeeze="max", se_fc="linear")
+    se = [x for x in m.modules() if isinstance(x, senet.SqueezeExcite)]
+    assert len(se) == 9
+    assert se[0].width == 4 and isinstance(se[0].gate, nn.Tanh) and isinstance(se[0].squeeze, nn.AdaptiveMaxPool2d)
+    assert isinstance(se[0].fc1, nn.Linear)
+
+
+def test_spec_metadata():
+    spec = senet.get_model_spec("se_resnet50")
+    assert spec.has_se and spec.family == "resnet" and spec.description
+    assert not senet.get_model_spec("resnet50").has_se
