@@ -1,0 +1,30 @@
+"""The generated fidelity page is current, and its headline rows agree with the paper."""
+
+from pathlib import Path
+
+import pytest
+
+from senet import fidelity
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "fidelity.md"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> str:
+    return fidelity.render()
+
+
+def test_committed_page_is_current(rendered):
+    assert PAGE.read_text() == rendered, "regenerate: python -m senet.fidelity > docs/fidelity.md"
+
+
+def test_headline_rows_agree(rendered):
+    rows = {line.split(" | ")[1]: line for line in rendered.splitlines() if line.startswith("| Table")}
+    assert "✓ params ✓ FLOPs" in rows["SE-ResNet-50"]
+    assert "✓ params ✓ FLOPs" in rows["ResNet-50"]
+    assert "✓ params ✓ FLOPs" in rows["NoSqueeze"]  # Table 16: 4.27 GFLOPs from per-position FCs
+
+
+def test_agreement_uses_paper_decimals():
+    assert fidelity._agrees(3.8715, "3.87") and not fidelity._agrees(3.8770, "3.87")
+    assert fidelity._agrees(26.349, "26.3") and not fidelity._agrees(26.349, "26.4")
