@@ -1,0 +1,148 @@
+"""Image folders (one sub-folder per class) decoded per item with Pillow (paper §5.1 transforms)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .seeding import generator_for
+from .transforms import cutout, hflip, random_resized_crop, resize_center_crop
+
+__all__ = ["ImageFolderDataset", "CorruptImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+           "ON_CORRUPT"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+# Folders can hold millions of images, too many to scan for statistics: use ImageNet's
+# (the paper's dataset, §5.1), which suit natural photographs in general.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ON_CORRUPT = ("warn", "error")
+_SPLIT_DIRS = {"train": "train", "test": "val"}
+
+
+class CorruptImageError(ValueError):
+    """An image file that Pillow cannot decode; the message names the file."""
+
+
+def _decode(path: Path) -> torch.Tensor:
+    """Decode ``path`` to a ``uint8`` (3, H, W) RGB tensor; any failure names the file."""
+    from PIL import Image  # Pillow is needed only by image folders
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")  # also forces the full decode, so truncation fails here
+            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            return data.view(img.height, img.width, 3).permute(2, 0, 1).contiguous()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise CorruptImageError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+
+
+class ImageFolderDataset(Dataset):
+    """``root/train/<class>/*`` and ``root/val/<class>/*`` (split ``"test"`` reads ``val/``).
+
+    Classes are the sorted sub-folders of ``train/``; ``val/`` may not introduce others. Items
+    are ``(x, label)``: x a float32 (3, ``image_size``, ``image_size``) tensor normalised with
+    ImageNet statistics; training items use the random-size crop and flip of §5.1, test items the
+    resize-to-256 + centre-224 crop (scaled for other ``image_size``). Grey or palette images are
+    converted to RGB.
+
+    A file Pillow cannot decode raises :class:`CorruptImageError` naming it
+    (``on_corrupt="error"``), or is reported in a warning and replaced by the next decodable
+    image of the folder (``on_corrupt="warn"``), so batches keep their size.
+    """
+
+    def __init__(self, root: str | Path, split: str, *, image_size: int = 224, on_corrupt: str = "warn") -> None:
+        from ..layers.se import check_choice
+
+        check_choice("split", split, tuple(_SPLIT_DIRS))
+        check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
+        if not (isinstance(image_size, int) and image_size >= 1):
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        self.root = Path(root)
+        self.split, self.image_size, self.on_corrupt = split, image_size, on_corrupt
+        self.train = split == "train"
+        self.classes = _class_names(self.root / "train")
+        self.samples = _list_images(self.root / _SPLIT_DIRS[split], self.classes)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.name = f"image folder {self.root.name} ({split}: {len(self.samples):,} images, {len(self.classes)} classes)"
+        self._mean = torch.tensor(self.mean).view(3, 1, 1)
+        self._std = torch.tensor(self.std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Item ``index`` with the split's transforms (training randomness seeded by the index)."""
+        return self.sample(index, generator_for(0, index) if self.train else None)
+
+    def sample(self, index: int, generator: torch.Generator | None, *, flip: bool = True,
+               cutout_size: int = 0) -> tuple[torch.Tensor, int]:
+        """Item ``index``: training view drawn from ``generator``, or the evaluation view if ``None``."""
+        img, label = self._load(index)
+        if generator is None:
+            img = resize_center_crop(img, self.image_size)
+        else:
+            img = random_resized_crop(img, self.image_size, generator)
+            if flip:
+                img = hflip(img.unsqueeze(0), torch.rand(1, generator=generator) < 0.5).squeeze(0)
+        x = (img.to(torch.float32) / 255 - self._mean) / self._std
+        if generator is not None and cutout_size:
+            centre = torch.randint(self.image_size, (2,), generator=generator)
+            x = _cutout_one(x, cutout_size, centre)
+        return x, label
+
+    def _load(self, index: int) -> tuple[torch.Tensor, int]:
+        # On a corrupt file in "warn" mode, move on to the next file (wrapping round) so the
+        # batch keeps its size; the warning names every file skipped.
+        for step in range(len(self.samples)):
+            path, label = self.samples[(index + step) % len(self.samples)]
+            try:
+                return _decode(path), label
+            except CorruptImageError as e:
+                if self.on_corrupt == "error":
+                    raise
+                warnings.warn(f"skipping {e}", RuntimeWarning, stacklevel=3)
+        raise CorruptImageError(f"no image under {self.root / _SPLIT_DIRS[self.split]} can be decoded")
+
+
+def _cutout_one(x: torch.Tensor, size: int, centre: torch.Tensor) -> torch.Tensor:
+    return cutout(x.unsqueeze(0), size, centre[:1], centre[1:]).squeeze(0)
+
+
+def _class_names(train_dir: Path) -> list[str]:
+    if not train_dir.is_dir():
+        raise FileNotFoundError(
+            f"image folder {train_dir.parent} has no train/ sub-folder; expected "
+            f"<root>/train/<class>/<image> and <root>/val/<class>/<image>"
+        )
+    classes = sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"{train_dir} has no class sub-folders (one folder of images per class)")
+    return classes
+
+
+def _list_images(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"image folder {split_dir.parent} has no {split_dir.name}/ sub-folder")
+    present = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith("."))
+    unknown = [c for c in present if c not in classes]
+    if unknown:
+        raise ValueError(f"{split_dir} has class folder(s) {unknown} that train/ does not; classes: {classes}")
+    samples: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if folder.is_dir():
+            for dirpath, _, files in sorted(os.walk(folder, followlinks=True)):
+                samples += [(Path(dirpath) / f, label) for f in sorted(files)
+                            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    if not samples:
+        raise FileNotFoundError(f"{split_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
+    return samples
