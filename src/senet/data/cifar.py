@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import io
 import os
 import pickle
@@ -87,7 +88,9 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                 ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar")}
+                ("numpy._core.multiarray", "scalar"),
+                # Protocol-2 pickles written by Python 3 wrap raw bytes as _codecs.encode(str, "latin1").
+                ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:
@@ -171,11 +174,17 @@ def download_archive(url: str, dest: Path, md5: str, *, timeout: float = 60.0) -
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
+                    expected = response.headers.get("Content-Length")
+                    received = 0
                     while chunk := response.read(1 << 20):
                         digest.update(chunk)
                         out.write(chunk)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", e)
+                        received += len(chunk)
+                    # http.client ends a short body quietly; a dropped connection must not pass as done.
+                    if expected is not None and received != int(expected):
+                        raise http.client.IncompleteRead(b"", int(expected) - received)
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+                reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
                 raise DatasetNotFoundError(
                     f"could not download {url}: {reason}. Without network access, fetch {dest.name} elsewhere "
                     f"and put it at {dest}"
