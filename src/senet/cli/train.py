@@ -1,0 +1,64 @@
+"""``senet train``: train a network from a recipe, flags and ``--set key=value`` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
+from ..train.distributed import cleanup, setup_from_env
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a network (default: SE-ResNet-20 on the bundled CIFAR-10 subset)",
+        description="Train a network and write a run directory: config.yaml, env.json, metrics.csv/jsonl, "
+                    "curves.png, report.md, checkpoints/. Settings come from --config (a recipe file or a shipped "
+                    "recipe name), then the flags below, then --set overrides. Launch with torchrun for "
+                    "DistributedDataParallel.")
+    p.add_argument("--config", metavar="RECIPE", default=None,
+                   help="recipe YAML path or shipped name (default: bundled; see senet.train.list_recipes())")
+    p.add_argument("--model", help="registered model name (model.name)")
+    p.add_argument("--data", help="bundled, fashion-mnist-mini, cifar10, cifar100, synthetic or a folder "
+                                  "with train/ and val/ (data.dataset)")
+    p.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--batch-size", type=int, help="global batch size (split over ranks)")
+    p.add_argument("--lr", type=float, help="initial learning rate (optim.lr)")
+    p.add_argument("--seed", type=int, help="random seed (initial weights, batch order, augmentation)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<model>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set optim.nesterov=false --set "
+                        "model.overrides.se_reduction=8 (repeatable)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.set_defaults(func=run)
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    pairs = {"model.name": args.model, "data.dataset": args.data, "epochs": args.epochs,
+             "batch_size": args.batch_size, "optim.lr": args.lr, "seed": args.seed}
+    return [f"{k}={v}" for k, v in pairs.items() if v is not None]
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = _flag_overrides(args) + list(args.overrides)
+    if args.resume:
+        if args.config or args.out:
+            raise ValueError("--resume continues a run with its own config and directory; "
+                             "drop --config/--out (flags and --set still apply, e.g. --epochs)")
+        cfg = apply_overrides(resume_config(args.resume), overrides)
+        run_dir = args.resume
+    else:
+        cfg = load_config(args.config, overrides)
+        run_dir = args.out or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ranks, device = setup_from_env(args.device)
+    try:
+        fit(cfg, run_dir, device=device, resume=bool(args.resume), reporter=TerminalReporter())
+    except NonFiniteLossError as e:
+        if ranks.is_main:
+            print(f"senet train: stopped: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()
+    return 0

@@ -1,0 +1,287 @@
+"""``fit``: train one network from a :class:`TrainConfig`, readable top to bottom.
+
+config -> data -> model -> optimiser -> (resume) -> for each epoch: train steps with ``lr_at``,
+evaluate, log, checkpoint. Device and precision are arguments/config, never hard-coded; all
+printing goes through a :class:`~senet.train.progress.Reporter`; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..layers.se import check_choice
+from ..models.registry import create_model, get_model_spec
+from .checkpoint import capture_rng, checkpoint_paths, load_state, restore_rng, save_checkpoint
+from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
+from .distributed import all_reduce_sum, any_across_ranks, rank_info
+from .metrics import batch_counts, evaluate, summarize
+from .optim import build_optimizer
+from .plots import plot_curves
+from .progress import Reporter
+from .rundir import environment, write_metrics, write_report, write_run_files
+from .schedule import lr_at
+
+__all__ = ["fit", "RunResult", "NonFiniteLossError", "resolve_precision", "build_model", "load_data",
+           "resume_config", "PRECISIONS"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+    def __init__(self, epoch: int, step: int, loss: float) -> None:
+        super().__init__(f"loss is {loss} at epoch {epoch}, step {step}; training stopped "
+                         f"(the last good checkpoint is kept). Try a lower learning rate or grad_clip.")
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What :func:`fit` returns: metric rows per epoch (``rundir.METRIC_COLUMNS``), the last and
+    the best (lowest top-1 error) rows, and the trained model (unwrapped, in eval mode)."""
+
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    best: dict[str, Any]
+    model: nn.Module
+    meta: dict[str, Any]
+    run_dir: Path | None
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast).
+
+    ``auto`` is bf16 on CUDA where supported, else fp16, and fp32 on CPU.
+    """
+    check_choice("precision", precision, PRECISIONS)
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_data(cfg: TrainConfig, image_size: int) -> tuple[Any, Any]:
+    """The train and test datasets of ``cfg.data`` (``senet.data.load_dataset``)."""
+    from ..data import load_dataset
+
+    d = cfg.data
+    kw = dict(root=d.root, download=d.download, image_size=image_size, on_corrupt=d.on_corrupt)
+    return load_dataset(d.dataset, "train", **kw), load_dataset(d.dataset, "test", **kw)
+
+
+def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of ``cfg.model`` sized for ``dataset`` (classes, channels), and its
+    checkpoint metadata: everything needed to rebuild it (name, overrides, classes, mean/std,
+    input size)."""
+    spec = get_model_spec(cfg.model.name)
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.overrides.items()}
+    args = spec.arguments()
+    channels = len(dataset.mean)
+    if "num_classes" in args:
+        overrides.setdefault("num_classes", len(dataset.classes))
+    if "in_chans" in args and channels != spec.input_size[0]:
+        overrides.setdefault("in_chans", channels)
+    model = create_model(cfg.model.name, **overrides)
+    size = cfg.data.image_size or spec.input_size[1]
+    meta = {
+        "model": cfg.model.name,
+        "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+        "classes": list(dataset.classes),
+        "mean": [float(m) for m in dataset.mean],
+        "std": [float(s) for s in dataset.std],
+        "input_size": [channels, size, size],
+        "dataset": dataset.name,
+        "data": {"dataset": cfg.data.dataset, "root": cfg.data.root},
+    }
+    return model, meta
+
+
+def resume_config(run_dir: str | Path) -> TrainConfig:
+    """The config a run was started with, read from its ``last`` checkpoint."""
+    return config_from_dict(load_state(run_dir, "last")["config"])
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | torch.device | None = None,
+        resume: bool = False, stop_after: int | None = None, reporter: Reporter | None = None) -> RunResult:
+    """Train ``cfg`` on ``device`` (default: CUDA if available); log and checkpoint into ``run_dir``.
+
+    ``resume=True`` continues from ``run_dir/checkpoints/last*`` exactly (weights, optimiser,
+    epoch, RNG states, history): 2 epochs + resume + 2 equals 4 straight. ``stop_after=k`` stops
+    after epoch k as if interrupted (the run can be resumed). Under ``torch.distributed`` the
+    model is wrapped in DistributedDataParallel, each rank trains on its shard and metrics are
+    summed over ranks. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    """
+    from ..data import AugmentConfig, make_loader
+
+    reporter = reporter or Reporter()
+    ranks = rank_info()
+    main = ranks.is_main
+    report = reporter if main else Reporter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp_dtype = resolve_precision(cfg.precision, device)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs the run directory to resume from")
+    if cfg.batch_size % ranks.world_size:
+        raise ValueError(f"batch_size={cfg.batch_size} must divide evenly over {ranks.world_size} ranks")
+
+    # Data and model. The seed fixes the initial weights; batches depend only on (seed, epoch, rank).
+    torch.manual_seed(cfg.seed)
+    size = cfg.data.image_size or get_model_spec(cfg.model.name).input_size[1]
+    train_set, test_set = load_data(cfg, size)
+    model, meta = build_model(cfg, train_set)
+    if cfg.model.weights and not resume:
+        report.message(_load_initial_weights(model, cfg))
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and ranks.world_size > 1:  # converts in place, keeping the same Parameter objects
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(model, cfg.optim)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start, history = 0, []
+    if resume:
+        state = load_state(run_dir, "last")
+        from ..weights import load_weights
+
+        load_weights(model, checkpoint_paths(run_dir, "last")[0], source="senet")
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        start, history = state["epoch"], list(state["history"])
+        report.message(f"resumed from {run_dir} after epoch {start}")
+
+    net: nn.Module = model
+    if ranks.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    augment = AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
+    shard = dict(device=device, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
+                 num_workers=cfg.data.num_workers)
+    train_loader = make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment, **shard)
+    test_loader = make_loader(test_set, max(cfg.eval_batch_size // ranks.world_size, 1), train=False, **shard)
+    steps = len(train_loader)
+    params = sum(p.numel() for p in model.parameters())
+
+    if main and run_dir is not None:
+        write_run_files(run_dir, dump_config(cfg), environment(device, {
+            "world_size": ranks.world_size, "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+            "dataset": train_set.name, "model_params": params}))
+    report.start({"model": cfg.model.name, "params": params, "dataset": train_set.name, "device": str(device),
+                  "precision": str(amp_dtype or torch.float32).replace("torch.", ""), "epochs": cfg.epochs,
+                  "steps": steps, "batch_size": cfg.batch_size, "world_size": ranks.world_size, "run_dir": run_dir})
+
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    for epoch in range(start, end):
+        # ---- train one epoch ----
+        train_loader.set_epoch(epoch)
+        net.train()
+        counts = torch.zeros(4, dtype=torch.float64, device=device)
+        t0 = time.perf_counter()
+        for step, (x, y) in enumerate(train_loader):
+            lr = lr_at(epoch + step / steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp_dtype):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss_value = loss.item()
+            if any_across_ranks(not math.isfinite(loss_value), device):
+                if main and run_dir is not None:
+                    write_report(run_dir, f"{cfg.model.name} on {train_set.name}", history,
+                                 f"**Stopped**: non-finite loss at epoch {epoch + 1}, step {step + 1}.")
+                raise NonFiniteLossError(epoch + 1, step + 1, loss_value)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            counts += batch_counts(logits.detach().float(), y, loss.detach() * y.numel())
+            if main:
+                running = summarize(counts)
+                report.step(epoch, step, steps, running["loss"], running["acc"])
+        train_time = time.perf_counter() - t0
+        train = summarize(all_reduce_sum(counts))
+        seen = int(counts[3].item())
+
+        # ---- evaluate: the same BN statistics on every rank (those of rank 0), then the full test set ----
+        _broadcast_buffers(model, ranks.world_size)
+        val = evaluate(model, test_loader, autocast_dtype=amp_dtype, channels_last=cfg.channels_last)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
+               "train_acc": train["acc"], "train_err": train["top1_err"], "val_loss": val["loss"],
+               "top1_err": val["top1_err"], "top5_err": val["top5_err"],
+               "time_s": time.perf_counter() - t0, "images_per_s": seen / max(train_time, 1e-9)}
+        history.append(row)
+        report.epoch_end(row)
+
+        # ---- log and checkpoint (rank 0) ----
+        if main and run_dir is not None:
+            done = epoch + 1
+            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": done,
+                     "rng": capture_rng(), "config": config_to_dict(cfg), "history": history}
+            is_best = row["top1_err"] <= min(r["top1_err"] for r in history)
+            if done % cfg.save_every == 0 or done == end or is_best:
+                save_checkpoint(run_dir, "last", model, {**meta, "epoch": done}, state)
+            if is_best:
+                save_checkpoint(run_dir, "best", model, {**meta, "epoch": done, "top1_err": row["top1_err"]}, state)
+            write_metrics(run_dir, history)
+            plot_curves(history, run_dir / "curves.png", f"{cfg.model.name} on {train_set.name}")
+
+    best = min(history, key=lambda r: r["top1_err"]) if history else {}
+    final = history[-1] if history else {}
+    summary = (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%, top-5 error "
+               f"{final.get('top5_err', float('nan')):.2f}%; best top-1 error {best.get('top1_err', float('nan')):.2f}% "
+               f"(epoch {best.get('epoch', '-')}) on {test_set.name}")
+    if main and run_dir is not None and history:
+        write_report(run_dir, f"{cfg.model.name} on {train_set.name}", history, summary)
+    report.end(history, summary)
+    return RunResult(history, final, best, model.eval(), meta, run_dir)
+
+
+def _broadcast_buffers(model: nn.Module, world_size: int) -> None:
+    # Without SyncBN each rank's last forward moved its own BN statistics; use rank 0's everywhere
+    # so evaluation and the saved checkpoint agree on every rank.
+    if world_size > 1:
+        import torch.distributed as dist
+
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
+
+
+def _load_initial_weights(model: nn.Module, cfg: TrainConfig) -> str:
+    """Transfer learning: load what fits from ``cfg.model.weights`` and say what did not."""
+    from ..weights import load_weights
+
+    report = load_weights(model, cfg.model.weights, source=cfg.model.weights_source, strict=False)
+    loaded = len(model.state_dict()) - len(report.missing) - len(report.mismatched)
+    if loaded == 0:
+        raise ValueError(f"no tensor of {cfg.model.weights} fits {cfg.model.name}:\n{report.describe()}")
+    skipped = len(report.missing) + len(report.mismatched)
+    return f"initialised {loaded} tensors from {cfg.model.weights}" + (
+        f"; {skipped} left at their initial values (e.g. a classifier for other classes)" if skipped else "")

@@ -1,0 +1,65 @@
+"""Classification metrics as in the paper's tables: loss, top-1 and top-5 error (in percent).
+
+Counts are accumulated as sums (loss x n, correct, n), so results from several batches or
+several ranks combine exactly by adding, then :func:`summarize` divides once.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .distributed import all_reduce_sum
+
+__all__ = ["batch_counts", "summarize", "evaluate"]
+
+
+def batch_counts(logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:
+    """``[loss_sum, top1_correct, top5_correct, n]`` for one batch, as a float64 tensor on the device.
+
+    Top-5 uses ``min(5, classes)`` so that it stays defined on datasets with fewer classes.
+    """
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hit = top == targets[:, None]
+    return torch.stack([
+        loss_sum.detach().double(),
+        hit[:, 0].sum().double(),
+        hit.any(dim=1).sum().double(),
+        torch.tensor(float(targets.numel()), dtype=torch.float64, device=logits.device),
+    ])
+
+
+def summarize(counts: torch.Tensor) -> dict[str, float]:
+    """``loss``, ``acc``, ``top1_err`` and ``top5_err`` (percent) from summed :func:`batch_counts`."""
+    loss, c1, c5, n = counts.tolist()
+    n = max(n, 1.0)
+    return {"loss": loss / n, "acc": 100.0 * c1 / n, "top1_err": 100.0 * (1 - c1 / n), "top5_err": 100.0 * (1 - c5 / n)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+             autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, float]:
+    """Loss (plain cross-entropy, no smoothing), top-1 and top-5 error in percent over ``loader``.
+
+    Under ``torch.distributed`` each rank passes its shard and the counts are summed across ranks,
+    so every rank returns the metrics of the whole set. The model is left in eval mode.
+    """
+    model.eval()
+    counts = None
+    device_type = "cpu"
+    for x, y in loader:
+        device_type = x.device.type
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = model(x)
+        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+        c = batch_counts(logits.float(), y, loss_sum)
+        counts = c if counts is None else counts + c
+    if counts is None:
+        counts = torch.zeros(4, dtype=torch.float64, device="cuda" if device_type == "cuda" else "cpu")
+    return summarize(all_reduce_sum(counts))

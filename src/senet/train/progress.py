@@ -1,0 +1,84 @@
+"""Progress reporting, kept out of ``fit``: fit calls a :class:`Reporter`, which prints or not.
+
+:class:`Reporter` does nothing (the library default). :class:`TerminalReporter` shows a tqdm bar
+with the live loss and accuracy on a terminal, and one line per epoch when the output is not a
+TTY (logs, CI), then the final table.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Mapping, TextIO
+
+from .rundir import format_table
+
+__all__ = ["Reporter", "TerminalReporter"]
+
+
+class Reporter:
+    """Callbacks fit makes on rank 0. Subclass and override what you need."""
+
+    def start(self, info: Mapping[str, Any]) -> None:
+        """Before the first epoch: model, dataset, device, epochs, steps per epoch, run directory."""
+
+    def step(self, epoch: int, step: int, steps: int, loss: float, acc: float) -> None:
+        """After each training step, with the running mean loss and accuracy (%) of the epoch."""
+
+    def epoch_end(self, metrics: Mapping[str, Any]) -> None:
+        """After each epoch's evaluation, with that epoch's row of the metrics table."""
+
+    def message(self, text: str) -> None:
+        """A notice (resumed from a checkpoint, weights loaded, ...)."""
+
+    def end(self, history: list[Mapping[str, Any]], summary: str) -> None:
+        """After the last epoch."""
+
+
+class TerminalReporter(Reporter):
+    """tqdm bar on a TTY, a line per epoch otherwise; prints the final table."""
+
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.bar: Any = None
+        self.epochs = 0
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def start(self, info: Mapping[str, Any]) -> None:
+        self.epochs = info["epochs"]
+        self._print(f"training {info['model']} ({info['params']:,} parameters) on {info['dataset']}")
+        self._print(f"  device {info['device']}, precision {info['precision']}, world size {info['world_size']}, "
+                    f"{info['epochs']} epochs x {info['steps']} steps, batch {info['batch_size']}")
+        self._print(f"  run directory {info['run_dir']}")
+
+    def step(self, epoch: int, step: int, steps: int, loss: float, acc: float) -> None:
+        if not self.tty:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", file=self.stream,
+                            leave=False, dynamic_ncols=True)
+        self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}%", refresh=False)
+        self.bar.update(1)
+
+    def epoch_end(self, m: Mapping[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._print(f"epoch {m['epoch']:>3d}/{self.epochs}  lr {m['lr']:.2e}  train loss {m['train_loss']:.4f}  "
+                    f"train err {m['train_err']:.2f}%  val loss {m['val_loss']:.4f}  top-1 err {m['top1_err']:.2f}%  "
+                    f"top-5 err {m['top5_err']:.2f}%  {m['time_s']:.1f}s  {m['images_per_s']:.0f} img/s")
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+    def end(self, history: list[Mapping[str, Any]], summary: str) -> None:
+        if history:
+            self._print("\n" + format_table(history))
+        self._print(summary)
