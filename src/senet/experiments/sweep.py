@@ -158,9 +158,13 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep_from_dict(data, where=f"sweep {str(path)!r}")
 
 
-def cell_config(sweep: Sweep, cell: Cell, seed: int) -> TrainConfig:
-    """The full training config of one run."""
-    return config_from_dict(merge(merge(sweep.base, cell.config), {"seed": seed}))
+def cell_config(sweep: Sweep, cell: Cell, seed: int, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The full training config of one run; ``overrides`` (``key=value``, as ``senet train --set``)
+    apply to every cell, after the cell's own config."""
+    from ..train.config import apply_overrides
+
+    cfg = config_from_dict(merge(merge(sweep.base, cell.config), {"seed": seed}))
+    return apply_overrides(cfg, overrides)
 
 
 def run_dir(out: Path, cell: Cell, seed: int) -> Path:
@@ -187,6 +191,7 @@ def run_sweep(
     run_fn: RunFn,
     log: Callable[[str], None] = lambda s: None,
     cells: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, list[RunRecord]]:
     """Run every (cell, seed) that has no ``result.json`` yet; return all records by cell label.
 
@@ -194,6 +199,10 @@ def run_sweep(
     cell rather than all seeds of the first cells.
     """
     out = Path(out)
+    unknown = [c for c in cells or () if c not in {x.label for x in sweep.cells}]
+    if unknown:
+        raise ValueError(f"no cell labelled {unknown}; cells are {[c.label for c in sweep.cells]}")
+    configs = {(c.label, s): cell_config(sweep, c, s, overrides) for c in sweep.cells for s in sweep.seeds}
     chosen = [c for c in sweep.cells if cells is None or c.label in cells]
     records: dict[str, list[RunRecord]] = {c.label: [] for c in chosen}
     total = len(chosen) * len(sweep.seeds)
@@ -206,7 +215,7 @@ def run_sweep(
             if record is None:
                 log(f"[{done}/{total}] {cell.label}, seed {seed}: training in {path}")
                 path.mkdir(parents=True, exist_ok=True)
-                record = run_fn(cell_config(sweep, cell, seed), path)
+                record = run_fn(configs[cell.label, seed], path)
                 record.cell, record.seed = cell.label, seed
                 write_record(path, record)
             else:

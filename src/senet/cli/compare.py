@@ -1,0 +1,32 @@
+"""``senet compare [MODEL...]``: a baseline and its SE twin over several seeds (seed 000's comparison)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..experiments import DEFAULT_MODELS, comparison_sweep
+from .sweeps import add_run_arguments, execute
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="train a baseline and its SE twin on the same data, recipe and seeds",
+        description="Paired comparison: each model trains with the same recipe and seeds; reports mean ± std of "
+                    "final and best top-1/top-5 error, parameters, multiply-adds, time and images/s, and whether "
+                    "the difference exceeds the seed-to-seed spread. Finished runs are kept: rerunning resumes. "
+                    "One SE model name is paired with its exact baseline (the same network without SE).")
+    p.add_argument("models", nargs="*", default=list(DEFAULT_MODELS), metavar="MODEL",
+                   help=f"models, the first is the baseline (default: {' '.join(DEFAULT_MODELS)})")
+    p.add_argument("--config", metavar="RECIPE", default="bundled", help="recipe for every run (default: bundled)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/compare-<models>)")
+    add_run_arguments(p)
+    p.set_defaults(func=run, seeds=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = range(args.seeds) if args.seeds is not None else range(3)
+    sweep = comparison_sweep(args.models, recipe=args.config, seeds=list(seeds))
+    out = Path(args.out or f"runs/compare-{'-'.join(args.models)}")
+    args.seeds = None  # already applied
+    return execute(sweep, out, args, baseline=sweep.cells[0].label)
