@@ -86,7 +86,10 @@ def plot_sweep_curves(records: Mapping[str, Sequence[RunRecord]], path: str | Pa
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax_err.set(xlabel="epoch", ylabel="validation top-1 error (%)", title="top-1 error (mean ± std over seeds)")
     ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_err, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
