@@ -69,8 +69,6 @@ class ImageFolderDataset(Dataset):
         self.samples = _list_images(self.root / _SPLIT_DIRS[split], self.classes)
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.name = f"image folder {self.root.name} ({split}: {len(self.samples):,} images, {len(self.classes)} classes)"
-        self._mean = torch.tensor(self.mean).view(3, 1, 1)
-        self._std = torch.tensor(self.std).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -93,7 +91,10 @@ class ImageFolderDataset(Dataset):
             img = random_resized_crop(img, self.image_size, generator)
             if flip:
                 img = hflip(img.unsqueeze(0), torch.rand(1, generator=generator) < 0.5).squeeze(0)
-        x = (img.to(torch.float32) / 255 - self._mean) / self._std
+        # Read mean/std at each call: evaluation may set a checkpoint's statistics on the dataset.
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        x = (img.to(torch.float32) / 255 - mean) / std
         if generator is not None and cutout_size:
             centre = torch.randint(self.image_size, (2,), generator=generator)
             x = _cutout_one(x, cutout_size, centre)

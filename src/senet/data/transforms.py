@@ -88,18 +88,17 @@ def sample_augment(n: int, height: int, width: int, config: AugmentConfig, gener
 def random_crop(x: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
     """Crop each image of ``x`` (B, C, H, W) from its zero-padded copy at offset (dy, dx).
 
-    One pad of the batch and one gather: rows ``dy + arange(H)`` and columns ``dx + arange(W)``
-    index the padded batch per sample (offset ``padding`` is the identity).
+    One pad of the batch and one ``gather`` over its flattened planes: pixel (i, j) of image b
+    reads padded pixel (dy[b] + i, dx[b] + j). Offset ``padding`` is the identity.
     """
     if padding == 0:
         return x
     b, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    rows = (dy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-    cols = (dx.view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-    batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
-    chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return padded[batch, chans, rows, cols]
+    rows = dy.view(b, 1, 1) + torch.arange(h, device=x.device).view(1, h, 1)
+    cols = dx.view(b, 1, 1) + torch.arange(w, device=x.device).view(1, 1, w)
+    flat = (rows * (w + 2 * padding) + cols).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.view(b, c, -1).gather(2, flat).view(b, c, h, w)
 
 
 def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
