@@ -169,6 +169,11 @@ def test_download_from_local_server_with_overridden_url(archive: tuple[Path, byt
     assert [p.name for p in root.iterdir()] == ["cifar-10-python.tar.gz"]  # no temporary file left
     # Now the copy is local: no server, no download flag needed.
     assert torch.equal(load_dataset("cifar10", "train", root=root).images, ds.images)
+    # A root naming the archive file downloads to exactly that file.
+    named = tmp_path / "named" / "c10.tar.gz"
+    with serve({"/c10.tar.gz": data}) as base:
+        load_cifar("cifar10", "test", root=named, download=True, url=f"{base}/c10.tar.gz", md5=md5)
+    assert named.read_bytes() == data
 
 
 def test_download_url_and_md5_from_environment(archive: tuple[Path, bytes], tmp_path: Path,

@@ -222,9 +222,11 @@ def load_cifar(
                 f"extracted {source.folder}/ folder there, pass root=<archive or folder>, or download=True "
                 f"(--download) when online"
             )
-        if base.exists() and not base.is_dir():
-            raise DatasetNotFoundError(f"cannot download {source.title} into {base}: it is not a folder")
-        location = download_archive(url, base / source.archive, md5)
+        # root names the archive itself (".../cifar-10-python.tar.gz") or the folder to hold it.
+        dest = base if base.name.endswith((".tar.gz", ".tgz")) else base / source.archive
+        if dest.parent.exists() and not dest.parent.is_dir():
+            raise DatasetNotFoundError(f"cannot download {source.title} into {dest.parent}: it is not a folder")
+        location = download_archive(url, dest, md5)
     # One pass over the archive reads everything: the train split is needed for the statistics
     # and the test split for the name, whichever split is asked for.
     files = _read_members(source, location, [*source.train_files, *source.test_files, source.meta_file])
