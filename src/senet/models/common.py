@@ -1,0 +1,84 @@
+"""Small building blocks shared by the non-residual families (Inception, VGG, MobileNet,
+ShuffleNet, DenseNet): conv-BN-ReLU units, an activation followed by an SE slot, and the
+He initialisation of the paper (§5.1) that leaves SE blocks at PyTorch's defaults.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers.se import SEConfig, SqueezeExcite, make_se
+
+__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "he_init", "check_common"]
+
+
+class ConvBnAct(nn.Module):
+    """conv -> BN -> ReLU with submodules ``conv`` and ``bn`` (the key names of timm's Inception
+    ``BasicConv2d``, so its weights load). ``bias`` is for the Caffe models, whose convolutions
+    carry a bias in front of the BN."""
+
+    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1,
+                 padding: int | tuple[int, int] = 0, *, eps: float = 1e-5, bias: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=bias)
+        self.bn = nn.BatchNorm2d(cout, eps=eps)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class ActSE(nn.Module):
+    """An activation followed by the SE slot (``nn.Identity`` in the plain network).
+
+    Neither part has weights of its own besides SE's, so a plain network built with this module
+    has exactly the state-dict keys of one built with a bare activation (timm's VGG), and the
+    SE network differs from it only by the added ``se.*`` keys.
+    """
+
+    def __init__(self, act: nn.Module, se: SEConfig | None, channels: int) -> None:
+        super().__init__()
+        self.act = act
+        self.se = make_se(se, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.se(self.act(x))
+
+
+class BatchNormReLU(nn.BatchNorm2d):
+    """BN followed by ReLU in one module whose keys are a plain BN's (timm's ``BatchNormAct2d``
+    as used by its DenseNet: ``norm1.weight``, not ``norm1.bn.weight``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x))
+
+
+def he_init(model: nn.Module) -> None:
+    """He (MSRA) init of every convolution (paper §5.1), unit/zero BN, and a small normal init of
+    linear classifiers. SE FCs keep PyTorch's default init, as in :class:`~senet.models.ResNet`:
+    fan-out He init of a 1x1 conv feeding the gate would start most sigmoids saturated."""
+    se_parts = {id(m) for se in model.modules() if isinstance(se, SqueezeExcite) for m in se.modules()}
+    for m in model.modules():
+        if id(m) in se_parts:
+            continue
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def check_common(num_classes: int, in_chans: int, drop_rate: float) -> None:
+    """The checks every builder applies to its shared arguments, with messages naming them."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")

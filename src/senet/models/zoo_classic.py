@@ -1,0 +1,51 @@
+"""Registered non-residual and multi-branch networks of paper Table 2 and the seed studies:
+VGG-16 with and without BN, BN-Inception, Inception-v3, Inception-ResNet-v2, DenseNet-121/169/201
+and seed 003's 10-layer CIFAR network. Every SE model has its plain twin (the same builder with
+``se=None``). SE options follow the paper (r = 16, FC biases as in the authors' Caffe models)
+unless a seed fixes them (r = 8 for the CIFAR network).
+"""
+
+from __future__ import annotations
+
+from ..layers.se import SEConfig
+from .densenet import DEPTHS, DenseNet
+from .inception import Inception
+from .inception_resnet import InceptionResNetV2
+from .registry import register_model
+from .vgg import CIFAR10_LAYER, VGG, VGG16
+
+PAPER_SE = SEConfig()
+
+
+def _pair(name: str, builder, *, family: str, description: str, source: str, se: SEConfig = PAPER_SE,
+          **defaults) -> None:
+    register_model(name, builder, family=family, description=description, source=source, se=None, **defaults)
+    register_model(f"se_{name}", builder, family=family, description=f"SE-{description}", source=source,
+                   se=se, **defaults)
+
+
+for bn in (False, True):
+    suffix = "_bn" if bn else ""
+    _pair(f"vgg16{suffix}", VGG, family="vgg", layers=VGG16, norm=bn,
+          description=f"VGG-16{'-BN' if bn else ''} (SE after each conv's ReLU), timm layout",
+          source="paper Table 2 (VGG-16 trained with BN); timm vgg16" + suffix)
+
+_pair("bn_inception", Inception, family="inception", variant="bn_inception",
+      description="BN-Inception (Ioffe & Szegedy 2015; SE on each module's output), Caffe layout",
+      source="paper Table 2; authors' SE-BN-Inception")
+_pair("inception_v3", Inception, family="inception", variant="inception_v3", input_size=(3, 299, 299),
+      description="Inception-v3 without aux head (SE on each module's output), timm layout",
+      source="paper Fig. 2; timm inception_v3")
+_pair("inception_resnet_v2", InceptionResNetV2, family="inception", input_size=(3, 299, 299),
+      description="Inception-ResNet-v2 (SE on each residual branch), timm layout",
+      source="paper Table 2; timm inception_resnet_v2")
+
+for depth, layers in DEPTHS.items():
+    _pair(f"densenet{depth}", DenseNet, family="densenet", layers=layers,
+          description=f"DenseNet-{depth} (k=32, BC; SE on each dense layer's new maps), timm layout",
+          source="seed 004; timm densenet" + str(depth))
+
+_pair("cifar_convnet10", VGG, family="cifar", layers=CIFAR10_LAYER, norm=True, head="gap", num_classes=10,
+      input_size=(3, 32, 32), se=SEConfig(reduction=8),
+      description="10-layer CIFAR ConvNet of seed 003 (conv-BN-ReLU x9, GAP; SE r=8 after each)",
+      source="seed 003")
