@@ -1,7 +1,7 @@
 """DenseNet-121/169/201 (Huang et al. 2017, DenseNet-BC: growth rate k = 32, 1x1 bottlenecks of
 4k channels, compression 0.5 in the transitions) with optional SE blocks.
 
-Where SE sits (``se_placement``):
+Where SE sits (``placement``):
 
 * ``"layer"`` (default): on the k new feature maps of each dense layer, after its 3x3 conv and
   before they are concatenated to the block's state. A dense layer is a non-identity branch and
@@ -87,23 +87,23 @@ class DenseNet(nn.Module):
         growth: growth rate k. stem_width: channels of the 7x7 stem conv (2k).
         bn_size: bottleneck width as a multiple of k. compression: transition channel factor.
         se: SE options, or ``None`` for the plain network.
-        se_placement: ``"layer"`` or ``"block"`` (see the module docstring).
+        placement: ``"layer"`` or ``"block"`` (see the module docstring).
     """
 
     min_input_size = 32
 
     def __init__(self, layers: Sequence[int] = DEPTHS[121], *, num_classes: int = 1000, in_chans: int = 3,
                  drop_rate: float = 0.0, growth: int = 32, stem_width: int = 64, bn_size: int = 4,
-                 compression: float = 0.5, se: SEConfig | None = None, se_placement: str = "layer") -> None:
+                 compression: float = 0.5, se: SEConfig | None = None, placement: str = "layer") -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
-        check_choice("se_placement", se_placement, PLACEMENTS)
+        check_choice("placement", placement, PLACEMENTS)
         if not layers or not all(n >= 1 for n in layers):
             raise ValueError(f"layers={tuple(layers)} must give >= 1 dense layer per block")
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must be in (0, 1], got {compression}")
-        layer_se = se if se_placement == "layer" else None
-        block_se = se if se_placement == "block" else None
+        layer_se = se if placement == "layer" else None
+        block_se = se if placement == "block" else None
         self.features = nn.Sequential()
         self.features.add_module("conv0", nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False))
         self.features.add_module("norm0", BatchNormReLU(stem_width))

@@ -4,7 +4,7 @@ Where SE sits: on the output of each depthwise-separable block, after the pointw
 convolution's BN and non-linearity. That is the block's output (Fig. 2's principle for units
 without a residual branch), and it is the placement that gives the paper's 4.2M -> 4.7M
 parameters with r = 16: SE after the depthwise convolutions instead (as in MobileNetV3) would
-add only 0.35M (4.6M). The stem convolution has no SE block unless ``se_stem=True``.
+add only 0.35M (4.6M). The stem convolution has no SE block unless ``stem_se=True``.
 
 Module names are timm's ``mobilenetv1_100`` (``conv_stem``, ``bn1``, ``blocks.<stage>.<i>.conv_dw /
 bn1 / conv_pw / bn2``, ``classifier``), whose weights load into the plain network.
@@ -51,23 +51,23 @@ class MobileNetV1(nn.Module):
         act: ``"relu6"`` (the TensorFlow/timm/Keras models) or ``"relu"`` (the MobileNet paper).
         eps: BN epsilon (timm: 1e-5; Keras: 1e-3).
         se: SE options, or ``None`` for the plain network.
-        se_stem: also put an SE block after the stem's activation.
+        stem_se: also put an SE block after the stem's activation.
     """
 
     min_input_size = 32
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 act: str = "relu6", eps: float = 1e-5, se: SEConfig | None = None, se_stem: bool = False) -> None:
+                 act: str = "relu6", eps: float = 1e-5, se: SEConfig | None = None, stem_se: bool = False) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
         check_choice("act", act, tuple(ACTS))
-        if se_stem and se is None:
-            raise ValueError("se_stem=True needs SE options (se=SEConfig(...))")
+        if stem_se and se is None:
+            raise ValueError("stem_se=True needs SE options (se=SEConfig(...))")
         stem = 32
         self.conv_stem = nn.Conv2d(in_chans, stem, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem, eps=eps)
         self.act1 = ACTS[act](inplace=True)
-        self.se_stem = make_se(se if se_stem else None, stem)
+        self.stem_se = make_se(se if stem_se else None, stem)
         stages = []
         cin = stem
         for cout, n, stride in STAGES:
@@ -84,7 +84,7 @@ class MobileNetV1(nn.Module):
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.se_stem(self.act1(self.bn1(self.conv_stem(x))))
+        x = self.stem_se(self.act1(self.bn1(self.conv_stem(x))))
         return self.blocks(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

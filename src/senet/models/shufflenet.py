@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers.se import SEConfig, check_choice, make_se
+from ..layers.se import SEConfig, make_se
 from .common import check_common, he_init
 
 __all__ = ["ShuffleNetV1", "STAGE_WIDTHS"]
@@ -82,7 +82,8 @@ class ShuffleNetV1(nn.Module):
                  se: SEConfig | None = None) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
-        check_choice("groups", groups, tuple(STAGE_WIDTHS))
+        if groups not in STAGE_WIDTHS:
+            raise ValueError(f"groups={groups!r} is not supported; allowed values: {', '.join(map(str, STAGE_WIDTHS))}")
         stem = 24
         self.conv1 = nn.Conv2d(in_chans, stem, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
