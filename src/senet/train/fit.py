@@ -95,7 +95,8 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, dict[str, An
     if "in_chans" in args and channels != spec.input_size[0]:
         overrides.setdefault("in_chans", channels)
     model = create_model(cfg.model.name, **overrides)
-    size = cfg.data.image_size or spec.input_size[1]
+    # Array datasets know their image size; folders are decoded at image_size (default: the model's).
+    size = dataset.input_size[1] if hasattr(dataset, "input_size") else cfg.data.image_size or spec.input_size[1]
     meta = {
         "model": cfg.model.name,
         "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},

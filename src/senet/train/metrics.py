@@ -40,6 +40,15 @@ def summarize(counts: torch.Tensor) -> dict[str, float]:
     return {"loss": loss / n, "acc": 100.0 * c1 / n, "top1_err": 100.0 * (1 - c1 / n), "top5_err": 100.0 * (1 - c5 / n)}
 
 
+def _unpadded_share(loader: object) -> int | None:
+    """How many of this rank's samples are real when a sharded loader padded the dataset
+    (``senet.data`` repeats samples at the end of the global order so ranks get equal shares)."""
+    if not getattr(loader, "padding", 0):
+        return None
+    n, world, rank = loader.dataset_size, loader.world_size, loader.rank  # type: ignore[attr-defined]
+    return len(range(rank, n, world))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
              autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> dict[str, float]:
@@ -51,8 +60,14 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
     model.eval()
     counts = None
     device_type = "cpu"
+    left = _unpadded_share(loader)
     for x, y in loader:
         device_type = x.device.type
+        if left is not None:  # drop the repeated samples that pad the last ranks' shards
+            x, y = x[:left], y[:left]
+            left -= len(y)
+            if len(y) == 0:
+                continue
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):

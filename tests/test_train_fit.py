@@ -1,0 +1,132 @@
+"""fit end to end on CPU: exact resume, run directory, NaN stop, evaluate."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from senet.data import load_dataset, make_loader
+from senet.models.registry import register_model
+from senet.train import NonFiniteLossError, Reporter, apply_overrides, evaluate, fit, load_config, load_model
+
+TINY = ["model.name=se_resnet20", "model.overrides.layers=[1, 1, 1]", "data.dataset=synthetic:256:3x16x16",
+        "batch_size=32", "eval_batch_size=20", "optim.lr=0.2", "schedule.name=cosine", "schedule.warmup_epochs=0.5"]
+TIMING = ("time_s", "images_per_s")
+
+
+def tiny(*extra):
+    return load_config("bundled", TINY + list(extra))
+
+
+def untimed(history):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = tiny("epochs=4")
+    straight = fit(cfg, tmp_path / "straight")
+    first = fit(cfg, tmp_path / "split", stop_after=2)
+    assert len(first.history) == 2
+    resumed = fit(cfg, tmp_path / "split", resume=True)
+    assert untimed(resumed.history) == untimed(straight.history)
+    a = load_file(tmp_path / "straight/checkpoints/last.safetensors")
+    b = load_file(tmp_path / "split/checkpoints/last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # ... and training changed the weights, so the equality above is not vacuous.
+    fresh = load_file(tmp_path / "split/checkpoints/best.safetensors") if straight.best["epoch"] != 4 else None
+    assert fresh is None or not all(torch.equal(a[k], fresh[k]) for k in a)
+    rows = (tmp_path / "split/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_run_directory_layout_and_learning(tmp_path):
+    result = fit(tiny("epochs=3"), tmp_path)
+    for name in ("config.yaml", "env.json", "metrics.csv", "metrics.jsonl", "curves.png", "report.md",
+                 "checkpoints/last.safetensors", "checkpoints/last_state.pt", "checkpoints/best.safetensors",
+                 "checkpoints/best_state.pt"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header == ["epoch", "lr", "train_loss", "train_acc", "train_err", "val_loss", "top1_err", "top5_err",
+                      "time_s", "images_per_s"]
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["packages"]["torch"] and env["cpu_count"] and env["dataset"].startswith("synthetic")
+    state = torch.load(tmp_path / "checkpoints/last_state.pt", weights_only=True)
+    assert state["epoch"] == 3 and {"torch", "numpy", "python", "cuda"} <= set(state["rng"])
+    assert state["config"]["model"]["overrides"]["layers"] == [1, 1, 1]
+    # The synthetic classes are separable: three short epochs already beat chance (90% error) clearly.
+    assert result.final["top1_err"] < 70 and result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    # The checkpoint alone rebuilds the model, and evaluate() agrees with the logged metrics.
+    model, meta = load_model(tmp_path / "checkpoints/last.safetensors")
+    assert meta["classes"] == result.meta["classes"] and len(meta["classes"]) == 10
+    assert meta["input_size"] == [3, 16, 16] and meta["overrides"]["layers"] == [1, 1, 1]
+    test = load_dataset("synthetic:256:3x16x16", "test")
+    m = evaluate(model, make_loader(test, 17, train=False))
+    assert m["top1_err"] == pytest.approx(result.final["top1_err"]) and m["loss"] == pytest.approx(
+        result.final["val_loss"], rel=1e-5)
+
+
+
+
+class _NaNAfter(nn.Module):
+    """Outputs NaN from its 11th training forward on (epoch 2, step 3 with 8 steps per epoch)."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_chans, num_classes)
+        self.calls = 0
+
+    def forward(self, x):
+        out = self.fc(x.mean(dim=(2, 3)))
+        if self.training:
+            self.calls += 1
+            if self.calls >= 11:
+                out = out * float("nan")
+        return out
+
+
+register_model("test_nan_after_10", _NaNAfter, family="test", description="NaN from the 11th step",
+               input_size=(3, 32, 32))
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tmp_path):
+    cfg = tiny("epochs=3", "model.name=test_nan_after_10", "model.overrides={}")
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 3") as info:
+        fit(cfg, tmp_path)
+    assert (info.value.epoch, info.value.step) == (2, 3)
+    state = torch.load(tmp_path / "checkpoints/last_state.pt", weights_only=True)
+    assert state["epoch"] == 1
+    weights = load_file(tmp_path / "checkpoints/last.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert "epoch 2, step 3" in (tmp_path / "report.md").read_text()
+
+
+def test_reporter_gets_steps_and_epochs_and_fit_prints_nothing(tmp_path, capsys):
+    class Recorder(Reporter):
+        def __init__(self):
+            self.steps, self.epochs = [], []
+
+        def step(self, epoch, step, steps, loss, acc):
+            self.steps.append((epoch, step, steps))
+
+        def epoch_end(self, metrics):
+            self.epochs.append(metrics["epoch"])
+
+    rec = Recorder()
+    fit(tiny("epochs=2"), None, reporter=rec)
+    assert rec.epochs == [1, 2] and rec.steps == [(e, s, 8) for e in range(2) for s in range(8)]
+    assert capsys.readouterr().out == ""
+
+
+def test_fp16_on_cpu_is_refused():
+    with pytest.raises(ValueError, match="fp16"):
+        fit(tiny("precision=fp16"), None, device="cpu")
+
+
+def test_label_smoothing_and_grad_clip_run(tmp_path):
+    r = fit(apply_overrides(tiny("epochs=1"), ["label_smoothing=0.1", "grad_clip=1.0", "optim.name=adamw",
+                                               "optim.lr=0.003", "optim.decay_norm_and_bias=false",
+                                               "channels_last=true"]), None)
+    assert r.final["train_loss"] > 0 and r.final["epoch"] == 1
