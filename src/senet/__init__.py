@@ -7,11 +7,13 @@ Public API::
     senet.complexity(model, input_size)      # parameters, multiply-adds, SE share (§4)
     senet.load_weights(model, weights, source="timm" | "legacy" | "senet")
     senet.SqueezeExcite, senet.SEConfig      # the SE block (§3) and its options
+    senet.retrofit(model, conv_activations=True, init="identity")  # SE into any network (§3.3)
 """
 
 from .complexity import Complexity, complexity
 from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
 from .models.registry import create_model, get_model_spec, list_models, register_model
+from .retrofit import RetrofitReport, keras_param_count, retrofit
 from .weights import WeightLoadError, load_weights
 
 __version__ = "0.1.0"
@@ -19,14 +21,17 @@ __version__ = "0.1.0"
 __all__ = [
     "Complexity",
     "ConstantGate",
+    "RetrofitReport",
     "SEConfig",
     "SqueezeExcite",
     "WeightLoadError",
     "complexity",
     "create_model",
     "get_model_spec",
+    "keras_param_count",
     "list_models",
     "load_weights",
     "register_model",
+    "retrofit",
     "se_width",
 ]
