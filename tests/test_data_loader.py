@@ -93,6 +93,19 @@ def test_ranks_get_disjoint_equal_shares(world_size: int) -> None:
     assert interleaved == single + single[: share * world_size - n]
 
 
+def test_ranks_together_show_the_single_process_epoch() -> None:
+    # Same seed and epoch: the ranks' augmented samples interleave into the one-process batch.
+    data = load_dataset("synthetic:60", "train")
+    aug = AugmentConfig(crop_padding=4, flip=True, cutout=6)
+    single = batches(make_loader(data, 60, train=True, seed=2, augment=aug), 3)[0]
+    for world_size in (2, 3):
+        shares = [batches(make_loader(data, 60 // world_size, train=True, seed=2, augment=aug, rank=r,
+                                      world_size=world_size), 3)[0] for r in range(world_size)]
+        x = torch.stack([s[0] for s in shares], 1).flatten(0, 1)
+        y = torch.stack([s[1] for s in shares], 1).flatten(0, 1)
+        assert torch.equal(x, single[0]) and torch.equal(y, single[1])
+
+
 def test_eval_loader_keeps_order_and_every_sample_without_augmentation() -> None:
     data = load_dataset("synthetic:100", "test")  # 20 images
     loader = make_loader(data, 8, train=False, augment=AugmentConfig(cutout=4))

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .arrays import ArrayDataset
 from .folder import ImageFolderDataset
-from .seeding import check_shard, derive_seed, generator_for, padded_size, shard_order
+from .seeding import check_shard, derive_seed, generator_for, pad_to, padded_size, shard_order
 from .transforms import AugmentConfig, augment_batch, normalize, sample_augment
 
 __all__ = ["Loader", "DeviceLoader", "FolderLoader", "make_loader"]
@@ -98,12 +98,14 @@ class DeviceLoader(_BaseLoader):
         order = self._order().to(self.device)
         params = None
         if self.augment is not None:
-            # Draw the whole epoch's choices over the padded global order, then shard them like
-            # the indices: a sample's augmentation does not depend on which rank shows it.
+            # Draw one choice per position of the global order (as many as samples, whatever the
+            # world size), pad and shard them exactly like the indices: the ranks together show
+            # the very crops and flips of a single-process epoch.
             _, _, h, w = self.images.shape
-            total = padded_size(self.dataset_size, self.world_size)
-            drawn = sample_augment(total, h, w, self.augment, generator_for(self.seed, self.epoch, "augment"))
-            params = drawn[self.rank :: self.world_size][: self.num_samples].to(self.device)
+            n, total = self.dataset_size, padded_size(self.dataset_size, self.world_size)
+            drawn = sample_augment(n, h, w, self.augment, generator_for(self.seed, self.epoch, "augment"))
+            positions = pad_to(torch.arange(n), total)[self.rank :: self.world_size][: self.num_samples]
+            params = drawn[positions].to(self.device)
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             x = self.images.index_select(0, index)
