@@ -1,5 +1,6 @@
 """senet train / eval / predict through the command line, on a tiny model and synthetic data."""
 
+import pytest
 from PIL import Image
 
 from senet.cli import main
@@ -53,3 +54,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(tmp_path / "ok"), str(bad)]) == 2
     assert "not an image Pillow can decode" in capsys.readouterr().err
+
+
+def test_terminal_reporter_shows_a_live_bar_on_a_tty():
+    import io
+
+    from senet.train import TerminalReporter, fit, load_config
+
+    stream = io.StringIO()
+    cfg = load_config("bundled", ["model.overrides.layers=[1,1,1]", "data.dataset=synthetic:64:3x8x8",
+                                  "batch_size=16", "epochs=1", "eval_batch_size=16"])
+    fit(cfg, None, reporter=TerminalReporter(stream, tty=True))
+    text = stream.getvalue()
+    assert "epoch 1/1" in text and "loss=" in text and "acc=" in text and "4/4" in text
+    assert "top-1 err" in text and text.rstrip().splitlines()[-1].startswith("final:")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    """The documented launch: torchrun --standalone --nproc_per_node 2 -m senet.cli train (gloo on CPU)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun not on PATH")
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "senet.cli",
+           "train", *TINY, "--epochs", "1", "--out", str(run), "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("epoch   1/1") == 1  # only rank 0 prints
+    assert "world size 2" in proc.stdout and (run / "checkpoints/last.safetensors").is_file()
+
