@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..layers.se import check_choice
 from .seeding import generator_for
 from .transforms import cutout, hflip, random_resized_crop, resize_center_crop
 
@@ -56,8 +57,6 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str, *, image_size: int = 224, on_corrupt: str = "warn") -> None:
-        from ..layers.se import check_choice
-
         check_choice("split", split, tuple(_SPLIT_DIRS))
         check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
         if not (isinstance(image_size, int) and image_size >= 1):
