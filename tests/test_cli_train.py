@@ -64,7 +64,7 @@ def test_terminal_reporter_shows_a_live_bar_on_a_tty():
     stream = io.StringIO()
     cfg = load_config("bundled", ["model.overrides.layers=[1,1,1]", "data.dataset=synthetic:64:3x8x8",
                                   "batch_size=16", "epochs=1", "eval_batch_size=16"])
-    fit(cfg, None, reporter=TerminalReporter(stream, tty=True))
+    fit(cfg, None, reporter=TerminalReporter(stream, tty=True, mininterval=0))
     text = stream.getvalue()
     assert "epoch 1/1" in text and "loss=" in text and "acc=" in text and "4/4" in text
     assert "top-1 err" in text and text.rstrip().splitlines()[-1].startswith("final:")

@@ -37,8 +37,9 @@ class Reporter:
 class TerminalReporter(Reporter):
     """tqdm bar on a TTY, a line per epoch otherwise; prints the final table."""
 
-    def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None, mininterval: float = 0.1) -> None:
         self.stream = stream or sys.stdout
+        self.mininterval = mininterval  # seconds between bar refreshes
         self.tty = self.stream.isatty() if tty is None else tty
         self.bar: Any = None
         self.epochs = 0
@@ -63,7 +64,7 @@ class TerminalReporter(Reporter):
             from tqdm import tqdm
 
             self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", file=self.stream,
-                            leave=False, dynamic_ncols=True)
+                            leave=False, dynamic_ncols=True, mininterval=self.mininterval)
         self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}%", refresh=False)
         self.bar.update(1)
 
