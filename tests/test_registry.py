@@ -48,6 +48,8 @@ def test_bad_architecture_values():
         senet.create_model("resnet20", block="basik")
     with pytest.raises(ValueError, match="num_classes"):
         senet.create_model("resnet20", num_classes=0)
+    with pytest.raises(ValueError, match=r"down_kernel=2 .*allowed values: 1, 3"):  # integer choices
+        senet.create_model("resnet20", down_kernel=2)
 
 
 def test_duplicate_registration_is_refused():
