@@ -41,6 +41,35 @@ def test_resume_continues_exactly(tmp_path):
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3, 4]
 
 
+def test_kill_between_the_two_checkpoint_writes_loses_nothing(tmp_path, monkeypatch):
+    """The state file (weights included) is written first: a kill right after it leaves a stale
+    .safetensors beside a newer, complete state, and resuming from it still reproduces 4 straight epochs."""
+    import senet.train.checkpoint as ckpt
+
+    cfg = tiny("epochs=4")
+    straight = fit(cfg, tmp_path / "straight")
+    real_write, writes = ckpt.atomic_write_bytes, []
+
+    def write(path, data):
+        writes.append(path.name)
+        if path.name == "last.safetensors" and writes.count("last_state.pt") == 3:
+            raise KeyboardInterrupt("killed between the two writes of epoch 3")
+        real_write(path, data)
+
+    monkeypatch.setattr(ckpt, "atomic_write_bytes", write)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "killed")
+    monkeypatch.setattr(ckpt, "atomic_write_bytes", real_write)
+    state = torch.load(tmp_path / "killed/checkpoints/last_state.pt", weights_only=True)
+    from senet.train import read_checkpoint_meta
+    assert state["epoch"] == 3 and read_checkpoint_meta(tmp_path / "killed/checkpoints/last.safetensors")["epoch"] == 2
+    resumed = fit(cfg, tmp_path / "killed", resume=True)
+    assert untimed(resumed.history) == untimed(straight.history)
+    a = load_file(tmp_path / "straight/checkpoints/last.safetensors")
+    b = load_file(tmp_path / "killed/checkpoints/last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_run_directory_layout_and_learning(tmp_path):
     result = fit(tiny("epochs=3"), tmp_path)
     for name in ("config.yaml", "env.json", "metrics.csv", "metrics.jsonl", "curves.png", "report.md",

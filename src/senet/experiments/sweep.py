@@ -231,7 +231,7 @@ def train_run(cfg: TrainConfig, path: Path, device: str | None = None, reporter:
     from ..train.checkpoint import checkpoint_paths
     from ..train.fit import fit
 
-    resume = all(p.is_file() for p in checkpoint_paths(path, "last"))
+    resume = checkpoint_paths(path, "last")[1].is_file()  # the state file alone suffices to resume
     result = fit(cfg, path, device=device, resume=resume, reporter=reporter)
     cost = complexity(result.model, tuple(result.meta["input_size"]))
     hist = result.history

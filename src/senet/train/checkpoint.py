@@ -5,11 +5,15 @@ A checkpoint ``TAG`` in ``run/checkpoints`` is a pair:
 * ``TAG.safetensors``: the model's state dict, with metadata ``senet`` (JSON: model name,
   overrides, classes, mean/std, input size, dataset, epoch) so that ``senet eval`` and
   ``senet predict`` rebuild the network from this one file;
-* ``TAG_state.pt``: optimiser state, epoch, every RNG state, the config and the metric history,
-  made only of tensors and plain Python values so ``torch.load(weights_only=True)`` reads it.
+* ``TAG_state.pt``: the model weights again, optimiser state, epoch, every RNG state, the
+  config and the metric history, made only of tensors and plain Python values so
+  ``torch.load(weights_only=True)`` reads it.
 
 Every file is written atomically (temp file in the same folder, fsync, rename), so a process
-killed mid-write leaves the previous checkpoint intact.
+killed mid-write leaves the previous file intact. The state file is complete on its own and is
+written first; resuming reads only it. A kill between the two writes therefore leaves a
+consistent state file one epoch ahead of the ``.safetensors`` file, which the next save
+rewrites; no work is lost.
 """
 
 from __future__ import annotations
@@ -93,33 +97,29 @@ def save_checkpoint(run_dir: str | os.PathLike[str], tag: str, model: nn.Module,
                     state: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write checkpoint ``tag``: weights (+ ``meta`` as JSON metadata) and trainer ``state``.
 
-    The weights are written first; both files carry ``meta["epoch"]`` so a reader can tell if a
-    kill fell between the two renames.
+    The self-contained state file (weights included) is written first, so whichever write a kill
+    interrupts, resuming finds a complete, consistent state.
     """
+    import io
+
     from safetensors.torch import save
 
     weights_path, state_path = checkpoint_paths(run_dir, tag)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(weights_path, save(tensors, metadata={"senet": json.dumps(dict(meta))}))
-    import io
-
     buf = io.BytesIO()
-    torch.save({**state, "meta": dict(meta)}, buf)
+    torch.save({**state, "model": tensors, "meta": dict(meta)}, buf)
     atomic_write_bytes(state_path, buf.getvalue())
+    atomic_write_bytes(weights_path, save(tensors, metadata={"senet": json.dumps(dict(meta))}))
     return weights_path, state_path
 
 
 def load_state(run_dir: str | os.PathLike[str], tag: str = "last") -> dict[str, Any]:
     """The trainer state of checkpoint ``tag`` (``weights_only=True``: no arbitrary unpickling)."""
-    weights_path, state_path = checkpoint_paths(run_dir, tag)
+    state_path = checkpoint_paths(run_dir, tag)[1]
     if not state_path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {state_path} does not exist")
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    if read_checkpoint_meta(weights_path).get("epoch") != state["meta"].get("epoch"):
-        raise ValueError(f"{weights_path.name} and {state_path.name} are from different epochs "
-                         "(interrupted between the two writes); resume from another checkpoint")
-    return state
+    return torch.load(state_path, map_location="cpu", weights_only=True)
 
 
 def _resolve(path: str | os.PathLike[str]) -> Path:

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from ..layers.se import check_choice
 from ..models.registry import create_model, get_model_spec
-from .checkpoint import capture_rng, checkpoint_paths, load_state, restore_rng, save_checkpoint
+from .checkpoint import capture_rng, load_state, restore_rng, save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from .distributed import all_reduce_sum, any_across_ranks, rank_info
 from .metrics import batch_counts, evaluate, summarize
@@ -165,7 +165,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
         state = load_state(run_dir, "last")
         from ..weights import load_weights
 
-        load_weights(model, checkpoint_paths(run_dir, "last")[0], source="senet")
+        load_weights(model, state["model"], source="senet")  # the state file is self-contained
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
