@@ -37,6 +37,8 @@ def test_overrides_are_parsed_with_the_field_type():
     assert cfg.model.overrides == {"se_reduction": 8, "se_stages": [1, 2]}
     assert cfg.data.root is None and cfg.data.dataset == "123"  # str fields keep the text
     assert isinstance(apply_overrides(cfg, ["optim.lr=1"]).optim.lr, float)  # int accepted for float
+    assert apply_overrides(cfg, ["optim.lr=1e-3"]).optim.lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
+    assert config_from_dict({"optim": {"weight_decay": "5e-4"}}).optim.weight_decay == 5e-4
 
 
 def test_unknown_key_names_it_and_the_closest_match():

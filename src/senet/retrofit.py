@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers.se import SEConfig, SqueezeExcite, check_choice
 
-__all__ = ["retrofit", "Retrofitted", "RetrofitReport", "Insertion", "UnitGate", "keras_param_count",
+__all__ = ["retrofit", "retrofit_from_config", "Retrofitted", "RetrofitReport", "Insertion", "UnitGate", "keras_param_count",
            "ACTIVATION_TYPES"]
 
 # Modules counted as "a convolution's activation" by ``conv_activations=True``.
@@ -326,3 +326,32 @@ def keras_param_count(model: nn.Module) -> int:
     stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
                 if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None)
     return params + stats
+
+
+SPEC_KEYS = ("types", "names", "regex", "conv_activations", "depthwise", "se", "bn", "init")
+
+
+def retrofit_from_config(model: nn.Module, spec: Mapping[str, Any], input_size: Sequence[int]) -> RetrofitReport:
+    """:func:`retrofit` driven by a plain mapping, as written in a training config or checkpoint
+    (``model.retrofit``). ``types`` are ``torch.nn`` class names; ``se`` is a mapping of
+    :class:`SEConfig` fields (``{}`` for the defaults) or ``None`` for BN only. Example::
+
+        {"conv_activations": True, "se": {"reduction": 8}, "bn": False, "init": "identity"}
+    """
+    unknown = [k for k in spec if k not in SPEC_KEYS]
+    if unknown:
+        raise ValueError(f"model.retrofit: unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+    kwargs: dict[str, Any] = {k: v for k, v in spec.items() if k not in ("types", "se")}
+    if "types" in spec:
+        names = [spec["types"]] if isinstance(spec["types"], str) else list(spec["types"])
+        bad = [n for n in names if not (isinstance(getattr(nn, str(n), None), type)
+                                        and issubclass(getattr(nn, n), nn.Module))]
+        if bad:
+            raise ValueError(f"model.retrofit.types: {bad} are not torch.nn module classes")
+        kwargs["types"] = tuple(getattr(nn, n) for n in names)
+    se = spec.get("se", {})
+    if se is not None and not isinstance(se, Mapping):
+        raise ValueError(f"model.retrofit.se must be a mapping of SE options or null, got {se!r}")
+    kwargs["se"] = None if se is None else SEConfig().replace(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in se.items()})
+    return retrofit(model, input_size=tuple(input_size), **kwargs)

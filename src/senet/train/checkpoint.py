@@ -39,6 +39,7 @@ __all__ = [
     "capture_rng",
     "restore_rng",
     "checkpoint_paths",
+    "resolve_checkpoint",
 ]
 
 
@@ -122,7 +123,7 @@ def load_state(run_dir: str | os.PathLike[str], tag: str = "last") -> dict[str, 
     return torch.load(state_path, map_location="cpu", weights_only=True)
 
 
-def _resolve(path: str | os.PathLike[str]) -> Path:
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A ``.safetensors`` file as given; a run directory means its ``best`` checkpoint."""
     path = Path(path)
     if path.is_dir():
@@ -142,7 +143,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``senet`` metadata of a checkpoint (a ``.safetensors`` file or a run directory)."""
     from safetensors import safe_open
 
-    path = _resolve(path)
+    path = resolve_checkpoint(path)
     with safe_open(str(path), framework="pt") as f:
         meta = (f.metadata() or {}).get("senet")
     if meta is None:
@@ -154,9 +155,13 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]
     """Rebuild the trained network from a checkpoint alone; returns ``(model in eval mode, meta)``."""
     from ..weights import load_weights
 
-    path = _resolve(path)
+    path = resolve_checkpoint(path)
     meta = read_checkpoint_meta(path)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["overrides"].items()}
     model = create_model(meta["model"], **overrides)
+    if meta.get("retrofit"):  # a network that had SE/BN inserted into it (senet transfer)
+        from ..retrofit import retrofit_from_config
+
+        retrofit_from_config(model, meta["retrofit"], meta["input_size"])
     load_weights(model, path, source="senet")
     return model.eval(), meta

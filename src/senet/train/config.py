@@ -44,12 +44,15 @@ class ModelConfig:
     ``num_classes`` and ``in_chans`` come from the dataset unless given in ``overrides``.
     ``weights`` initialises from a file (transfer learning); keys that do not fit, such as a
     classifier with another number of classes, are left at their initial values.
+    ``retrofit`` (options of ``senet.retrofit_from_config``, e.g. ``{conv_activations: true,
+    se: {reduction: 8}, init: identity}``) inserts SE/BN after the weights are loaded (seed 003).
     """
 
     name: str = "se_resnet20"
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     weights: str | None = None
     weights_source: str = "timm"
+    retrofit: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -163,6 +166,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -152,6 +152,11 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     model, meta = build_model(cfg, train_set)
     if cfg.model.weights and not resume:
         report.message(_load_initial_weights(model, cfg))
+    if cfg.model.retrofit:  # after the (plain) pretrained weights, before resuming the retrofitted ones
+        from ..retrofit import retrofit_from_config
+
+        report.message(str(retrofit_from_config(model, cfg.model.retrofit, meta["input_size"])))
+        meta["retrofit"] = dict(cfg.model.retrofit)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

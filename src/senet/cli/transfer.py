@@ -1,0 +1,56 @@
+"""``senet transfer``: fine-tune a trained plain network with and without retrofitted SE (seed 003)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .sweeps import add_run_arguments, execute
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transfer", help="fine-tune a pretrained plain network as is and with retrofitted SE (seed 003)",
+        description="Start from a trained plain network (a checkpoint of senet train, or --model + --weights in "
+                    "timm's layout), retrofit SE (and optionally BN) after every convolution's activation, and "
+                    "fine-tune; compares plain fine-tuning, SE with identity-preserving init and SE with the "
+                    "default init over the same seeds, in a table like seed 003's.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="PATH", help="a senet checkpoint (.safetensors) or run directory")
+    src.add_argument("--weights", metavar="FILE", help="a weights file for --model (e.g. timm layout)")
+    p.add_argument("--model", help="registered plain model the --weights fit")
+    p.add_argument("--source", default="timm", help="layout of --weights: timm, legacy or senet (default: timm)")
+    p.add_argument("--data", help="dataset to fine-tune on (default: the checkpoint's)")
+    p.add_argument("--config", metavar="RECIPE", default="rmsprop_transfer",
+                   help="fine-tuning recipe (default: rmsprop_transfer, seed 003's RMSProp lr 1e-5)")
+    p.add_argument("--reduction", type=float, default=8, help="SE reduction ratio r (default: 8, as seed 003)")
+    p.add_argument("--bn", action="store_true", help="also insert BN before each SE block (seed 003's VGG16)")
+    p.add_argument("--no-depthwise", action="store_true", help="skip depthwise convs (seed 003's MobileNet)")
+    p.add_argument("--out", default=None, help="output directory (default: runs/transfer-<model>)")
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments.transfer import transfer_sweep
+    from ..train import read_checkpoint_meta
+    from ..train.checkpoint import resolve_checkpoint
+
+    if args.checkpoint:
+        weights = str(resolve_checkpoint(args.checkpoint))
+        meta = read_checkpoint_meta(weights)
+        if meta.get("retrofit"):
+            raise ValueError(f"{args.checkpoint} already has retrofitted blocks; start from a plain network")
+        model, source = args.model or meta["model"], "senet"
+        # Classes and channels follow the dataset being fine-tuned on.
+        overrides = {k: v for k, v in meta["overrides"].items() if k not in ("num_classes", "in_chans")}
+        data = args.data or meta["data"]["dataset"]
+    else:
+        if not args.model:
+            raise ValueError("--weights needs --model, the registered plain network they fit")
+        weights, model, source, overrides, data = args.weights, args.model, args.source, {}, args.data
+    sweep = transfer_sweep(model, weights, source=source, overrides=overrides, data=data, recipe=args.config,
+                           seeds=list(range(args.seeds or 1)), reduction=args.reduction, bn=args.bn,
+                           depthwise=not args.no_depthwise)
+    args.seeds = None  # already applied
+    return execute(sweep, Path(args.out or f"runs/transfer-{model}"), args, baseline=sweep.cells[0].label)
