@@ -21,18 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_dataset, make_loader
+    from ..data import make_loader
     from ..train import evaluate, load_model
+    from ..train.checkpoint import checkpoint_dataset
 
     model, meta = load_model(args.checkpoint)
-    spec = args.data or meta["data"]["dataset"]
-    root = args.root if args.root is not None else meta["data"].get("root")
-    data = load_dataset(spec, "test", root=root, image_size=meta["input_size"][1])
-    if len(data.classes) != len(meta["classes"]):
-        raise ValueError(f"{data.name} has {len(data.classes)} classes but the checkpoint was trained on "
-                         f"{len(meta['classes'])}")
-    # Normalise with the statistics the network was trained with (stored in the checkpoint).
-    data.mean, data.std = tuple(meta["mean"]), tuple(meta["std"])
+    data = checkpoint_dataset(meta, args.data, "test", args.root)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loader = make_loader(data, args.batch_size, train=False, device=device)
     m = evaluate(model.to(device), loader)

@@ -29,17 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.study import excitation_study
-    from ..data import load_dataset, make_loader
+    from ..data import make_loader
     from ..train import load_model
+    from ..train.checkpoint import checkpoint_dataset
 
     model, meta = load_model(args.checkpoint)
-    spec = args.data or meta["data"]["dataset"]
-    root = args.root if args.root is not None else meta["data"].get("root")
-    data = load_dataset(spec, args.split, root=root, image_size=meta["input_size"][1])
-    if len(data.classes) != len(meta["classes"]):
-        raise ValueError(f"{data.name} has {len(data.classes)} classes but the checkpoint was trained on "
-                         f"{len(meta['classes'])}")
-    data.mean, data.std = tuple(meta["mean"]), tuple(meta["std"])  # the training normalisation
+    data = checkpoint_dataset(meta, args.data, args.split, args.root)
     try:
         show = [int(c) for c in args.classes.split(",")] if args.classes else None
     except ValueError:

@@ -40,6 +40,7 @@ __all__ = [
     "restore_rng",
     "checkpoint_paths",
     "resolve_checkpoint",
+    "checkpoint_dataset",
 ]
 
 
@@ -165,3 +166,20 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]
         retrofit_from_config(model, meta["retrofit"], meta["input_size"])
     load_weights(model, path, source="senet")
     return model.eval(), meta
+
+
+def checkpoint_dataset(meta: Mapping[str, Any], spec: str | None = None, split: str = "test",
+                       root: str | None = None) -> Any:
+    """The dataset to evaluate or analyse a checkpoint on: ``spec`` (default: the one it was trained
+    on), normalised with the training statistics stored in the checkpoint, and with as many
+    classes as the network has."""
+    from ..data import load_dataset
+
+    spec = spec or meta["data"]["dataset"]
+    root = root if root is not None else meta["data"].get("root")
+    data = load_dataset(spec, split, root=root, image_size=meta["input_size"][1])
+    if len(data.classes) != len(meta["classes"]):
+        raise ValueError(f"{data.name} has {len(data.classes)} classes but the checkpoint was trained on "
+                         f"{len(meta['classes'])}")
+    data.mean, data.std = tuple(meta["mean"]), tuple(meta["std"])
+    return data
