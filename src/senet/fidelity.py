@@ -69,7 +69,8 @@ ROWS: list[Row] = [
     Row("Table 3", "SE-MobileNet", "se_mobilenet_v1", {}, "4.7", "572", unit="M",
         note="MACs + one op per SE-scaled element gives 571.9 (572); our two-op convention gives 574.6"),
     Row("Table 3", "ShuffleNet 1x (g=3)", "shufflenet_v1_g3", {}, "1.8", "140", unit="M",
-        note="1.87M: the paper truncates (1.8); 137.5 M multiply-adds, the ShuffleNet paper says ~140"),
+        note="the ShuffleNet authors' own implementation (megvii-model/ShuffleNet-Series) lists 138M FLOPs "
+             "and 1.9M parameters for 1.0x g=3, which ours match; the SE paper prints 140 and 1.8M"),
     Row("Table 3", "SE-ShuffleNet 1x (g=3)", "se_shufflenet_v1_g3", {}, "2.4", "142", unit="M",
         note="2.48M: the paper truncates (2.4); SE adds 3.8 M ops (paper: 2)"),
     Row("extra", "Inception-v3", "inception_v3", {}, None, None, note="not in the paper; 299 px, timm layout"),
@@ -175,7 +176,9 @@ What the comparison shows:
 - The SE-VGG-16 and SE-MobileNet figures fit "multiply-adds + one operation per SE-scaled
   element", while SE-BN-Inception's 2.04 needs two (pooling and scaling, as for SE-ResNet-50).
   Again no one convention fits all rows; the notes say which one a row fits.
-- ShuffleNet's parameters are truncated in the paper (1.87M printed as 1.8M, 2.48M as 2.4M).
+- ShuffleNet: our 1.87M parameters and 137.5 M multiply-adds agree with the figures of the
+  ShuffleNet authors' own implementation (138M, 1.9M); the SE paper prints 1.8M (and 2.4M for
+  2.48M), apparently truncated, and 140 M.
   Inception-ResNet-v2's cost in timm's layout, 13.16 G at 299 px, is well above the paper's
   11.75 G; we could not find the convention or layout that gives 11.75.
 """
