@@ -8,6 +8,7 @@ weights load directly; the authors' Caffe layout is converted by :mod:`senet.wei
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -210,19 +211,11 @@ class PreActBlock(Block):
         return self.conv2(out)
 
 
-def _preact_basic(*args: object, **kw: object) -> PreActBlock:
-    return PreActBlock(*args, bottleneck=False, **kw)  # type: ignore[arg-type]
-
-
-def _preact_bottleneck(*args: object, **kw: object) -> PreActBlock:
-    return PreActBlock(*args, bottleneck=True, **kw)  # type: ignore[arg-type]
-
-
 BLOCKS = {
     "basic": (BasicBlock, 1),
     "bottleneck": (Bottleneck, 4),
-    "preact_basic": (_preact_basic, 1),
-    "preact_bottleneck": (_preact_bottleneck, 4),
+    "preact_basic": (functools.partial(PreActBlock, bottleneck=False), 1),
+    "preact_bottleneck": (functools.partial(PreActBlock, bottleneck=True), 4),
 }
 STEMS = ("7x7", "deep", "cifar")
 
