@@ -51,6 +51,9 @@ def test_ablate_resumes_half_finished_sweep(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "Sigmoid, seed 0: finished earlier, kept" in log and "Tanh, seed 0: training" in log
     assert "| Tanh |" in (out / "report.md").read_text()
+    # Rerunning into the same directory with another config must not mix old results in.
+    assert main(["ablate", str(sweep), "--out", str(out), *TINY, "--set", "epochs=3"]) == 2
+    assert "differs in epochs" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):

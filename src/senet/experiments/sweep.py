@@ -185,6 +185,33 @@ def write_record(path: Path, record: RunRecord) -> None:
     atomic_write_bytes(path / "result.json", json.dumps(dataclasses.asdict(record), indent=1).encode())
 
 
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_same_config(path: Path, cfg: TrainConfig) -> None:
+    """Refuse to keep or resume a run that was started with another config: its results would be
+    silently mixed into a table about this one."""
+    import yaml
+
+    from ..train.config import config_to_dict
+
+    saved_file = path / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved, now = _flatten(yaml.safe_load(saved_file.read_text()) or {}), _flatten(config_to_dict(cfg))
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        raise ValueError(f"{path} holds a run made with another config (differs in {', '.join(diff)}); "
+                         f"use another output directory or delete that run")
+
+
 def run_sweep(
     sweep: Sweep,
     out: str | Path,
@@ -210,6 +237,7 @@ def run_sweep(
     for seed in sweep.seeds:
         for cell in chosen:
             path = run_dir(out, cell, seed)
+            _check_same_config(path, configs[cell.label, seed])
             record = read_record(path)
             done += 1
             if record is None:
