@@ -36,3 +36,16 @@ def test_forward_backward_and_every_se_block_runs(name):
 def test_grey_and_odd_sized_input(name):
     model = senet.create_model(name, in_chans=1, num_classes=10).eval()
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name", ["se_resnet20", "vgg16_bn", "inception_v3", "mobilenet_v1", "shufflenet_v1_g3",
+                                  "densenet121", "inception_resnet_v2", "bn_inception"])
+def test_wrong_input_shape_is_named(name):
+    with torch.device("meta"):  # shapes only
+        model = senet.create_model(name, num_classes=3)
+    side = max(32, getattr(model, "min_input_size", 32))
+    with pytest.raises(ValueError, match=r"expects an \(N, 3, H, W\) input, got shape \(2, 1,.*in_chans=1"):
+        model(torch.empty(2, 1, side, side, device="meta"))
+    if getattr(model, "min_input_size", 1) > 32:
+        with pytest.raises(ValueError, match=f"at least {model.min_input_size}x{model.min_input_size}"):
+            model(torch.empty(2, 3, 32, 32, device="meta"))

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 
-__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "he_init", "check_common"]
+__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "he_init", "check_common", "check_input"]
 
 
 class ConvBnAct(nn.Module):
@@ -82,3 +82,14 @@ def check_common(num_classes: int, in_chans: int, drop_rate: float) -> None:
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
     if not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+
+
+def check_input(model: nn.Module, x: torch.Tensor) -> None:
+    """Fail with the expected and the given shape, instead of an error deep inside a conv, when
+    ``x`` is not an (N, in_chans, H, W) batch at least ``model.min_input_size`` pixels on a side."""
+    c, side = model.in_chans, getattr(model, "min_input_size", 1)
+    if x.ndim != 4 or x.shape[1] != c:
+        raise ValueError(f"{type(model).__name__} expects an (N, {c}, H, W) input, got shape {tuple(x.shape)}"
+                         + (f"; build it with in_chans={x.shape[1]} for {x.shape[1]}-channel images" if x.ndim == 4 else ""))
+    if min(x.shape[-2:]) < side:
+        raise ValueError(f"{type(model).__name__} needs inputs of at least {side}x{side} pixels, got {tuple(x.shape)}")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import BatchNormReLU, check_common, he_init
+from .common import BatchNormReLU, check_common, check_input, he_init
 
 __all__ = ["DenseNet", "DEPTHS", "PLACEMENTS"]
 
@@ -97,6 +97,7 @@ class DenseNet(nn.Module):
                  compression: float = 0.5, se: SEConfig | None = None, placement: str = "layer") -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
+        self.in_chans = in_chans
         check_choice("placement", placement, PLACEMENTS)
         if not layers or not all(n >= 1 for n in layers):
             raise ValueError(f"layers={tuple(layers)} must give >= 1 dense layer per block")
@@ -128,5 +129,6 @@ class DenseNet(nn.Module):
         return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         x = self.global_pool(self.forward_features(x)).flatten(1)
         return self.classifier(self.drop(x))

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import ConvBnAct, check_common, he_init
+from .common import ConvBnAct, check_common, check_input, he_init
 
 __all__ = ["Conv", "Pool", "InceptionModule", "Inception", "bn_inception_spec", "inception_v3_spec"]
 
@@ -212,6 +212,7 @@ class Inception(nn.Module):
                  drop_rate: float = 0.0, eps: float | None = None, se: SEConfig | None = None) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
+        self.in_chans = in_chans
         check_choice("variant", variant, tuple(SPECS))
         caffe = variant == "bn_inception"
         eps = (1e-5 if caffe else 1e-3) if eps is None else eps
@@ -248,5 +249,6 @@ class Inception(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         x = self.global_pool(self.forward_features(x)).flatten(1)
         return self.fc(self.drop(x))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import ConvBnAct, check_common, he_init
+from .common import ConvBnAct, check_common, check_input, he_init
 
 __all__ = ["InceptionResNetV2"]
 
@@ -98,6 +98,7 @@ class InceptionResNetV2(nn.Module):
                  se: SEConfig | None = None) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
+        self.in_chans = in_chans
         self.conv2d_1a = cba(in_chans, 32, 3, 2)
         self.conv2d_2a = cba(32, 32, 3)
         self.conv2d_2b = cba(32, 64, 3, 1, 1)
@@ -141,5 +142,6 @@ class InceptionResNetV2(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         x = self.global_pool(self.forward_features(x)).flatten(1)
         return self.classif(self.drop(x))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import check_common, he_init
+from .common import check_common, check_input, he_init
 
 __all__ = ["MobileNetV1", "STAGES"]
 
@@ -60,6 +60,7 @@ class MobileNetV1(nn.Module):
                  act: str = "relu6", eps: float = 1e-5, se: SEConfig | None = None, stem_se: bool = False) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
+        self.in_chans = in_chans
         check_choice("act", act, tuple(ACTS))
         if stem_se and se is None:
             raise ValueError("stem_se=True needs SE options (se=SEConfig(...))")
@@ -88,5 +89,6 @@ class MobileNetV1(nn.Module):
         return self.blocks(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         x = self.global_pool(self.forward_features(x)).flatten(1)
         return self.classifier(self.drop(x))

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, SqueezeExcite, check_choice, make_se
+from .common import check_input
 
 __all__ = ["ResNet", "BLOCKS", "STEMS"]
 
@@ -277,6 +278,7 @@ class ResNet(nn.Module):
             raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        self.in_chans = in_chans
         make_block, expansion = BLOCKS[block]
         preact = block.startswith("preact")
         if se is not None:
@@ -356,6 +358,7 @@ class ResNet(nn.Module):
         return [getattr(self, n) for n in self.stage_names]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for stage in self.stages():
             x = stage(x)

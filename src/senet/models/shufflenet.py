@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import check_common, he_init
+from .common import check_common, check_input, he_init
 
 __all__ = ["ShuffleNetV1", "STAGE_WIDTHS"]
 
@@ -82,6 +82,7 @@ class ShuffleNetV1(nn.Module):
                  se: SEConfig | None = None) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
+        self.in_chans = in_chans
         if groups not in STAGE_WIDTHS:
             raise ValueError(f"groups={groups!r} is not supported; allowed values: {', '.join(map(str, STAGE_WIDTHS))}")
         stem = 24
@@ -109,5 +110,6 @@ class ShuffleNetV1(nn.Module):
         return self.stage4(self.stage3(self.stage2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         x = self.global_pool(self.forward_features(x)).flatten(1)
         return self.fc(self.drop(x))

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, check_choice
-from .common import ActSE, check_common, he_init
+from .common import ActSE, check_common, check_input, he_init
 
 __all__ = ["VGG", "VGG16", "CIFAR10_LAYER"]
 
@@ -90,6 +90,7 @@ class VGG(nn.Module):
                  drop_rate: float = 0.0, eps: float = 1e-5, se: SEConfig | None = None) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
+        self.in_chans = in_chans
         check_choice("head", head, HEADS)
         pools = {"M": nn.MaxPool2d, "A": nn.AvgPool2d}
         units: list[nn.Module] = []
@@ -122,4 +123,5 @@ class VGG(nn.Module):
         return self.pre_logits(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
         return self.head(self.forward_features(x))
