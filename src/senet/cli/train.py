@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
-from ..train.distributed import cleanup, setup_from_env
+from ..train.distributed import barrier, cleanup, setup_from_env
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     ranks, device = setup_from_env(args.device)
     try:
         fit(cfg, run_dir, device=device, resume=bool(args.resume), reporter=TerminalReporter())
+        # Leave together: rank 0 may still be writing checkpoints and plots, and tearing the gloo
+        # group down under it aborts the other rank ("terminate called without an active exception").
+        barrier()
     except NonFiniteLossError as e:
         if ranks.is_main:
             print(f"senet train: stopped: {e}", file=sys.stderr)
