@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+from .common import add_checkpoint_argument, add_device_argument, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Record every SE gate over a dataset through hooks and write figures of per-class mean "
                     "excitations, per-block class specificity and near-identity share, and the accuracy with the "
                     "last stage's gates fixed at 1 or at their means.")
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a .safetensors checkpoint or a run directory (its best checkpoint)")
+    add_checkpoint_argument(p)
     p.add_argument("--data", help="dataset spec (default: the training dataset stored in the checkpoint)")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--root", help="download/cache folder for cifar10/cifar100")
@@ -23,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, help="comma-separated class indices to plot (default: the first 4)")
     p.add_argument("--tol", type=float, default=0.05, help="'near identity' means a gate within TOL of 1")
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
     if show and not all(0 <= c < len(data.classes) for c in show):
         raise ValueError(f"--classes must lie in 0..{len(data.classes) - 1}, got {show}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     loader = make_loader(data, args.batch_size, train=False, device=device)
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else Path(".")) / "excitations"

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import torch
 
+from .common import add_checkpoint_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a trained checkpoint (top-5 with probabilities)",
                        description="Decode each image (Pillow), resize it to the network's input, normalise "
                                    "with the training data's mean/std and print the top-5 classes.")
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a .safetensors checkpoint or a run directory (its best checkpoint)")
+    add_checkpoint_argument(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     p.set_defaults(func=run)

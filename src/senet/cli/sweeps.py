@@ -8,13 +8,14 @@ from pathlib import Path
 
 from ..experiments import run_sweep, train_run, write_sweep_report
 from ..experiments.sweep import Sweep
+from .common import add_device_argument
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: the sweep's own)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override applied to every run, e.g. --set epochs=5 (repeatable)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_device_argument(p)
     p.add_argument("--verbose", action="store_true", help="print every epoch of every run")
 
 

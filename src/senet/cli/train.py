@@ -8,6 +8,7 @@ import time
 
 from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
 from ..train.distributed import barrier, cleanup, setup_from_env
+from .common import add_device_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optim.nesterov=false --set "
                         "model.overrides.se_reduction=8 (repeatable)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
