@@ -25,6 +25,16 @@ def test_headline_rows_agree(rendered):
     assert "✓ params ✓ FLOPs" in rows["NoSqueeze"]  # Table 16: 4.27 GFLOPs from per-position FCs
 
 
+def test_table3_rows_agree_under_one_convention(rendered):
+    rows = [line for line in rendered.splitlines() if line.startswith("| Table 3")]
+    assert len(rows) == 4 and all("params truncated" in r and "✓ params" in r and "✗" not in r for r in rows)
+    assert sum("✓ FLOPs" in r for r in rows) == 3 and sum("FLOPs nominal" in r for r in rows) == 1
+    shufflenet_t1 = [line for line in rendered.splitlines() if line.startswith("| ShuffleNet T1")]
+    assert len(shufflenet_t1) == 5 and all("✓ FLOPs" in r for r in shufflenet_t1)
+
+
 def test_agreement_uses_paper_decimals():
     assert fidelity._agrees(3.8715, "3.87") and not fidelity._agrees(3.8770, "3.87")
     assert fidelity._agrees(26.349, "26.3") and not fidelity._agrees(26.349, "26.4")
+    assert fidelity._agrees(2.48, "2.4", "truncate") and not fidelity._agrees(2.48, "2.5", "truncate")
+    assert fidelity._agrees(4.2, "4.2", "truncate") and not fidelity._agrees(4.19999, "4.2", "truncate")

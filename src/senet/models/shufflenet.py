@@ -8,7 +8,11 @@ Where SE sits: on the unit's branch, after the last group conv and its BN, befor
 concatenation. That is the paper's rule for residual networks (§3.3, Fig. 3: SE on the
 non-identity branch before it is aggregated with the identity); in a stride-2 unit the pooled
 shortcut plays the identity's role and is left untouched. With r = 16 this placement adds 0.62M
-parameters to the 1.87M of the plain 1x g=3 network (the paper rounds to 1.8M -> 2.4M).
+parameters to the 1.87M of the plain 1x g=3 network (Table 3 truncates: 1.8M -> 2.4M).
+
+Cost: every group count reproduces the ShuffleNet paper's Table 1 to the MFLOP (143, 140, 137,
+133, 137 M for g = 1, 2, 3, 4, 8; convolutions without the classifier). The SE paper's "140" for
+g=3 is the nominal budget the ShuffleNet paper gives every 1x network; see docs/fidelity.md.
 No library we know of ships an SE-ShuffleNet; module names here are this project's own.
 """
 
