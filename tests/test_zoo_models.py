@@ -38,6 +38,7 @@ def table3_mflops(c):
 @pytest.mark.parametrize("name, expected", [
     ("vgg16", 138_357_544), ("vgg16_bn", 138_365_992), ("inception_v3", 23_834_568),
     ("inception_resnet_v2", 55_843_464), ("mobilenet_v1", 4_231_976), ("densenet121", 7_978_856),
+    ("densenet169", 14_149_480), ("densenet201", 20_013_928),  # as torchvision's and timm's
 ])
 def test_exact_parameter_counts(name, expected):
     assert params(name) == expected
