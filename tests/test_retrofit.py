@@ -133,6 +133,8 @@ def test_nothing_matches_fails_clearly():
         retrofit(model, types=nn.BatchNorm2d, input_size=SMALL)
     with pytest.raises(ValueError, match="no module"):
         retrofit(model, regex=r"features\.\d+", input_size=SMALL)
+    with pytest.raises(ValueError, match=r"regex='\[' is not a valid regular expression"):
+        retrofit(model, regex="[", input_size=SMALL)
 
 
 def test_regex_and_glob_select_by_name():

@@ -252,7 +252,10 @@ def retrofit(
         types = types if isinstance(types, tuple) else (types,)
         if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
             raise TypeError(f"types must be nn.Module classes, got {types!r}")
-    pattern = re.compile(regex) if regex is not None else None
+    try:
+        pattern = re.compile(regex) if regex is not None else None
+    except re.error as err:
+        raise ValueError(f"retrofit: regex={regex!r} is not a valid regular expression: {err}") from None
 
     # Never select inside an existing SE block or a wrapper a previous retrofit inserted.
     inside = [n + "." for n, m in model.named_modules() if n and isinstance(m, SqueezeExcite)]
