@@ -29,3 +29,21 @@ def test_unknown_model_is_one_clear_line(capsys):
     assert main(["summary", "seresnet50"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'seresnet50'" in err and "se_resnet50" in err and "Traceback" not in err
+
+
+def test_summary_set_passes_se_options(capsys):
+    # Table 10's r = 8 (30,603,912 in the authors' layout) and Table 13's all-but-last stage.
+    assert main(["summary", "legacy_se_resnet50", "--set", "se_reduction=8", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["legacy_se_resnet50 se_reduction=8"]["params"] == 30_603_912
+    assert main(["summary", "legacy_se_resnet50", "--set", "se_stages=[1,2,3]", "--baseline", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [v["params"] for v in data.values()] == [26_508_632, 25_557_032]
+    assert main(["summary", "se_resnet50", "--set", "se_reduction=0"]) == 2
+    assert "se.reduction" in capsys.readouterr().err
+
+
+def test_models_without_match_names_the_families(capsys):
+    assert main(["models", "--family", "transformer"]) == 2
+    err = capsys.readouterr().err
+    assert "family 'transformer'" in err and "resnet" in err and "densenet" in err

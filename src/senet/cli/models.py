@@ -18,7 +18,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern, family=args.family)
     if not names:
-        raise ValueError(f"no registered model matches {args.pattern!r}")
+        families = sorted({get_model_spec(n).family for n in list_models()})
+        wanted = " and ".join(x for x in (
+            f"pattern {args.pattern!r}" if args.pattern else "", f"family {args.family!r}" if args.family else "") if x)
+        raise ValueError(f"no registered model matches {wanted}. Families: {', '.join(families)}")
     if args.names:
         print("\n".join(names))
         return 0

@@ -22,6 +22,22 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     raise argparse.ArgumentTypeError(f"input size {text!r} is not N or CxHxW")
 
 
+def parse_override(text: str) -> tuple[str, object]:
+    """``se_reduction=8`` -> ("se_reduction", 8); values are YAML (``se=null`` is the baseline)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"--set {key}: cannot parse {value!r}: {err}") from None
+    if isinstance(parsed, list):
+        parsed = tuple(parsed)  # stage lists, e.g. se_stages=[1,2,3]
+    return key.strip(), parsed
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="parameters, multiply-adds and SE overhead of models",
                        description="Count parameters and multiply-adds (paper §4, Tables 2-3).")
@@ -29,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="store_true", help="add each SE model's plain baseline (same net, se=None)")
     p.add_argument("--input-size", type=parse_input_size, default=None,
                    help="N or CxHxW (default: the model's own, 224 for ImageNet nets, 32 for CIFAR nets)")
+    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
+                   metavar="KEY=VALUE", help="create_model keyword for every MODEL, e.g. --set se_reduction=8 "
+                   "--set se_squeeze=max --set se_stages=[1,2,3] (repeatable; se=null is the plain net)")
     p.add_argument("--no-parts", action="store_true", help="totals only, no per-stage rows")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
@@ -41,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
         size = args.input_size or spec.input_size
         # Build for the requested input channels (e.g. 1x28x28 grey images).
         extra = {"in_chans": size[0]} if size[0] != spec.input_size[0] else {}
-        costs[name] = complexity(create_model(name, **extra), size)
+        extra.update(dict(args.overrides))
+        label = name + "".join(f" {k}={v}" for k, v in args.overrides)
+        costs[label] = complexity(create_model(name, **extra), size)
         if args.baseline and spec.has_se:
-            costs[f"{name} without SE"] = complexity(create_model(name, se=None, **extra), size)
+            extra = {k: v for k, v in extra.items() if not k.startswith("se_")}
+            costs[f"{name} without SE"] = complexity(create_model(name, **{**extra, "se": None}), size)
     if args.json:
         print(json.dumps({k: v.as_dict() for k, v in costs.items()}, indent=2))
     else:
