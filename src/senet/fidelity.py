@@ -77,7 +77,7 @@ ROWS: list[Row] = [
     Row(T2, "BN-Inception", "bn_inception", {}, None, "2.03"),
     Row(T2, "SE-BN-Inception", "se_bn_inception", {}, None, "2.04"),
     Row(T2, "Inception-ResNet-v2", "inception_resnet_v2", {}, None, "11.75",
-        note="timm layout at 299 px; the paper's 11.75 G cannot be reproduced with any count we tried"),
+        note="timm layout at 299 px; NASNet's Table 2 lists 13.2B mult-adds for IRv2, as ours; 11.75 not reproduced"),
     Row(T2, "SE-Inception-ResNet-v2", "se_inception_resnet_v2", {}, None, "11.76"),
     # Table 3 truncates parameters to 0.1M (2.48M is printed 2.4M) and counts MACs + one op per
     # SE-scaled element (569 -> 572); one convention for all four rows.
@@ -245,7 +245,11 @@ What the comparison shows:
   copied the nominal 140, so its SE-ShuffleNet's 142 can only be compared as 140 plus our SE
   increment (+2.2 M, paper +2).
 - Inception-ResNet-v2's cost in timm's layout, 13.16 G at 299 px, is well above the paper's
-  11.75 G; no input size, count or layout we tried gives 11.75.
+  11.75 G, and agrees with the 13.2B multiply-adds (55.8M parameters) the NASNet paper (Zoph et
+  al. 2018, Table 2) lists for it. Nothing we tried gives 11.75: other input sizes (297-298 px give
+  11.73), 'same' instead of 'valid' padding (13.16-16.54 G), the network as drawn in the
+  Inception-v4 paper (9.3-9.5 G with its 5/10/5 blocks, 14.1-14.4 G with 10/20/10), or strides
+  moved to the 1x1 convs (12.19 G). It most likely comes from the authors' own model or counter.
 """
 
 
