@@ -10,7 +10,7 @@ from torch import nn
 
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 
-__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "he_init", "check_common", "check_input"]
+__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "PooledClassifier", "he_init", "check_common", "check_input"]
 
 
 class ConvBnAct(nn.Module):
@@ -93,3 +93,28 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
                          + (f"; build it with in_chans={x.shape[1]} for {x.shape[1]}-channel images" if x.ndim == 4 else ""))
     if min(x.shape[-2:]) < side:
         raise ValueError(f"{type(model).__name__} needs inputs of at least {side}x{side} pixels, got {tuple(x.shape)}")
+
+
+class PooledClassifier(nn.Module):
+    """Base of the zoo networks: ``forward_features`` -> global average pool -> dropout -> linear.
+
+    A subclass builds its trunk and then calls :meth:`add_head`; ``head_name`` is the classifier's
+    key in timm's layout (``fc``, ``classifier``, ``classif``) so pretrained weights load.
+    """
+
+    head_name = "fc"
+    in_chans: int
+
+    def add_head(self, channels: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features = channels
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.add_module(self.head_name, nn.Linear(channels, num_classes))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
+        x = self.global_pool(self.forward_features(x)).flatten(1)
+        return getattr(self, self.head_name)(self.drop(x))

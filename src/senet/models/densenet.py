@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import BatchNormReLU, check_common, check_input, he_init
+from .common import BatchNormReLU, PooledClassifier, check_common, he_init
 
 __all__ = ["DenseNet", "DEPTHS", "PLACEMENTS"]
 
@@ -78,7 +78,7 @@ class Transition(nn.Sequential):
         self.pool = nn.AvgPool2d(2, stride=2)
 
 
-class DenseNet(nn.Module):
+class DenseNet(PooledClassifier):
     """DenseNet-BC for ImageNet-size input.
 
     Args:
@@ -91,6 +91,7 @@ class DenseNet(nn.Module):
     """
 
     min_input_size = 32
+    head_name = "classifier"
 
     def __init__(self, layers: Sequence[int] = DEPTHS[121], *, num_classes: int = 1000, in_chans: int = 3,
                  drop_rate: float = 0.0, growth: int = 32, stem_width: int = 64, bn_size: int = 4,
@@ -119,16 +120,8 @@ class DenseNet(nn.Module):
                 self.features.add_module(f"transition{i + 1}", Transition(c, cout))
                 c = cout
         self.features.add_module(f"norm{len(layers) + 1}", BatchNormReLU(c))
-        self.num_features = c
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = nn.Linear(c, num_classes)
+        self.add_head(c, num_classes, drop_rate)
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        x = self.global_pool(self.forward_features(x)).flatten(1)
-        return self.classifier(self.drop(x))

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import ConvBnAct, check_common, check_input, he_init
+from .common import ConvBnAct, PooledClassifier, check_common, he_init
 
 __all__ = ["Conv", "Pool", "InceptionModule", "Inception", "bn_inception_spec", "inception_v3_spec"]
 
@@ -197,7 +197,7 @@ class _PoolModule(nn.Module):
 SPECS = {"bn_inception": bn_inception_spec, "inception_v3": inception_v3_spec}
 
 
-class Inception(nn.Module):
+class Inception(PooledClassifier):
     """An Inception network: a stem of convs and pools, Inception modules with an SE slot each,
     global average pooling and a linear classifier (``fc``).
 
@@ -237,18 +237,10 @@ class Inception(nn.Module):
             self.module_names.append(name)
             c = module.out_channels
         self.stem_names = [name for name, _ in stem]
-        self.num_features = c
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(c, num_classes)
+        self.add_head(c, num_classes, drop_rate)
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for name in (*self.stem_names, *self.module_names):
             x = getattr(self, name)(x)
         return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        x = self.global_pool(self.forward_features(x)).flatten(1)
-        return self.fc(self.drop(x))

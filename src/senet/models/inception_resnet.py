@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import ConvBnAct, check_common, check_input, he_init
+from .common import ConvBnAct, PooledClassifier, check_common, he_init
 
 __all__ = ["InceptionResNetV2"]
 
@@ -84,7 +84,7 @@ def block8(se: SEConfig | None, scale: float = 0.20, act: bool = True) -> Residu
     ], 448, scale, se, act)
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNetV2(PooledClassifier):
     """Inception-ResNet-v2 for 299x299 input (needs at least 75x75).
 
     Args:
@@ -93,6 +93,7 @@ class InceptionResNetV2(nn.Module):
     """
 
     min_input_size = 75
+    head_name = "classif"
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  se: SEConfig | None = None) -> None:
@@ -128,10 +129,7 @@ class InceptionResNetV2(nn.Module):
         self.repeat_2 = nn.Sequential(*[block8(se) for _ in range(9)])
         self.block8 = block8(se, scale=1.0, act=False)  # the last block: unscaled, no ReLU
         self.conv2d_7b = cba(2080, 1536)
-        self.num_features = 1536
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classif = nn.Linear(1536, num_classes)
+        self.add_head(1536, num_classes, drop_rate)
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,8 +138,3 @@ class InceptionResNetV2(nn.Module):
                      "block8", "conv2d_7b"):
             x = getattr(self, name)(x)
         return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        x = self.global_pool(self.forward_features(x)).flatten(1)
-        return self.classif(self.drop(x))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import check_common, check_input, he_init
+from .common import PooledClassifier, check_common, he_init
 
 __all__ = ["MobileNetV1", "STAGES"]
 
@@ -43,7 +43,7 @@ class DepthwiseSeparable(nn.Module):
         return self.se(self.act2(self.bn2(self.conv_pw(x))))
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(PooledClassifier):
     """MobileNetV1 (width 1.0): a 3x3 stride-2 stem and 13 depthwise-separable blocks.
 
     Args:
@@ -55,6 +55,7 @@ class MobileNetV1(nn.Module):
     """
 
     min_input_size = 32
+    head_name = "classifier"
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  act: str = "relu6", eps: float = 1e-5, se: SEConfig | None = None, stem_se: bool = False) -> None:
@@ -78,17 +79,9 @@ class MobileNetV1(nn.Module):
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
-        self.num_features = cin
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.classifier = nn.Linear(cin, num_classes)
+        self.add_head(cin, num_classes, drop_rate)
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_se(self.act1(self.bn1(self.conv_stem(x))))
         return self.blocks(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        x = self.global_pool(self.forward_features(x)).flatten(1)
-        return self.classifier(self.drop(x))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import check_common, check_input, he_init
+from .common import PooledClassifier, check_common, he_init
 
 __all__ = ["ShuffleNetV1", "STAGE_WIDTHS"]
 
@@ -70,7 +70,7 @@ class ShuffleUnit(nn.Module):
         return self.act_out(out)
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(PooledClassifier):
     """ShuffleNetV1 at 1x width: 3x3 stride-2 stem (24 channels), max-pool, three stages of
     4/8/4 units, global pooling and a linear classifier.
 
@@ -103,17 +103,9 @@ class ShuffleNetV1(nn.Module):
                 units.append(ShuffleUnit(cin, cout, 2 if j == 0 else 1, groups, first_groups, se))
                 cin = cout
             self.add_module(f"stage{i + 2}", nn.Sequential(*units))
-        self.num_features = cin
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(cin, num_classes)
+        self.add_head(cin, num_classes, drop_rate)
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.stage4(self.stage3(self.stage2(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        x = self.global_pool(self.forward_features(x)).flatten(1)
-        return self.fc(self.drop(x))
