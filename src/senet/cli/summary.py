@@ -33,8 +33,6 @@ def parse_override(text: str) -> tuple[str, object]:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as err:
         raise argparse.ArgumentTypeError(f"--set {key}: cannot parse {value!r}: {err}") from None
-    if isinstance(parsed, list):
-        parsed = tuple(parsed)  # stage lists, e.g. se_stages=[1,2,3]
     return key.strip(), parsed
 
 
