@@ -140,12 +140,15 @@ def test_folder_layout_errors(tmp_path: Path, folder: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no train/ sub-folder"):
         ImageFolderDataset(tmp_path, "train")
     (folder / "val" / "bird").mkdir()
+    assert ImageFolderDataset(folder, "test").classes == ["cat", "dog"]  # an empty folder is no class
+    _save(folder / "val" / "bird" / "0.png", (8, 8), 0)
     with pytest.raises(ValueError, match=r"class folder\(s\) \['bird'\]"):
         ImageFolderDataset(folder, "test")
     empty = tmp_path / "empty"
     (empty / "train" / "a").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="holds no images"):
         ImageFolderDataset(empty, "train")
+    _save(empty / "train" / "a" / "0.png", (8, 8), 0)
     with pytest.raises(FileNotFoundError, match="no val/ sub-folder"):
         ImageFolderDataset(empty, "test")
     with pytest.raises(ValueError, match="image_size"):

@@ -2,6 +2,11 @@
 
 Each sub-command lives in its own module exposing ``add_parser(subparsers)``, which registers
 the command and sets ``func`` to a ``run(args) -> int`` function.
+
+Errors: bad input (a wrong value, name or file: ``ValueError``, ``TypeError``, ``KeyError``,
+``OSError``...) ends with one line ``senet CMD: error: ...`` and exit status 2; an OS failure
+while working (a full disk) with exit status 1; Ctrl-C with exit status 130. Anything else is a
+bug: one line and a pointer to ``senet --debug CMD ...``, which shows every traceback.
 """
 
 from __future__ import annotations
@@ -20,10 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="senet",
         description="Squeeze-and-Excitation networks (Hu et al., arXiv 1709.01507): models, costs, training, analysis.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of a one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"senet.cli.{name}").add_parser(sub)
     return parser
+
+
+# Errors that bad input causes (a wrong value, name, path or file): one line, exit status 2.
+USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,11 +43,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-        # User errors (bad names, options, files) get one clear line, not a traceback.
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"senet {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        if args.debug:
+            raise
+        status, line = describe_error(e)
+        print(f"senet {args.command}: {line}", file=sys.stderr)
+        return status
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"senet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def describe_error(e: BaseException) -> tuple[int, str]:
+    """The exit status and the one line ``senet CMD:`` prints for ``e``."""
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    msg = msg.strip() or type(e).__name__  # (a message that lists items, e.g. weight keys, keeps its lines)
+    if isinstance(e, USER_ERRORS):
+        return 2, f"error: {msg}"
+    if isinstance(e, OSError):  # e.g. a full disk: not the input's fault, but not a bug either
+        return 1, f"error: {msg}"
+    return 1, f"internal error: {type(e).__name__}: {msg} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

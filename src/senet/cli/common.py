@@ -6,7 +6,9 @@ import argparse
 
 import torch
 
-DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda if available)"
+from ..device import resolve_device as _resolve_device
+
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
 
 
 def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
@@ -19,5 +21,6 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``--device``, or CUDA when available, else the CPU."""
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """``--device`` checked against this machine (``senet.device.resolve_device``), or CUDA when
+    available, else the CPU."""
+    return _resolve_device(name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..experiments import run_sweep, train_run, write_sweep_report
 from ..experiments.sweep import Sweep
-from .common import add_device_argument
+from .common import add_device_argument, resolve_device
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def execute(sweep: Sweep, out: Path, args: argparse.Namespace, baseline: str | N
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         sweep = replace(sweep, seeds=tuple(range(args.seeds)))
     reporter = TerminalReporter(tty=False) if args.verbose else Reporter()
+    resolve_device(args.device)  # a bad --device fails now, not in the first cell
 
     def run_fn(cfg, path):
         record = train_run(cfg, path, device=args.device, reporter=reporter)

@@ -8,7 +8,7 @@ import time
 
 from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
 from ..train.distributed import barrier, cleanup, setup_from_env
-from .common import add_device_argument
+from .common import add_device_argument, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
         run_dir = args.out or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    ranks, device = setup_from_env(args.device)
+    ranks, device = setup_from_env(str(resolve_device(args.device)))
     try:
         fit(cfg, run_dir, device=device, resume=bool(args.resume), reporter=TerminalReporter())
         # Leave together: rank 0 may still be writing checkpoints and plots, and tearing the gloo

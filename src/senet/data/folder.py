@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -14,7 +15,7 @@ from .seeding import generator_for
 from .transforms import cutout, hflip, random_resized_crop, resize_center_crop
 
 __all__ = ["ImageFolderDataset", "CorruptImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
-           "ON_CORRUPT"]
+           "ON_CORRUPT", "EMPTY_CLASSES"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 # Folders can hold millions of images, too many to scan for statistics: use ImageNet's
@@ -22,6 +23,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".t
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ON_CORRUPT = ("warn", "error")
+EMPTY_CLASSES = ("warn", "error")  # a class folder of train/ without images: skipped with a warning, or refused
 _SPLIT_DIRS = {"train": "train", "test": "val"}
 
 
@@ -53,19 +55,29 @@ class ImageFolderDataset(Dataset):
 
     A file Pillow cannot decode raises :class:`CorruptImageError` naming it
     (``on_corrupt="error"``), or is reported in a warning and replaced by the next decodable
-    image of the folder (``on_corrupt="warn"``), so batches keep their size.
+    image of the folder (``on_corrupt="warn"``), so batches keep their size. A split in which no
+    image decodes fails here, before any training.
+
+    A class folder of ``train/`` without images (empty, or only other files) is not a class: it
+    is skipped with a warning (``empty_classes="warn"``) or refused (``"error"``); both splits
+    use the same class list. Symbolic links are followed, each real directory once, so a link
+    loop cannot multiply the images.
     """
 
-    def __init__(self, root: str | Path, split: str, *, image_size: int = 224, on_corrupt: str = "warn") -> None:
+    def __init__(self, root: str | Path, split: str, *, image_size: int = 224, on_corrupt: str = "warn",
+                 empty_classes: str = "warn") -> None:
         check_choice("split", split, tuple(_SPLIT_DIRS))
         check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
-        if not (isinstance(image_size, int) and image_size >= 1):
+        check_choice("empty_classes", empty_classes, EMPTY_CLASSES)
+        if not (isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 1):
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
         self.root = Path(root)
         self.split, self.image_size, self.on_corrupt = split, image_size, on_corrupt
         self.train = split == "train"
-        self.classes = _class_names(self.root / "train")
+        # Only the training split warns about skipped classes: the test split repeats the decision.
+        self.classes = _class_names(self.root / "train", empty_classes, warn=self.train)
         self.samples = _list_images(self.root / _SPLIT_DIRS[split], self.classes)
+        self._check_decodable()
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         self.name = f"image folder {self.root.name} ({split}: {len(self.samples):,} images, {len(self.classes)} classes)"
 
@@ -112,37 +124,91 @@ class ImageFolderDataset(Dataset):
                 warnings.warn(f"skipping {e}", RuntimeWarning, stacklevel=3)
         raise CorruptImageError(f"no image under {self.root / _SPLIT_DIRS[self.split]} can be decoded")
 
+    def _check_decodable(self) -> None:
+        # Decode up to the first good image (usually the first file), so a split of nothing but
+        # unreadable files fails now rather than after a training epoch. Corrupt files met on the
+        # way are left to on_corrupt when they are loaded.
+        first = None
+        for path, _ in self.samples:
+            try:
+                _decode(path)
+                return
+            except CorruptImageError as e:
+                first = first or e
+        raise CorruptImageError(f"no image of the {len(self.samples)} under {self.root / _SPLIT_DIRS[self.split]} "
+                                f"can be decoded; the first: {first}")
+
 
 def _cutout_one(x: torch.Tensor, size: int, centre: torch.Tensor) -> torch.Tensor:
     return cutout(x.unsqueeze(0), size, centre[:1], centre[1:]).squeeze(0)
 
 
-def _class_names(train_dir: Path) -> list[str]:
+def _class_names(train_dir: Path, empty_classes: str, warn: bool) -> list[str]:
     if not train_dir.is_dir():
         raise FileNotFoundError(
             f"image folder {train_dir.parent} has no train/ sub-folder; expected "
             f"<root>/train/<class>/<image> and <root>/val/<class>/<image>"
         )
-    classes = sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir() and not entry.name.startswith("."))
-    if not classes:
+    folders = sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir() and not entry.name.startswith("."))
+    if not folders:
         raise FileNotFoundError(f"{train_dir} has no class sub-folders (one folder of images per class)")
-    return classes
+    empty = [name for name in folders if next(_walk_images(train_dir / name), None) is None]
+    if empty and empty_classes == "error":
+        raise ValueError(f"class folder(s) {empty} of {train_dir} hold no images (extensions "
+                         f"{', '.join(IMAGE_EXTENSIONS)}); remove them, or set empty_classes='warn' to skip them")
+    if len(empty) == len(folders):
+        raise FileNotFoundError(f"{train_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)} "
+                                f"in its class folder(s) {folders}")
+    if empty and warn:
+        warnings.warn(f"skipping class folder(s) {empty} of {train_dir}: no images in them", RuntimeWarning,
+                      stacklevel=4)
+    return [name for name in folders if name not in empty]
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """The image files under ``folder`` in sorted order, following symbolic links but entering
+    each real directory once and never one that contains the current one: a link to an ancestor
+    would otherwise repeat the images without end (or pull in the other classes)."""
+    seen = {os.path.realpath(folder)}
+
+    def fail(error: OSError) -> None:  # os.walk skips unreadable folders silently unless told
+        raise error
+
+    for dirpath, dirnames, files in os.walk(folder, followlinks=True, onerror=fail):
+        here = os.path.realpath(dirpath)
+        keep = []
+        for name in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if os.path.commonpath([real, here]) == real:
+                warnings.warn(f"not following {os.path.join(dirpath, name)}: it links back to {real}, "
+                              f"which contains it (a loop)", RuntimeWarning, stacklevel=2)
+            elif real not in seen:
+                seen.add(real)
+                keep.append(name)
+        dirnames[:] = keep  # a top-down walk descends only into what is left here
+        for f in sorted(files):
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
+                yield Path(dirpath) / f
 
 
 def _list_images(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
     if not split_dir.is_dir():
         raise FileNotFoundError(f"image folder {split_dir.parent} has no {split_dir.name}/ sub-folder")
     present = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith("."))
-    unknown = [c for c in present if c not in classes]
-    if unknown:
-        raise ValueError(f"{split_dir} has class folder(s) {unknown} that train/ does not; classes: {classes}")
     samples: list[tuple[Path, int]] = []
+    unknown = []
+    for name in present:
+        if name not in classes:
+            # A folder train/ lacks (or holds no images in) is not a class; one with images here is an error.
+            if next(_walk_images(split_dir / name), None) is not None:
+                unknown.append(name)
+    if unknown:
+        raise ValueError(f"{split_dir} has class folder(s) {unknown} with images that train/ does not; "
+                         f"classes: {classes}")
     for label, name in enumerate(classes):
         folder = split_dir / name
         if folder.is_dir():
-            for dirpath, _, files in sorted(os.walk(folder, followlinks=True)):
-                samples += [(Path(dirpath) / f, label) for f in sorted(files)
-                            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+            samples += [(path, label) for path in _walk_images(folder)]
     if not samples:
         raise FileNotFoundError(f"{split_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
     return samples

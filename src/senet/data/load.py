@@ -8,7 +8,7 @@ from ..layers.se import check_choice
 from .arrays import ArrayDataset
 from .bundled import BUNDLED, load_bundled, load_synthetic
 from .cifar import CIFAR, load_cifar
-from .folder import ON_CORRUPT, ImageFolderDataset
+from .folder import EMPTY_CLASSES, ON_CORRUPT, ImageFolderDataset
 
 __all__ = ["load_dataset", "DATASETS", "SPLITS", "DEFAULT_DATASET"]
 
@@ -33,6 +33,7 @@ def load_dataset(
     download: bool = False,
     image_size: int = 224,
     on_corrupt: str = "warn",
+    empty_classes: str = "warn",
 ) -> ArrayDataset | ImageFolderDataset:
     """The ``split`` ("train" or "test") of the dataset named by ``spec``.
 
@@ -41,12 +42,14 @@ def load_dataset(
     sub-folders (``"test"`` reads ``val/``). Small datasets come back as an :class:`ArrayDataset`
     (``uint8`` tensors); folders as an :class:`ImageFolderDataset` decoded per item, at
     ``image_size`` with ``on_corrupt`` ("warn": skip a corrupt file with a warning, "error":
-    fail naming it). ``root`` and ``download`` locate or fetch the CIFAR archives.
+    fail naming it) and ``empty_classes`` ("warn": skip a class folder without images with a
+    warning, "error": refuse it). ``root`` and ``download`` locate or fetch the CIFAR archives.
     """
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"dataset spec must be a name or a path, got {type(spec).__name__}")
     check_choice("split", split, SPLITS)
     check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
+    check_choice("empty_classes", empty_classes, EMPTY_CLASSES)
     spec = str(spec)
     if spec == "bundled":
         spec = "cifar10-mini"
@@ -58,7 +61,8 @@ def load_dataset(
         return load_cifar(spec, split, root=root, download=download)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt)
+        return ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt,
+                                  empty_classes=empty_classes)
     if path.exists() or "/" in spec or "\\" in spec:
         raise ValueError(f"dataset path {spec!r} is not a folder with train/ and val/ sub-folders of class folders")
     check_choice("dataset", spec, [*DATASETS, "synthetic:N[:CxHxW]", "<path to an image folder>"])

@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Iterator, Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .arrays import ArrayDataset
-from .folder import ImageFolderDataset
+from .folder import CorruptImageError, ImageFolderDataset
 from .seeding import check_shard, derive_seed, generator_for, pad_to, padded_size, shard_order
 from .transforms import AugmentConfig, augment_batch, normalize, sample_augment
 
@@ -116,6 +116,17 @@ class DeviceLoader(_BaseLoader):
             yield x, self.labels.index_select(0, index)
 
 
+class _Unreadable:
+    """What a worker hands back instead of a batch with an undecodable image: the message only.
+
+    An exception raised in a DataLoader worker reaches the main process wrapped in the worker's
+    whole traceback; this lets the main process raise a one-line :class:`CorruptImageError`.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 class _EpochView(Dataset):
     """An image folder seen through one epoch's randomness: item ``i`` draws from (seed, i)."""
 
@@ -125,10 +136,18 @@ class _EpochView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | _Unreadable:
         generator = None if self.seed is None else generator_for(self.seed, index)
-        return self.dataset.sample(index, generator, flip=self.augment.flip,
-                                   cutout_size=self.augment.cutout)
+        try:
+            return self.dataset.sample(index, generator, flip=self.augment.flip,
+                                       cutout_size=self.augment.cutout)
+        except CorruptImageError as e:
+            return _Unreadable(str(e))
+
+
+def _collate(items: list) -> object:
+    failed = next((item for item in items if isinstance(item, _Unreadable)), None)
+    return failed if failed is not None else default_collate(items)
 
 
 class FolderLoader(_BaseLoader):
@@ -162,9 +181,13 @@ class FolderLoader(_BaseLoader):
             drop_last=False,  # the order is already cut to whole batches when drop_last is set
             # An explicit generator: otherwise DataLoader draws its worker seed from the global RNG.
             generator=generator_for(self.seed, self.epoch, "workers"),
+            collate_fn=_collate,
         )
         non_blocking = self.device.type != "cpu"
-        for x, y in loader:
+        for batch in loader:
+            if isinstance(batch, _Unreadable):
+                raise CorruptImageError(batch.message)
+            x, y = batch
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
 

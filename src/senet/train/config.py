@@ -2,22 +2,28 @@
 
 A run is described by a :class:`TrainConfig`. It is built from defaults, then a YAML recipe
 (:func:`load_recipe`), then ``key=value`` overrides (:func:`apply_overrides`), and written
-back, resolved, into the run directory. Every value is checked against its field's type, and
-an unknown key fails naming it and the closest known keys.
+back, resolved, into the run directory. Every value is checked against its field's type and
+its allowed range (:data:`RULES`) whenever a config is built, so a bad value fails before any
+work with one line naming the key; an unknown key fails naming it and the closest known keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import types
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 __all__ = [
     "ConfigError",
+    "RULES",
+    "check_config",
+    "check_model_fits_data",
     "ModelConfig",
     "DataConfig",
     "OptimConfig",
@@ -54,6 +60,9 @@ class ModelConfig:
     weights_source: str = "timm"
     retrofit: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "model.")
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -68,6 +77,10 @@ class DataConfig:
     cutout: int = 0
     num_workers: int = 2
     on_corrupt: str = "warn"
+    empty_classes: str = "warn"  # image folders: class folders without images are skipped ("warn") or refused
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "data.")
 
 
 @dataclasses.dataclass
@@ -83,6 +96,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     alpha: float = 0.99  # RMSProp smoothing constant
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "optim.")
 
 
 @dataclasses.dataclass
@@ -102,6 +118,9 @@ class ScheduleConfig:
     min_lr: float = 0.0
     warmup_epochs: float = 0.0
     warmup_start_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "schedule.")
 
 
 @dataclasses.dataclass
@@ -130,8 +149,153 @@ class TrainConfig:
     sync_bn: bool = False
     save_every: int = 1
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "")
+
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+# --- allowed values, checked whenever a config is built ------------------------------------------
+
+# A rule returns what the value must be when it is not allowed, else None.
+Rule = Callable[[Any], Union[str, None]]
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+            none: str | None = None, why: str = "") -> Rule:
+    """A finite number in the interval (``lo_open``/``hi_open`` exclude the ends); ``none`` allows null."""
+    if lo is not None and hi is not None:
+        text = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        text = f"{'>' if lo_open else '>='} {lo:g}"
+    else:
+        text = "finite"
+    text = f"{text} or null ({none})" if none else text
+    text = f"{text} ({why})" if why else text
+
+    def rule(v: Any) -> str | None:
+        if v is None and none:
+            return None
+        ok = isinstance(v, (int, float)) and math.isfinite(v)
+        ok = ok and (lo is None or (v > lo if lo_open else v >= lo))
+        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
+        return None if ok else text
+    return rule
+
+
+def _each(inner: Rule) -> Rule:
+    return lambda values: next((f"each {msg}" for msg in map(inner, values) if msg), None)
+
+
+def _increasing(v: tuple[int, ...]) -> str | None:
+    ok = all(m >= 1 for m in v) and all(a < b for a, b in zip(v, v[1:]))
+    return None if ok else "positive epochs in increasing order, e.g. [30, 60, 90]"
+
+
+def _nonempty(v: str) -> str | None:
+    return None if v.strip() else "a non-empty string"
+
+
+def _model_overrides(v: Mapping[str, Any]) -> str | None:
+    for key in ("num_classes", "in_chans"):
+        n = v.get(key)
+        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+            return f"a mapping whose {key} (if given) is an integer >= 1, not {n!r}"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _choices() -> dict[str, Sequence[str]]:
+    # Imported here: each list lives beside the code that implements it, and those modules import this one.
+    from ..data.folder import EMPTY_CLASSES, ON_CORRUPT
+    from ..weights import SOURCES
+    from .fit import PRECISIONS
+    from .optim import OPTIMIZERS
+    from .schedule import SCHEDULES
+
+    return {"model.weights_source": tuple(SOURCES), "data.on_corrupt": ON_CORRUPT,
+            "data.empty_classes": EMPTY_CLASSES, "optim.name": OPTIMIZERS, "schedule.name": tuple(SCHEDULES),
+            "precision": PRECISIONS}
+
+
+#: The allowed values of every field that has a range (by dotted key); fields with a fixed set of
+#: values are checked against the lists of :func:`_choices`; bools, free text and paths need no rule.
+RULES: dict[str, Rule] = {
+    "model.name": _nonempty,
+    "model.overrides": _model_overrides,
+    "data.dataset": _nonempty,
+    "data.image_size": _number(1, none="the model's input size"),
+    "data.crop_padding": _number(0),
+    "data.cutout": _number(0, why="0 = off"),
+    "data.num_workers": _number(0, why="0 = load in the main process"),
+    "optim.lr": _number(0, lo_open=True),
+    "optim.momentum": _number(0, 1, hi_open=True),
+    "optim.weight_decay": _number(0),
+    "optim.betas": _each(_number(0, 1, hi_open=True)),
+    "optim.eps": _number(0, lo_open=True),
+    "optim.alpha": _number(0, 1),
+    "schedule.step_size": _number(1, why="epochs between drops"),
+    "schedule.gamma": _number(0, lo_open=True),
+    "schedule.milestones": _increasing,
+    "schedule.min_lr": _number(0),
+    "schedule.warmup_epochs": _number(0, why="0 = no warm-up"),
+    "schedule.warmup_start_factor": _number(0, 1),
+    "epochs": _number(1),
+    "batch_size": _number(1),
+    "eval_batch_size": _number(1),
+    "seed": _number(0, 2**63, hi_open=True),
+    "label_smoothing": _number(0, 1, hi_open=True),
+    "grad_clip": _number(0, why="max gradient norm, 0 = off"),
+    "save_every": _number(1, why="save the last checkpoint every N epochs"),
+    "threads": _number(0, why="0 = torch's default"),  # the CPU-threads field (a no-op if absent)
+}
+
+
+def _check_fields(obj: Any, prefix: str) -> None:
+    """Coerce and check every field of the config section ``obj`` (``__post_init__``)."""
+    for name, tp in _fields(type(obj)).items():
+        key, value = prefix + name, getattr(obj, name)
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, tp):
+                raise ConfigError(f"config key {key!r} is a section; expected {tp.__name__}, got {value!r}")
+            continue
+        value = _coerce(key, value, tp)
+        setattr(obj, name, value)
+        rule = RULES.get(key)
+        problem = rule(value) if rule is not None else None
+        if problem:
+            raise ConfigError(f"config key {key!r} must be {problem}, got {value!r}")
+        choices = _choices().get(key) if tp is str else None
+        if choices is not None and value not in choices:
+            close = difflib.get_close_matches(value, list(choices), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}.{hint}")
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Check every field of ``cfg`` against its type and :data:`RULES`, and the rules between
+    fields; return ``cfg``. Configs are checked when built; this also catches later assignments."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
+    for section, prefix in ((cfg.model, "model."), (cfg.data, "data."), (cfg.optim, "optim."),
+                            (cfg.schedule, "schedule."), (cfg, "")):
+        _check_fields(section, prefix)
+    o = cfg.optim
+    if o.nesterov and (o.name != "sgd" or o.momentum <= 0):
+        raise ConfigError(f"config key 'optim.nesterov' needs optim.name='sgd' and optim.momentum > 0, "
+                          f"got optim.name={o.name!r}, optim.momentum={o.momentum!r}; set optim.nesterov=false")
+    return cfg
+
+
+def check_model_fits_data(cfg: TrainConfig, num_classes: int, in_chans: int) -> None:
+    """Refuse ``model.overrides`` that contradict the dataset: a classifier narrower than the
+    labels would index past its outputs, and a stem for other channels cannot take the images."""
+    for key, actual, what in (("num_classes", num_classes, "classes"), ("in_chans", in_chans, "image channels")):
+        given = cfg.model.overrides.get(key)
+        if given is not None and given != actual:
+            raise ConfigError(f"config key 'model.overrides.{key}' is {given!r} but the dataset has {actual} "
+                              f"{what}; drop the override (the data sets it)")
 
 
 # --- conversion between dicts and dataclasses, with type checks ---------------------------------
@@ -185,6 +349,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
+@functools.lru_cache(maxsize=None)
 def _fields(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -223,8 +388,10 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, base: Any) -> Any:
 
 
 def config_from_dict(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """Merge a nested mapping (e.g. parsed YAML) into ``base`` (default: the defaults)."""
-    return _build(TrainConfig, data or {}, "", base if base is not None else TrainConfig())
+    """Merge a nested mapping (e.g. parsed YAML) into ``base`` (default: the defaults), checked."""
+    if not isinstance(data or {}, Mapping):
+        raise ConfigError(f"a config must be a mapping of config keys, got {type(data).__name__}")
+    return check_config(_build(TrainConfig, data or {}, "", base if base is not None else TrainConfig()))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -242,7 +409,8 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     """Apply ``["optim.lr=0.05", "model.overrides.se_reduction=8", ...]`` to ``cfg``.
 
     Values are parsed as YAML scalars/lists (``0.05``, ``true``, ``[30, 60]``, ``null``) and
-    checked against the field's type; ``str`` fields take the text as written.
+    checked against the field's type; ``str`` fields take the text as written. The rules between
+    fields are checked once all overrides are applied, so their order does not matter.
     """
     import yaml
 
@@ -283,8 +451,8 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
             nested = _merge(dict(current), nested)
         for name in reversed(owner_path):
             nested = {name: nested}
-        cfg = config_from_dict(nested, cfg)
-    return cfg
+        cfg = _build(TrainConfig, nested, "", cfg)
+    return check_config(cfg)
 
 
 def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -310,7 +478,10 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
 
     path = Path(name_or_path)
     if path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"recipe {str(path)!r} is not a YAML text file (byte {e.start} is not UTF-8)") from None
     else:
         entry = _recipe_dir() / f"{name_or_path}.yaml"
         if not entry.is_file():
@@ -323,7 +494,8 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {str(name_or_path)!r} is not valid YAML: {e}") from None
+        detail = " ".join(str(e).split())  # YAML's message spans lines; keep the error to one
+        raise ConfigError(f"recipe {str(name_or_path)!r} is not valid YAML: {detail}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"recipe {str(name_or_path)!r} must be a mapping of config keys")
     return dict(data)

@@ -22,6 +22,8 @@ from ..layers.se import check_choice
 from ..models.registry import create_model, get_model_spec
 from .checkpoint import capture_rng, load_state, restore_rng, save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
+from .config import check_config, check_model_fits_data
+from ..device import resolve_device
 from .distributed import all_reduce_sum, any_across_ranks, rank_info
 from .metrics import batch_counts, evaluate, summarize
 from .optim import build_optimizer
@@ -78,7 +80,8 @@ def load_data(cfg: TrainConfig, image_size: int) -> tuple[Any, Any]:
     from ..data import load_dataset
 
     d = cfg.data
-    kw = dict(root=d.root, download=d.download, image_size=image_size, on_corrupt=d.on_corrupt)
+    kw = dict(root=d.root, download=d.download, image_size=image_size, on_corrupt=d.on_corrupt,
+              empty_classes=d.empty_classes)
     return load_dataset(d.dataset, "train", **kw), load_dataset(d.dataset, "test", **kw)
 
 
@@ -90,6 +93,7 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, dict[str, An
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.overrides.items()}
     args = spec.arguments()
     channels = len(dataset.mean)
+    check_model_fits_data(cfg, len(dataset.classes), channels)
     if "num_classes" in args:
         overrides.setdefault("num_classes", len(dataset.classes))
     if "in_chans" in args and channels != spec.input_size[0]:
@@ -137,7 +141,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     ranks = rank_info()
     main = ranks.is_main
     report = reporter if main else Reporter()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_config(cfg)
+    device = resolve_device(device)
     amp_dtype = resolve_precision(cfg.precision, device)
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume and run_dir is None:

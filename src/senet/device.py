@@ -1,0 +1,47 @@
+"""``resolve_device``: the one place a device name is checked and turned into a ``torch.device``."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+__all__ = ["resolve_device", "DEVICE_FORMS"]
+
+DEVICE_FORMS = "'cpu', 'cuda', 'cuda:N' or 'mps'"
+_PATTERN = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` checked against this machine, or CUDA when available, else the CPU.
+
+    Accepts ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (or a ``torch.device``). A name of
+    another form, CUDA on a build or machine without it, a CUDA index past the visible devices,
+    or MPS where Apple's Metal backend is missing fails with a ``ValueError`` saying which.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a name such as 'cuda:0' or a torch.device, got {type(device).__name__}")
+    name = str(device).strip()
+    match = _PATTERN.fullmatch(name)
+    if match is None or (match.group(1) == "cpu" and match.group(2) not in (None, "0")):
+        raise ValueError(f"device {name!r} is not one of the forms {DEVICE_FORMS}")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            if torch.version.cuda is None:
+                why = f"this PyTorch build ({torch.__version__}) has no CUDA"
+            else:
+                why = "no GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+            raise ValueError(f"CUDA was asked for (device {name!r}) but {why}; use device 'cpu'")
+        count = torch.cuda.device_count()
+        if index is not None and int(index) >= count:
+            raise ValueError(f"device {name!r} does not exist: {count} CUDA device(s) visible "
+                             f"(cuda:0 to cuda:{count - 1})")
+    elif kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {name!r} asks for Apple's Metal (MPS) backend, which this machine or "
+                             f"PyTorch build lacks; use device 'cpu'")
+    return torch.device(name)
