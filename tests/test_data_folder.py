@@ -97,8 +97,11 @@ def test_corrupt_image_fails_naming_the_file(folder: Path) -> None:
 def test_corrupt_image_fails_naming_the_file_from_a_worker(folder: Path) -> None:
     garbage, _ = _add_corrupt(folder)
     test = load_dataset(folder, "test", image_size=16, on_corrupt="error")
-    with pytest.raises(CorruptImageError, match=str(garbage)):
+    with pytest.raises(CorruptImageError, match=str(garbage)) as info:
         list(make_loader(test, 2, train=False, num_workers=1))
+    # Raised in the main process with the one-line message, not the worker's traceback text.
+    assert str(info.value).startswith("cannot decode image") and "\n" not in str(info.value)
+    assert "Traceback" not in str(info.value) and "worker" not in str(info.value)
 
 
 def test_corrupt_image_is_skipped_with_a_warning(folder: Path) -> None:
@@ -153,3 +156,48 @@ def test_folder_layout_errors(tmp_path: Path, folder: Path) -> None:
         ImageFolderDataset(empty, "test")
     with pytest.raises(ValueError, match="image_size"):
         ImageFolderDataset(folder, "train", image_size=0)
+
+
+def test_class_folders_without_images_are_skipped_with_a_warning_or_refused(folder: Path) -> None:
+    (folder / "train" / "empty").mkdir()
+    (folder / "train" / "texts").mkdir()
+    (folder / "train" / "texts" / "readme.txt").write_text("no images here")
+    (folder / "val" / "texts").mkdir()  # val/ may mirror the skipped folder, if without images
+    with pytest.warns(RuntimeWarning, match=r"skipping class folder\(s\) \['empty', 'texts'\]"):
+        train = load_dataset(folder, "train", image_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the test split repeats the decision without a second warning
+        test = load_dataset(folder, "test", image_size=16)
+    assert train.classes == test.classes == ["cat", "dog"] and len(train) == 7
+    for split in ("train", "test"):
+        with pytest.raises(ValueError, match=r"\['empty', 'texts'\].*hold no images"):
+            load_dataset(folder, split, image_size=16, empty_classes="error")
+    with pytest.raises(ValueError, match="empty_classes"):
+        load_dataset(folder, "train", empty_classes="skip")
+    # A val/ folder with images for a class train/ lacks images of is refused: the class lists differ.
+    _save(folder / "val" / "empty" / "0.png", (8, 8), 0)
+    with pytest.raises(ValueError, match=r"\['empty'\] with images that train/ does not"):
+        load_dataset(folder, "test", image_size=16)
+
+
+def test_symlink_loops_are_not_followed(folder: Path) -> None:
+    cat = folder / "train" / "cat"
+    (cat / "again").symlink_to(cat, target_is_directory=True)  # a loop onto itself
+    (cat / "up").symlink_to(folder / "train", target_is_directory=True)  # onto an ancestor (holds dog/)
+    other = folder.parent / "extra"
+    _save(other / "x.png", (8, 8), 0)
+    (cat / "extra").symlink_to(other, target_is_directory=True)  # a plain link is followed...
+    (cat / "extra2").symlink_to(other, target_is_directory=True)  # ...once per real folder
+    with pytest.warns(RuntimeWarning, match="links back"):
+        train = load_dataset(folder, "train", image_size=16)
+    names = sorted(p.name for p, label in train.samples if label == 0)
+    assert names == ["0.png", "1.jpg", "2.png", "x.png"]
+    assert len(train) == 8
+
+
+def test_a_split_without_a_decodable_image_fails_when_loaded(folder: Path) -> None:
+    for path in (folder / "val").rglob("*.*"):
+        path.write_bytes(b"not an image")
+    with pytest.raises(CorruptImageError, match=r"no image of the 4 under .*val can be decoded; the first: .*0.png"):
+        load_dataset(folder, "test", image_size=16)
+    assert len(load_dataset(folder, "train", image_size=16)) == 7

@@ -198,10 +198,11 @@ def _nonempty(v: str) -> str | None:
 
 
 def _model_overrides(v: Mapping[str, Any]) -> str | None:
+    # Free-form (create_model checks its arguments), but the sizes the data sets are checked here.
     for key in ("num_classes", "in_chans"):
         n = v.get(key)
         if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-            return f"a mapping whose {key} (if given) is an integer >= 1, not {n!r}"
+            raise ConfigError(f"config key 'model.overrides.{key}' must be an integer >= 1, got {n!r}")
     return None
 
 
