@@ -283,9 +283,10 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
                             (cfg.schedule, "schedule."), (cfg, "")):
         _check_fields(section, prefix)
     o = cfg.optim
-    if o.nesterov and (o.name != "sgd" or o.momentum <= 0):
-        raise ConfigError(f"config key 'optim.nesterov' needs optim.name='sgd' and optim.momentum > 0, "
-                          f"got optim.name={o.name!r}, optim.momentum={o.momentum!r}; set optim.nesterov=false")
+    # (Other optimisers ignore nesterov, so a recipe's nesterov=true survives --set optim.name=adam.)
+    if o.nesterov and o.name == "sgd" and o.momentum <= 0:
+        raise ConfigError(f"config key 'optim.nesterov' needs optim.momentum > 0 with SGD, got "
+                          f"optim.momentum={o.momentum!r}; set optim.nesterov=false or a momentum")
     return cfg
 
 
