@@ -177,15 +177,15 @@ def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
     def rule(v: Any) -> str | None:
         if v is None and none:
             return None
-        ok = isinstance(v, (int, float)) and math.isfinite(v)
-        ok = ok and (lo is None or (v > lo if lo_open else v >= lo))
-        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
+        if not (isinstance(v, (int, float)) and math.isfinite(v)):
+            return f"a finite number {text}"
+        ok = (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
         return None if ok else text
     return rule
 
 
 def _each(inner: Rule) -> Rule:
-    return lambda values: next((f"each {msg}" for msg in map(inner, values) if msg), None)
+    return lambda values: next((f"numbers each {msg}" for msg in map(inner, values) if msg), None)
 
 
 def _increasing(v: tuple[int, ...]) -> str | None:
@@ -230,7 +230,8 @@ RULES: dict[str, Rule] = {
     "data.crop_padding": _number(0),
     "data.cutout": _number(0, why="0 = off"),
     "data.num_workers": _number(0, why="0 = load in the main process"),
-    "optim.lr": _number(0, lo_open=True),
+    # lr 0 is allowed: the weights stay as loaded while BN statistics adapt (a linear-probe check).
+    "optim.lr": _number(0),
     "optim.momentum": _number(0, 1, hi_open=True),
     "optim.weight_decay": _number(0),
     "optim.betas": _each(_number(0, 1, hi_open=True)),
@@ -245,7 +246,7 @@ RULES: dict[str, Rule] = {
     "epochs": _number(1),
     "batch_size": _number(1),
     "eval_batch_size": _number(1),
-    "seed": _number(0, 2**63, hi_open=True),
+    "seed": lambda v: None if 0 <= v < 2**63 else "an integer in [0, 2**63)",  # what torch.manual_seed takes
     "label_smoothing": _number(0, 1, hi_open=True),
     "grad_clip": _number(0, why="max gradient norm, 0 = off"),
     "save_every": _number(1, why="save the last checkpoint every N epochs"),
@@ -270,8 +271,8 @@ def _check_fields(obj: Any, prefix: str) -> None:
         choices = _choices().get(key) if tp is str else None
         if choices is not None and value not in choices:
             close = difflib.get_close_matches(value, list(choices), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}.{hint}")
+            hint = f". Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
 
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
