@@ -11,6 +11,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from .pipes import quiet_on_broken_pipe
+
 # Imported lazily so that `senet models` does not pay for the training stack.
 COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report")
 
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_broken_pipe  # `senet models | head`: no traceback
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
