@@ -81,13 +81,30 @@ SOURCES: dict[str, Callable[[StateDict], StateDict]] = {
 }
 
 
+def _file_format(path: Path) -> str | None:
+    """``"safetensors"``, ``"torch"`` (a ``torch.save`` zip archive or legacy pickle) or None, from
+    the file's first bytes rather than its name."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "torch"
+    return None
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
     """Read a state dict from ``.safetensors`` or a ``torch.save`` file (a plain state dict, or a
-    checkpoint holding one under ``"model"`` or ``"state_dict"``). Never unpickles arbitrary objects."""
+    checkpoint holding one under ``"model"`` or ``"state_dict"``). Never unpickles arbitrary objects.
+    The format is recognised from the file's content, whatever its suffix."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    kind = _file_format(path)
+    if kind is None:
+        raise WeightLoadError(f"{path} is not a PyTorch or safetensors weights file (expected a torch.save "
+                              f"archive or a .safetensors file)")
+    if kind == "safetensors":
         try:
             from safetensors.torch import load_file
         except ImportError as e:  # pragma: no cover - depends on the environment
@@ -95,11 +112,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
         try:
             return load_file(str(path))
         except Exception as e:
-            raise WeightLoadError(f"{path} is not a readable safetensors file: {e}") from e
+            raise WeightLoadError(f"{path} is a damaged safetensors file: {e}") from e
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightLoadError(f"{path} is not a readable PyTorch weights file: {e}") from e
+        raise WeightLoadError(f"{path} is a damaged or unsupported PyTorch weights file "
+                              f"({type(e).__name__}: {e})") from e
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

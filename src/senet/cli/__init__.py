@@ -16,6 +16,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from .pipes import quiet_on_broken_pipe
+
 # Imported lazily so that `senet models` does not pay for the training stack.
 COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report")
 
@@ -38,11 +40,14 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsErr
                NotADirectoryError, PermissionError)
 
 
+@quiet_on_broken_pipe  # `senet models | head`: no traceback
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (`senet models | head`): quiet_on_broken_pipe ends quietly
+        raise
     except Exception as e:
         if args.debug:
             raise

@@ -1,4 +1,4 @@
-"""``senet compare [MODEL...]``: a baseline and its SE twin over several seeds (seed 000's comparison)."""
+"""``senet compare [MODEL...]``: a baseline and its SE twin over several seeds (the paired comparison study)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import add_checkpoint_argument, add_device_argument, resolve_device
 
@@ -15,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset spec (default: the training dataset stored in the checkpoint)")
     p.add_argument("--root", help="download/cache folder for cifar10/cifar100")
     p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="evaluate even when --data has other classes or channels than the checkpoint")
     add_device_argument(p)
     p.set_defaults(func=run)
 
@@ -23,9 +26,16 @@ def run(args: argparse.Namespace) -> int:
     from ..data import make_loader
     from ..train import evaluate, load_model
     from ..train.checkpoint import checkpoint_dataset
+    from ..train.datacheck import DataMismatch, checkpoint_data_mismatch
 
     model, meta = load_model(args.checkpoint)
     data = checkpoint_dataset(meta, args.data, "test", args.root)
+    errors, warnings = checkpoint_data_mismatch(meta, data)
+    if errors and not args.allow_mismatch:
+        raise DataMismatch("; ".join(errors) + ". The error rate would be meaningless; "
+                           "--allow-mismatch evaluates anyway")
+    for problem in (errors if args.allow_mismatch else []) + warnings:
+        print(f"senet eval: warning: {problem}", file=sys.stderr)
     device = resolve_device(args.device)
     loader = make_loader(data, args.batch_size, train=False, device=device)
     m = evaluate(model.to(device), loader)

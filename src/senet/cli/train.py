@@ -28,7 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="initial learning rate (optim.lr)")
     p.add_argument("--seed", type=int, help="random seed (initial weights, batch order, augmentation)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<model>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint; "
+                                                        "with a larger --epochs the run is extended")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (threads; default 0 = torch's default). "
+                                               "Results are bit-reproducible only with the same count")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log the metrics to RUN_DIR/tensorboard (needs the tensorboard package)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optim.nesterov=false --set "
                         "model.overrides.se_reduction=8 (repeatable)")
@@ -38,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
     pairs = {"model.name": args.model, "data.dataset": args.data, "epochs": args.epochs,
-             "batch_size": args.batch_size, "optim.lr": args.lr, "seed": args.seed}
+             "batch_size": args.batch_size, "optim.lr": args.lr, "seed": args.seed, "threads": args.threads,
+             "tensorboard": args.tensorboard}
     return [f"{k}={v}" for k, v in pairs.items() if v is not None]
 
 
@@ -63,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         if ranks.is_main:
             print(f"senet train: stopped: {e}", file=sys.stderr)
         return 1
+    except ImportError as e:  # an optional extra switched on but not installed (--tensorboard)
+        print(f"senet train: error: {e}", file=sys.stderr)
+        return 2
     finally:
         cleanup()
     return 0

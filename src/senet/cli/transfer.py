@@ -1,4 +1,4 @@
-"""``senet transfer``: fine-tune a trained plain network with and without retrofitted SE (seed 003)."""
+"""``senet transfer``: fine-tune a trained plain network with and without retrofitted SE (the transfer-learning study)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from .sweeps import add_run_arguments, execute
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "transfer", help="fine-tune a pretrained plain network as is and with retrofitted SE (seed 003)",
+        "transfer", help="fine-tune a pretrained plain network as is and with retrofitted SE (the transfer-learning study)",
         description="Start from a trained plain network (a checkpoint of senet train, or --model + --weights in "
                     "timm's layout), retrofit SE (and optionally BN) after every convolution's activation, and "
                     "fine-tune; compares plain fine-tuning, SE with identity-preserving init and SE with the "
-                    "default init over the same seeds, in a table like seed 003's.")
+                    "default init over the same seeds, in one table (the transfer-learning study).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="PATH", help="a senet checkpoint (.safetensors) or run directory")
     src.add_argument("--weights", metavar="FILE", help="a weights file for --model (e.g. timm layout)")
@@ -22,10 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="timm", help="layout of --weights: timm, legacy or senet (default: timm)")
     p.add_argument("--data", help="dataset to fine-tune on (default: the checkpoint's)")
     p.add_argument("--config", metavar="RECIPE", default="rmsprop_transfer",
-                   help="fine-tuning recipe (default: rmsprop_transfer, seed 003's RMSProp lr 1e-5)")
-    p.add_argument("--reduction", type=float, default=8, help="SE reduction ratio r (default: 8, as seed 003)")
-    p.add_argument("--bn", action="store_true", help="also insert BN before each SE block (seed 003's VGG16)")
-    p.add_argument("--no-depthwise", action="store_true", help="skip depthwise convs (seed 003's MobileNet)")
+                   help="fine-tuning recipe (default: rmsprop_transfer: RMSProp, lr 1e-5)")
+    p.add_argument("--reduction", type=float, default=8, help="SE reduction ratio r (default: 8, as in the transfer-learning study)")
+    p.add_argument("--bn", action="store_true", help="also insert BN before each SE block (as for VGG-16 in the transfer-learning study)")
+    p.add_argument("--no-depthwise", action="store_true", help="skip depthwise convs (SE after pointwise convs only, as for MobileNet in the transfer-learning study)")
     p.add_argument("--out", default=None, help="output directory (default: runs/transfer-<model>)")
     add_run_arguments(p)
     p.set_defaults(func=run)

@@ -12,7 +12,38 @@ import numpy as np
 from .stats import Summary, difference, summarize
 from .sweep import RunRecord, Sweep
 
-__all__ = ["sweep_table", "difference_statements", "plot_sweep_curves", "write_sweep_report"]
+__all__ = ["sweep_table", "difference_statements", "plot_sweep_curves", "write_sweep_report", "distinct_colors",
+           "describe_runs"]
+
+
+def distinct_colors(n: int) -> list:
+    """``n`` colours no two alike: matplotlib's tab10/tab20 while they suffice, then evenly
+    spaced samples of a perceptual colormap (the default cycle repeats after 10)."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](0.05 + 0.9 * i / (n - 1)) for i in range(n)]
+
+
+def describe_runs(records: Mapping[str, Sequence[RunRecord]]) -> dict[str, str]:
+    """What the runs actually used, for headers: ``{"dataset": ..., "model": ...}`` (several
+    values joined with " / "), read from the records rather than from the sweep file's text."""
+    def joined(values: set[str]) -> str:
+        return " / ".join(sorted(v for v in values if v))
+
+    recs = [r for rs in records.values() for r in rs]
+    return {"dataset": joined({r.dataset for r in recs}) or "(dataset not recorded)",
+            "model": joined({r.model for r in recs}) or "the model"}
+
+
+def _fill(text: str, fields: Mapping[str, str]) -> str:
+    # Plain replacement, not str.format: descriptions may hold other braces ("{1, 2, 3}").
+    for key, value in fields.items():
+        text = text.replace("{" + key + "}", value)
+    return text
 
 
 def _cost(n: int) -> str:
@@ -74,16 +105,15 @@ def plot_sweep_curves(records: Mapping[str, Sequence[RunRecord]], path: str | Pa
     import matplotlib.pyplot as plt
 
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, recs in records.items():
-        if not recs:
-            continue
+    shown = {label: recs for label, recs in records.items() if recs}
+    for (label, recs), color in zip(shown.items(), distinct_colors(len(shown))):
         n = min(len(r.history) for r in recs)
         epochs = np.arange(1, n + 1)
         for ax, key in ((ax_err, "top1_err"), (ax_loss, "train_loss")):
             values = np.array([[h[key] for h in r.history[:n]] for r in recs])
             mean, std = values.mean(0), values.std(0, ddof=1) if len(recs) > 1 else np.zeros(n)
-            line, = ax.plot(epochs, mean, "o-", ms=3, label=f"{label} (n={len(recs)})")
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            ax.plot(epochs, mean, "o-", ms=3, color=color, label=f"{label} (n={len(recs)})")
+            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
     ax_err.set(xlabel="epoch", ylabel="validation top-1 error (%)", title="top-1 error (mean ± std over seeds)")
     ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
     from matplotlib.ticker import MaxNLocator
@@ -106,13 +136,13 @@ def write_sweep_report(sweep: Sweep, records: Mapping[str, Sequence[RunRecord]],
     """``report.md``, ``curves.png`` and ``results.json`` in ``out``; returns the report's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = plot_sweep_curves(records, out / "curves.png", sweep.name)
-    first = next((r for recs in records.values() for r in recs), None)
-    dataset = first.dataset if first else ""
+    used = describe_runs(records)
+    dataset = used["dataset"]
+    curves = plot_sweep_curves(records, out / "curves.png", f"{sweep.name} ({dataset})")
     seeds = sorted({r.seed for recs in records.values() for r in recs})
     parts = [f"# {sweep.name}", ""]
     if sweep.description:
-        parts += [sweep.description, ""]
+        parts += [_fill(sweep.description, used), ""]
     parts += [
         f"Data: {dataset}. Seeds: {', '.join(map(str, seeds))}. Errors are on the test split, in percent, "
         f"mean ± sample std over seeds; \"final\" is the last epoch, \"best\" the lowest over epochs. "

@@ -13,6 +13,7 @@ Sweep file::
     config: {model: {name: se_resnet20}, epochs: 15}   # merged over the recipe
     seeds: [0, 1, 2]
     paper_setting: ImageNet, SE-ResNet-50, §6 ablation schedule
+    description: "{model} on {dataset}: average vs max pooling"   # filled from the runs
     cells:
       - label: Max
         config: {model: {overrides: {se_squeeze: max}}}
@@ -73,6 +74,7 @@ class RunRecord:
     macs: int = 0
     paper_flops: int = 0
     dataset: str = ""
+    model: str = ""  # the registered model name that was trained
 
 
 RunFn = Callable[[TrainConfig, Path], RunRecord]
@@ -268,5 +270,5 @@ def train_run(cfg: TrainConfig, path: Path, device: str | None = None, reporter:
         train_seconds=sum(h["time_s"] for h in hist),
         images_per_s=sum(h["images_per_s"] for h in hist) / max(len(hist), 1),
         run_dir=str(path), params=cost.params, macs=cost.macs, paper_flops=cost.paper_flops,
-        dataset=str(result.meta.get("dataset", "")),
+        dataset=str(result.meta.get("dataset", "")), model=cfg.model.name,
     )

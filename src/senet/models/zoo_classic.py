@@ -47,5 +47,5 @@ for depth, layers in DEPTHS.items():
 
 _pair("cifar_convnet10", VGG, family="cifar", layers=CIFAR10_LAYER, norm=True, head="gap", num_classes=10,
       input_size=(3, 32, 32), se=SEConfig(reduction=8),
-      description="10-layer CIFAR ConvNet of seed 003 (conv-BN-ReLU x9, GAP; SE r=8 after each)",
+      description="10-layer CIFAR ConvNet of the transfer-learning study (conv-BN-ReLU x9, GAP; SE r=8 after each)",
       source="seed 003")

@@ -129,7 +129,8 @@ class TrainConfig:
 
     ``precision``: ``auto`` (bf16 on CUDA where supported, else fp16; fp32 on CPU), ``fp32``,
     ``bf16`` or ``fp16`` (CUDA only). ``grad_clip``: max gradient norm, 0 = off.
-    ``label_smoothing`` as in the paper's ablations (§6).
+    ``label_smoothing`` as in the paper's ablations (§6). ``threads``: CPU threads (0 = torch's
+    default); float results depend on it, so a run is bit-reproducible with the same value.
     """
 
     source: str = ""
@@ -148,6 +149,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     sync_bn: bool = False
     save_every: int = 1
+    threads: int = 0  # torch intra-op CPU threads for this run; 0 = torch's default (senet.train.threads)
+    tensorboard: bool = False  # also log the metrics.csv scalars to RUN_DIR/tensorboard (needs `tensorboard`)
 
     def __post_init__(self) -> None:
         _check_fields(self, "")

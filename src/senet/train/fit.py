@@ -28,9 +28,10 @@ from .distributed import all_reduce_sum, any_across_ranks, rank_info
 from .metrics import batch_counts, evaluate, summarize
 from .optim import build_optimizer
 from .plots import plot_curves
-from .progress import Reporter
+from .progress import Reporter, TerminalReporter
 from .rundir import environment, write_metrics, write_report, write_run_files
 from .schedule import lr_at
+from .threads import applies_threads
 
 __all__ = ["fit", "RunResult", "NonFiniteLossError", "resolve_precision", "build_model", "load_data",
            "resume_config", "PRECISIONS"]
@@ -125,6 +126,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     return torch.autocast(device.type, dtype=dtype)
 
 
+@applies_threads  # cfg.threads, restored on return
 def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | torch.device | None = None,
         resume: bool = False, stop_after: int | None = None, reporter: Reporter | None = None) -> RunResult:
     """Train ``cfg`` on ``device`` (default: CUDA if available); log and checkpoint into ``run_dir``.
@@ -134,14 +136,23 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     after epoch k as if interrupted (the run can be resumed). Under ``torch.distributed`` the
     model is wrapped in DistributedDataParallel, each rank trains on its shard and metrics are
     summed over ranks. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+
+    Progress (a live bar on a terminal, a line per epoch otherwise, the final table) is printed
+    by a :class:`TerminalReporter` unless ``reporter`` is given: ``reporter=Reporter()`` is silent.
+    ``cfg.threads`` sets torch's CPU thread count for the run (restored afterwards);
+    ``cfg.tensorboard`` also logs each epoch's metrics to ``run_dir/tensorboard`` (rank 0).
     """
     from ..data import AugmentConfig, make_loader
 
-    reporter = reporter or Reporter()
+    reporter = TerminalReporter() if reporter is None else reporter
     ranks = rank_info()
     main = ranks.is_main
     report = reporter if main else Reporter()
     check_config(cfg)
+    if cfg.tensorboard and main and run_dir is not None:
+        from .tensorboard import with_tensorboard
+
+        report = with_tensorboard(report, run_dir)
     device = resolve_device(device)
     amp_dtype = resolve_precision(cfg.precision, device)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -180,6 +191,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         start, history = state["epoch"], list(state["history"])
+        if cfg.epochs < start:
+            raise ValueError(f"{run_dir} has already trained {start} epochs; epochs={cfg.epochs} would shorten it. "
+                             f"Resume with epochs >= {start} (more epochs extend the run)")
         report.message(f"resumed from {run_dir} after epoch {start}")
 
     net: nn.Module = model

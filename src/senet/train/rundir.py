@@ -59,6 +59,8 @@ def environment(device: torch.device, extra: Mapping[str, Any] | None = None) ->
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # The kernels' instruction set (AVX2, AVX512, ...): with the thread count it fixes float results.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device": str(device),
         "cuda": torch.version.cuda,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -1,0 +1,167 @@
+"""The README runs as written: every ```python block is executed, every `senet` command line is
+parsed by the real CLI parser (and run, where it takes seconds).
+
+Python blocks run in order, each in a fresh namespace (a block a user copies alone must work
+alone), all in one temporary working directory (files a block writes, such as ``runs/demo``,
+are there for the next). The weight files the blocks name are made first from the timm
+fixtures (``tests/fixtures/timm``): the published files have the same keys and shapes, only
+other numbers. New blocks are picked up automatically. A block that cannot run everywhere says so
+in a comment line of its own, which readers see too:
+
+    # needs: cuda          skipped unless a CUDA device is present
+    # needs: network       skipped (the test machine is offline)
+    # needs: minutes       a training run: only with `pytest -m slow`
+
+Shell blocks: each `senet ...` command (also after `&&`, or after `torchrun ... -m senet.cli`)
+must parse: command, options and their types. `senet models` and `senet summary` lines also run
+(seconds); the others train or need files a fresh clone lacks (runs/..., images), so only their
+parsing is checked. `pip` and `python -m pytest` lines are not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import load_timm_fixture
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Weight files the README names -> (timm fixture with the same layout, file format).
+WEIGHT_FILES = {
+    "se_resnet50-ce0d4300.pth": ("legacy_seresnet50", "torch"),  # Cadene's port of the authors' SE-ResNet-50
+    "seresnet50.safetensors": ("seresnet50", "safetensors"),  # timm seresnet50.a1_in1k
+    "mobilenetv1_100.safetensors": ("mobilenetv1_100", "safetensors"),  # timm mobilenetv1_100
+}
+WEIGHT_NAME = re.compile(r"""["']([\w./-]+\.(?:pth|pt|safetensors|bin))["']""")
+NEEDS = re.compile(r"^\s*#\s*needs:\s*([^(]+)", re.MULTILINE)
+KNOWN_NEEDS = ("cuda", "network", "minutes")
+RUN_COMMANDS = ("models", "summary")  # `senet` commands cheap enough to run in the suite
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    line: int  # 1-based line of the opening fence
+    lang: str
+    code: str
+
+    @property
+    def needs(self) -> list[str]:
+        return [w.strip() for m in NEEDS.findall(self.code) for w in m.split(",") if w.strip()]
+
+
+def blocks(text: str) -> list[Block]:
+    """Fenced code blocks (``` or ~~~) with the first word of their info string."""
+    out, fence, start, lang, body = [], None, 0, "", []
+    for i, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if fence is None:
+            m = re.match(r"^(```+|~~~+)\s*([\w+-]*)", stripped)
+            if m:
+                fence, start, lang, body = m.group(1), i, m.group(2).lower(), []
+        elif stripped.startswith(fence) and stripped.strip(fence[0]) == "":
+            out.append(Block(start, lang, "\n".join(body) + "\n"))
+            fence = None
+        else:
+            body.append(line)
+    assert fence is None, f"README.md: the code block opened at line {start} is never closed"
+    return out
+
+
+def _section(text: str, line: int) -> str:
+    heads = [(i, h.lstrip("#").strip()) for i, h in enumerate(text.splitlines(), 1) if h.startswith("#") and i < line]
+    return heads[-1][1] if heads else "top"
+
+
+TEXT = README.read_text()
+PY_BLOCKS = [b for b in blocks(TEXT) if b.lang in ("python", "py")]
+SHELL_BLOCKS = [b for b in blocks(TEXT) if b.lang in ("bash", "sh", "shell", "console")]
+
+
+def _marks(block: Block) -> list:
+    return [pytest.mark.slow] if "minutes" in block.needs else []
+
+
+def _id(block: Block) -> str:
+    return f"L{block.line}-" + re.sub(r"\W+", "_", _section(TEXT, block.line)).strip("_")[:30]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("readme")
+
+
+def _make_weight_file(path: Path, fixture: str, fmt: str) -> None:
+    _, sd, _, _ = load_timm_fixture(fixture)
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        torch.save(sd, path)
+
+
+def test_readme_has_python_blocks():
+    assert len(PY_BLOCKS) >= 4, "the README's Python examples were not found (fence parsing broken?)"
+    for block in PY_BLOCKS:
+        unknown = [n for n in block.needs if n not in KNOWN_NEEDS]
+        assert not unknown, f"README line {block.line}: unknown '# needs:' {unknown}; known: {KNOWN_NEEDS}"
+
+
+@pytest.mark.parametrize("block", [pytest.param(b, marks=_marks(b), id=_id(b)) for b in PY_BLOCKS])
+def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
+    if "cuda" in block.needs and not torch.cuda.is_available():
+        pytest.skip(f"README line {block.line}: needs CUDA")
+    if "network" in block.needs:
+        pytest.skip(f"README line {block.line}: needs the network")
+    monkeypatch.chdir(workdir)
+    for name in WEIGHT_NAME.findall(block.code):
+        if name in WEIGHT_FILES and not (workdir / name).exists():
+            _make_weight_file(workdir / name, *WEIGHT_FILES[name])
+    code = compile(block.code, f"README.md:{block.line}", "exec")
+    try:
+        exec(code, {"__name__": "__readme__"})
+    except FileNotFoundError as e:
+        named = [n for n in WEIGHT_NAME.findall(block.code) if n not in WEIGHT_FILES and n in str(e)]
+        hint = f" (add {named} to WEIGHT_FILES in tests/test_readme.py with the fixture of that layout)" if named else ""
+        raise AssertionError(f"README block at line {block.line}: {e}{hint}") from e
+
+
+def senet_commands(block: Block) -> list[tuple[int, list[str]]]:
+    """``(line, argv after 'senet')`` for every senet invocation in a shell block."""
+    found = []
+    for offset, line in enumerate(block.code.splitlines(), 1):
+        for part in line.split("&&"):
+            words = shlex.split(part, comments=True)
+            if words[:1] == ["senet"]:
+                found.append((block.line + offset, words[1:]))
+            elif "senet.cli" in words and words[words.index("senet.cli") - 1] == "-m":
+                found.append((block.line + offset, words[words.index("senet.cli") + 1:]))
+    return found
+
+
+COMMANDS = [c for b in SHELL_BLOCKS for c in senet_commands(b)]
+
+
+def test_readme_has_senet_commands():
+    commands = {argv[0] for _, argv in COMMANDS if argv}
+    assert {"models", "summary", "train", "eval", "compare", "ablate", "report"} <= commands
+
+
+@pytest.mark.parametrize("line,argv", COMMANDS, ids=[f"L{n}-{' '.join(a)[:40]}" for n, a in COMMANDS])
+def test_senet_command_line_is_valid(line, argv, capsys):
+    from senet.cli import build_parser, main
+
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as e:
+        err = capsys.readouterr().err.strip().splitlines()
+        pytest.fail(f"README line {line}: `senet {' '.join(argv)}` does not parse: {err[-1] if err else e}")
+    if argv and argv[0] in RUN_COMMANDS:
+        assert main(argv) == 0, f"README line {line}: `senet {' '.join(argv)}` failed: {capsys.readouterr().err}"
+        assert capsys.readouterr().out.strip()
