@@ -42,7 +42,7 @@ def test_threads_applied_recorded_and_restored(tmp_path):
     assert env["torch_threads"] == want and env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert f"threads: {want}" in (tmp_path / "run" / "config.yaml").read_text()
 
-    with pytest.raises(ValueError, match="threads must be a non-negative integer"):
+    with pytest.raises(ValueError, match="'threads' must be >= 0"):
         fit(load_config("bundled", [*TINY, "threads=-1"]), None, reporter=Reporter())
     with intra_op_threads(0) as n:  # 0 keeps torch's default
         assert n == before

@@ -253,7 +253,7 @@ RULES: dict[str, Rule] = {
     "label_smoothing": _number(0, 1, hi_open=True),
     "grad_clip": _number(0, why="max gradient norm, 0 = off"),
     "save_every": _number(1, why="save the last checkpoint every N epochs"),
-    "threads": _number(0, why="0 = torch's default"),  # the CPU-threads field (a no-op if absent)
+    "threads": _number(0, why="0 = torch's default"),
 }
 
 
