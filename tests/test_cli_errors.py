@@ -193,6 +193,10 @@ def _raising(monkeypatch, error: BaseException) -> None:
     (ZeroDivisionError("division by zero"), 1,
      "internal error: ZeroDivisionError: division by zero (run with --debug for the traceback)"),
     (KeyboardInterrupt(), 130, "senet models: interrupted"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1,
+     "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); try a smaller batch_size"),
+    (type("Diverged", (RuntimeError,), {"__module__": "senet.train.fit"})("loss is nan at epoch 3"), 1,
+     "senet models: error: loss is nan at epoch 3"),  # senet's own errors say what happened: no --debug hint
 ])
 def test_errors_become_one_line_and_an_exit_status(monkeypatch, capsys, error, status, expected):
     import senet.cli as cli

@@ -69,6 +69,10 @@ def describe_error(e: BaseException) -> tuple[int, str]:
         return 2, f"error: {msg}"
     if isinstance(e, OSError):  # e.g. a full disk: not the input's fault, but not a bug either
         return 1, f"error: {msg}"
+    if type(e).__name__ == "OutOfMemoryError":  # torch's; named, so that this needs no torch import
+        return 1, f"error: out of memory ({msg.splitlines()[0]}); try a smaller batch_size or eval_batch_size"
+    if type(e).__module__.split(".")[0] == "senet":  # our own errors (e.g. a diverged run) say what happened
+        return 1, f"error: {msg}"
     return 1, f"internal error: {type(e).__name__}: {msg} (run with --debug for the traceback)"
 
 
