@@ -137,7 +137,7 @@ def test_reporter_gets_steps_and_epochs_and_fit_prints_nothing(tmp_path, capsys)
         def __init__(self):
             self.steps, self.epochs = [], []
 
-        def step(self, epoch, step, steps, loss, acc):
+        def step(self, epoch, step, steps, running):
             self.steps.append((epoch, step, steps))
 
         def epoch_end(self, metrics):

@@ -111,6 +111,11 @@ class TrainConfig:
     ``precision``: ``auto`` (bf16 on CUDA where supported, else fp16; fp32 on CPU), ``fp32``,
     ``bf16`` or ``fp16`` (CUDA only). ``grad_clip``: max gradient norm, 0 = off.
     ``label_smoothing`` as in the paper's ablations (§6).
+    ``compile`` wraps the network in ``torch.compile`` with ``compile_mode`` (``default``,
+    ``reduce-overhead``: CUDA graphs, which remove the launch overhead of small networks,
+    ``max-autotune``, ``max-autotune-no-cudagraphs``). ``sync_every``: the training step
+    never waits for the device; the non-finite-loss check is read every ``sync_every`` steps
+    and at each epoch's end.
     """
 
     source: str = ""
@@ -126,9 +131,11 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
     grad_clip: float = 0.0
     sync_bn: bool = False
     save_every: int = 1
+    sync_every: int = 50
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
