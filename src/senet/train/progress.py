@@ -47,7 +47,7 @@ class TerminalReporter(Reporter):
         self.tty = self.stream.isatty() if tty is None else tty
         self.bar: Any = None
         self.epochs = 0
-        self._shown = 0.0  # time.monotonic() of the last read of the running means
+        self._shown = -float("inf")  # time.monotonic() of the last read of the running means
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
