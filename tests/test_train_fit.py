@@ -1,6 +1,8 @@
-"""fit end to end on CPU: exact resume, run directory, NaN stop, evaluate."""
+"""fit end to end on CPU: exact resume, run directory, NaN stop, divergence guard, evaluate."""
 
+import functools
 import json
+import math
 
 import pytest
 import torch
@@ -9,7 +11,12 @@ from torch import nn
 
 from senet.data import load_dataset, make_loader
 from senet.models.registry import register_model
-from senet.train import NonFiniteLossError, Reporter, apply_overrides, evaluate, fit, load_config, load_model
+from senet.train import NonFiniteLossError, Reporter, apply_overrides, evaluate, load_config, load_model
+from senet.train import fit as fit_on
+
+# Pinned to the CPU: these compare numbers (bit-identical resume, evaluate() against the logged
+# metrics) that hold on one device, and the suite also runs on CUDA machines.
+fit = functools.partial(fit_on, device="cpu")
 
 TINY = ["model.name=se_resnet20", "model.overrides.layers=[1, 1, 1]", "data.dataset=synthetic:256:3x16x16",
         "batch_size=32", "eval_batch_size=20", "optim.lr=0.2", "schedule.name=cosine", "schedule.warmup_epochs=0.5"]
@@ -137,7 +144,7 @@ def test_reporter_gets_steps_and_epochs_and_fit_prints_nothing(tmp_path, capsys)
         def __init__(self):
             self.steps, self.epochs = [], []
 
-        def step(self, epoch, step, steps, loss, acc):
+        def step(self, epoch, step, steps, running):
             self.steps.append((epoch, step, steps))
 
         def epoch_end(self, metrics):
@@ -159,3 +166,91 @@ def test_label_smoothing_and_grad_clip_run(tmp_path):
                                                "optim.lr=0.003", "optim.decay_norm_and_bias=false",
                                                "channels_last=true"]), None)
     assert r.final["train_loss"] > 0 and r.final["epoch"] == 1
+
+
+class _LinearBN(nn.Module):
+    """A tiny network with BN statistics, fast enough to diverge in a test."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(in_chans)
+        self.fc = nn.Linear(in_chans, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.bn(x.mean(dim=(2, 3))))
+
+
+class _InfStatsAfter(_LinearBN):
+    """Finite outputs and loss throughout, but a running statistic (buffer) becomes inf at the 12th
+    training forward (the last step of epoch 2 with 6 steps per epoch): only the check of the
+    buffers about to be saved can see it."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3) -> None:
+        super().__init__(num_classes, in_chans)
+        self.calls = 0
+        self.register_buffer("stat", torch.ones(in_chans))  # a running statistic outside the autograd graph
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= 12:
+                with torch.no_grad():
+                    self.stat.fill_(float("inf"))
+        return out
+
+
+register_model("test_linear_bn", _LinearBN, family="test", description="pooled BN + linear", input_size=(3, 32, 32))
+register_model("test_inf_stats_after_11", _InfStatsAfter, family="test", description="inf BN statistics from step 12",
+               input_size=(3, 32, 32))
+LINEAR = ["model.name=test_linear_bn", "model.overrides={}", "data.dataset=synthetic:192:3x8x8", "eval_batch_size=64"]
+
+
+def _all_finite_files(run_dir):
+    files = sorted((run_dir / "checkpoints").glob("*"))
+    for f in files:
+        tensors = load_file(f) if f.suffix == ".safetensors" else torch.load(f, weights_only=True)["model"]
+        assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()), f
+    return [f.name for f in files]
+
+
+def test_divergence_guard_never_saves_non_finite_weights_or_statistics(tmp_path):
+    """The loss stays finite; the BN statistics of epoch 2 do not. Epoch 2 is not saved, epoch 1 stays."""
+    cfg = tiny("epochs=3", "model.name=test_inf_stats_after_11", *LINEAR[1:])
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 6") as info:
+        fit(cfg, tmp_path)
+    assert "BN statistics" in str(info.value)
+    assert _all_finite_files(tmp_path) == ["best.safetensors", "best_state.pt", "last.safetensors", "last_state.pt"]
+    assert torch.load(tmp_path / "checkpoints/last_state.pt", weights_only=True)["epoch"] == 1
+    assert "epoch 2, step 6" in (tmp_path / "report.md").read_text()
+
+
+def test_huge_learning_rate_stops_with_only_finite_checkpoints(tmp_path):
+    """Issue 11, failure 1: --lr 1e6 once saved epoch 1 with 76 non-finite tensors."""
+    cfg = tiny("epochs=3", "optim.lr=1e6", "schedule.warmup_epochs=0")
+    with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d+"):
+        fit(cfg, tmp_path)
+    _all_finite_files(tmp_path)  # nothing non-finite on disk (here: nothing saved at all)
+    assert "Stopped" in (tmp_path / "report.md").read_text()
+
+
+def test_one_step_per_epoch_resumed_at_huge_lr_stops_instead_of_saving_inf(tmp_path):
+    """Issue 11, failure 1: one step per epoch, resumed at lr 1e9, once exited 0 with inf weights."""
+    base = ["batch_size=192", *LINEAR, "schedule.warmup_epochs=0", "optim.lr=0.1"]
+    fit(tiny("epochs=1", *base), tmp_path)
+    good = load_file(tmp_path / "checkpoints/last.safetensors")
+    with pytest.raises(NonFiniteLossError):
+        fit(tiny("epochs=40", *base, "optim.lr=1e30", "optim.weight_decay=0"), tmp_path, resume=True)
+    _all_finite_files(tmp_path)
+    state = torch.load(tmp_path / "checkpoints/last_state.pt", weights_only=True)
+    assert all(math.isfinite(r["val_loss"]) for r in state["history"])
+    assert state["epoch"] >= 1 and (state["epoch"] > 1 or all(
+        torch.equal(good[k], v) for k, v in load_file(tmp_path / "checkpoints/last.safetensors").items()))
+
+
+def test_first_non_finite_step_is_recorded_on_the_device_between_syncs(tmp_path):
+    """Read only every 5 steps, the NaN of step 3 (epoch 2) is still named as step 3."""
+    cfg = tiny("epochs=3", "model.name=test_nan_after_10", "model.overrides={}", "sync_every=5")
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 3"):
+        fit(cfg, tmp_path)
+    assert torch.load(tmp_path / "checkpoints/last_state.pt", weights_only=True)["epoch"] == 1

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "recipe name), then the flags below, then --set overrides. Launch with torchrun for "
                     "DistributedDataParallel.")
     p.add_argument("--config", metavar="RECIPE", default=None,
-                   help="recipe YAML path or shipped name (default: bundled; see senet.train.list_recipes())")
+                   help="recipe YAML path or shipped name (default: bundled, or bundled_gpu on CUDA; see "
+                        "senet.train.list_recipes())")
     p.add_argument("--model", help="registered model name (model.name)")
     p.add_argument("--data", help="bundled, fashion-mnist-mini, cifar10, cifar100, synthetic or a folder "
                                   "with train/ and val/ (data.dataset)")
@@ -56,11 +57,16 @@ def run(args: argparse.Namespace) -> int:
                              "drop --config/--out (flags and --set still apply, e.g. --epochs)")
         cfg = apply_overrides(resume_config(args.resume), overrides)
         run_dir = args.resume
-    else:
-        cfg = load_config(args.config, overrides)
-        run_dir = args.out or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     ranks, device = setup_from_env(str(resolve_device(args.device)))
     try:
+        if not args.resume:
+            # No recipe named on CUDA: the GPU variant of the default (the CPU batch leaves a GPU idle).
+            gpu_default = args.config is None and device.type == "cuda"
+            cfg = load_config("bundled_gpu" if gpu_default else args.config, overrides)
+            run_dir = args.out or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            if gpu_default and ranks.is_main:
+                print(f"no recipe named, running on CUDA: using recipe bundled_gpu (batch {cfg.batch_size}, "
+                      f"lr {cfg.optim.lr:g}, {cfg.epochs} epochs)")
         fit(cfg, run_dir, device=device, resume=bool(args.resume), reporter=TerminalReporter())
         # Leave together: rank 0 may still be writing checkpoints and plots, and tearing the gloo
         # group down under it aborts the other rank ("terminate called without an active exception").

@@ -131,6 +131,11 @@ class TrainConfig:
     ``bf16`` or ``fp16`` (CUDA only). ``grad_clip``: max gradient norm, 0 = off.
     ``label_smoothing`` as in the paper's ablations (§6). ``threads``: CPU threads (0 = torch's
     default); float results depend on it, so a run is bit-reproducible with the same value.
+    ``compile`` wraps the network in ``torch.compile`` with ``compile_mode`` (``default``,
+    ``reduce-overhead``: CUDA graphs, which remove the launch overhead of small networks,
+    ``max-autotune``, ``max-autotune-no-cudagraphs``). ``sync_every``: the training step
+    never waits for the device; the non-finite-loss check is read every ``sync_every`` steps
+    and at each epoch's end.
     """
 
     source: str = ""
@@ -146,9 +151,11 @@ class TrainConfig:
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str = "default"
     grad_clip: float = 0.0
     sync_bn: bool = False
     save_every: int = 1
+    sync_every: int = 50
     threads: int = 0  # torch intra-op CPU threads for this run; 0 = torch's default (senet.train.threads)
     tensorboard: bool = False  # also log the metrics.csv scalars to RUN_DIR/tensorboard (needs `tensorboard`)
 
@@ -214,13 +221,13 @@ def _choices() -> dict[str, Sequence[str]]:
     # Imported here: each list lives beside the code that implements it, and those modules import this one.
     from ..data.folder import EMPTY_CLASSES, ON_CORRUPT
     from ..weights import SOURCES
-    from .fit import PRECISIONS
+    from .fit import COMPILE_MODES, PRECISIONS
     from .optim import OPTIMIZERS
     from .schedule import SCHEDULES
 
     return {"model.weights_source": tuple(SOURCES), "data.on_corrupt": ON_CORRUPT,
             "data.empty_classes": EMPTY_CLASSES, "optim.name": OPTIMIZERS, "schedule.name": tuple(SCHEDULES),
-            "precision": PRECISIONS}
+            "precision": PRECISIONS, "compile_mode": COMPILE_MODES}
 
 
 #: The allowed values of every field that has a range (by dotted key); fields with a fixed set of
@@ -254,6 +261,7 @@ RULES: dict[str, Rule] = {
     "grad_clip": _number(0, why="max gradient norm, 0 = off"),
     "save_every": _number(1, why="save the last checkpoint every N epochs"),
     "threads": _number(0, why="0 = torch's default"),
+    "sync_every": _number(1, why="training steps between reads of the divergence flag"),
 }
 
 

@@ -13,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["RankInfo", "rank_info", "all_reduce_sum", "any_across_ranks", "barrier", "setup_from_env", "cleanup"]
+__all__ = ["RankInfo", "rank_info", "all_reduce_sum", "min_across_ranks", "any_across_ranks", "barrier", "setup_from_env", "cleanup"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +39,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """``t`` summed over all ranks (in place); identity in a single process."""
     if rank_info().world_size > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def min_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    """``t`` reduced by element-wise minimum over all ranks (in place); identity in a single process."""
+    if rank_info().world_size > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return t
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -25,25 +26,32 @@ from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from .config import check_config, check_model_fits_data
 from ..device import resolve_device
 from .distributed import all_reduce_sum, any_across_ranks, rank_info
-from .metrics import batch_counts, evaluate, summarize
+from .metrics import TrainMeter, evaluate, summarize
 from .optim import build_optimizer
 from .plots import plot_curves
 from .progress import Reporter, TerminalReporter
 from .rundir import environment, write_metrics, write_report, write_run_files
 from .schedule import lr_at
 from .threads import applies_threads
+from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
 
 __all__ = ["fit", "RunResult", "NonFiniteLossError", "resolve_precision", "build_model", "load_data",
            "resume_config", "PRECISIONS"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+PLOT_EVERY_S = 5.0  # curves.png is redrawn at most this often (and after the last epoch): matplotlib is slow
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """Training diverged: the loss, or the weights/BN statistics or validation loss checked before
+    a checkpoint is written, became NaN or infinite. Nothing non-finite is saved: the newest
+    finite checkpoint is kept. ``step`` is the first step whose training loss was non-finite, or
+    the epoch's last step when the check before saving failed."""
 
-    def __init__(self, epoch: int, step: int, loss: float) -> None:
-        super().__init__(f"loss is {loss} at epoch {epoch}, step {step}; training stopped "
+    def __init__(self, epoch: int, step: int, loss: float, what: str = "loss") -> None:
+        found = f"loss is {loss}" if what == "loss" else f"{what} became non-finite (validation loss {loss})"
+        super().__init__(f"{found} at epoch {epoch}, step {step}; training stopped "
                          f"(the last good checkpoint is kept). Try a lower learning rate or grad_clip.")
         self.epoch, self.step, self.loss = epoch, step, loss
 
@@ -135,7 +143,11 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     epoch, RNG states, history): 2 epochs + resume + 2 equals 4 straight. ``stop_after=k`` stops
     after epoch k as if interrupted (the run can be resumed). Under ``torch.distributed`` the
     model is wrapped in DistributedDataParallel, each rank trains on its shard and metrics are
-    summed over ranks. Raises :class:`NonFiniteLossError` on a NaN/inf loss.
+    summed over ranks. Raises :class:`NonFiniteLossError` when training diverges (a NaN/inf
+    loss, read from the device every ``cfg.sync_every`` steps, or non-finite weights, BN
+    statistics or validation loss, checked before each checkpoint); no non-finite checkpoint is
+    ever written. Files are written by a background thread from CPU snapshots, all of them
+    before ``fit`` returns or raises.
 
     Progress (a live bar on a terminal, a line per epoch otherwise, the final table) is printed
     by a :class:`TerminalReporter` unless ``reporter`` is given: ``reporter=Reporter()`` is silent.
@@ -199,8 +211,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     net: nn.Module = model
     if ranks.world_size > 1:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        net = torch.compile(net)
+    if cfg.compile:  # mode "reduce-overhead" replays CUDA graphs: no launch overhead for small networks
+        net = torch.compile(net, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
 
     augment = AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
     shard = dict(device=device, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
@@ -219,74 +231,117 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
                   "steps": steps, "batch_size": cfg.batch_size, "world_size": ranks.world_size, "run_dir": run_dir})
 
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    for epoch in range(start, end):
-        # ---- train one epoch ----
-        train_loader.set_epoch(epoch)
-        net.train()
-        counts = torch.zeros(4, dtype=torch.float64, device=device)
-        t0 = time.perf_counter()
-        for step, (x, y) in enumerate(train_loader):
-            lr = lr_at(epoch + step / steps, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp_dtype):
-                logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            loss_value = loss.item()
-            if any_across_ranks(not math.isfinite(loss_value), device):
-                if main and run_dir is not None:
-                    write_report(run_dir, f"{cfg.model.name} on {train_set.name}", history,
-                                 f"**Stopped**: non-finite loss at epoch {epoch + 1}, step {step + 1}.")
-                raise NonFiniteLossError(epoch + 1, step + 1, loss_value)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            counts += batch_counts(logits.detach().float(), y, loss.detach() * y.numel())
-            if main:
-                running = summarize(counts)
-                report.step(epoch, step, steps, running["loss"], running["acc"])
-        train_time = time.perf_counter() - t0
-        train = summarize(all_reduce_sum(counts))
-        seen = int(counts[3].item())
+    title = f"{cfg.model.name} on {train_set.name}"
+    mark_step = cfg.compile and cfg.compile_mode == "reduce-overhead"  # CUDA graphs: one replay per step
+    last_plot = -math.inf
+    with BackgroundWriter() as writer:  # run-directory files, written off the training thread
+        for epoch in range(start, end):
+            # ---- train one epoch: no host-device sync but every cfg.sync_every steps ----
+            train_loader.set_epoch(epoch)
+            net.train()
+            meter = TrainMeter(device)
+            lrs = [lr_at(epoch + step / steps, cfg) for step in range(steps)]  # the pure schedule, once an epoch
+            t0 = time.perf_counter()
+            for step, (x, y) in enumerate(train_loader):
+                _set_lr(optimizer, lrs[step])
+                if mark_step:
+                    torch.compiler.cudagraph_mark_step_begin()
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with _autocast(device, amp_dtype):
+                    logits = net(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                meter.update(step, logits, y, loss)  # on the device, with the first non-finite step
+                if (step + 1) % cfg.sync_every == 0 or step + 1 == steps:
+                    bad = meter.first_bad_step()
+                    if bad is not None:
+                        _stop(writer, run_dir if main else None, title, history, NonFiniteLossError(
+                            epoch + 1, bad[0] + 1, bad[1]))
+                if main:
+                    report.step(epoch, step, steps, meter.summary)
+            train_time = time.perf_counter() - t0
+            train = summarize(all_reduce_sum(meter.counts))
+            seen = int(meter.counts[3].item())
 
-        # ---- evaluate: the same BN statistics on every rank (those of rank 0), then the full test set ----
-        _broadcast_buffers(model, ranks.world_size)
-        val = evaluate(model, test_loader, autocast_dtype=amp_dtype, channels_last=cfg.channels_last)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
-               "train_acc": train["acc"], "train_err": train["top1_err"], "val_loss": val["loss"],
-               "top1_err": val["top1_err"], "top5_err": val["top5_err"],
-               "time_s": time.perf_counter() - t0, "images_per_s": seen / max(train_time, 1e-9)}
-        history.append(row)
-        report.epoch_end(row)
+            # ---- evaluate: the same BN statistics on every rank (those of rank 0), then the full test set ----
+            _broadcast_buffers(model, ranks.world_size)
+            val = evaluate(model, test_loader, autocast_dtype=amp_dtype, channels_last=cfg.channels_last)
+            # Divergence guard: a step can blow the weights up after a finite loss; never save those.
+            if any_across_ranks(not (math.isfinite(val["loss"]) and _all_finite(model)), device):
+                _stop(writer, run_dir if main else None, title, history, NonFiniteLossError(
+                    epoch + 1, steps, val["loss"], what="the weights, BN statistics or validation loss"))
+            row = {"epoch": epoch + 1, "lr": lrs[-1], "train_loss": train["loss"],
+                   "train_acc": train["acc"], "train_err": train["top1_err"], "val_loss": val["loss"],
+                   "top1_err": val["top1_err"], "top5_err": val["top5_err"],
+                   "time_s": time.perf_counter() - t0, "images_per_s": seen / max(train_time, 1e-9)}
+            history.append(row)
+            report.epoch_end(row)
 
-        # ---- log and checkpoint (rank 0) ----
-        if main and run_dir is not None:
-            done = epoch + 1
-            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": done,
-                     "rng": capture_rng(), "config": config_to_dict(cfg), "history": history}
-            is_best = row["top1_err"] <= min(r["top1_err"] for r in history)
-            if done % cfg.save_every == 0 or done == end or is_best:
-                save_checkpoint(run_dir, "last", model, {**meta, "epoch": done}, state)
-            if is_best:
-                save_checkpoint(run_dir, "best", model, {**meta, "epoch": done, "top1_err": row["top1_err"]}, state)
-            write_metrics(run_dir, history)
-            plot_curves(history, run_dir / "curves.png", f"{cfg.model.name} on {train_set.name}")
+            # ---- log and checkpoint (rank 0): CPU snapshots now, files in the background ----
+            if main and run_dir is not None:
+                done = epoch + 1
+                is_best = row["top1_err"] <= min(r["top1_err"] for r in history)
+                save_last = done % cfg.save_every == 0 or done == end or is_best
+                plot = done == end or time.monotonic() - last_plot >= PLOT_EVERY_S
+                last_plot = time.monotonic() if plot else last_plot
+                weights = WeightsSnapshot(model) if save_last or is_best else None
+                state = {"optimizer": cpu_snapshot(optimizer.state_dict()), "scaler": scaler.state_dict(),
+                         "epoch": done, "rng": capture_rng(), "config": config_to_dict(cfg), "history": list(history)}
+                writer.submit(functools.partial(_write_epoch, run_dir, title, weights, meta, state,
+                                                last=save_last, best=is_best, plot=plot))
 
-    best = min(history, key=lambda r: r["top1_err"]) if history else {}
-    final = history[-1] if history else {}
-    summary = (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%, top-5 error "
-               f"{final.get('top5_err', float('nan')):.2f}%; best top-1 error {best.get('top1_err', float('nan')):.2f}% "
-               f"(epoch {best.get('epoch', '-')}) on {test_set.name}")
-    if main and run_dir is not None and history:
-        write_report(run_dir, f"{cfg.model.name} on {train_set.name}", history, summary)
+        best = min(history, key=lambda r: r["top1_err"]) if history else {}
+        final = history[-1] if history else {}
+        summary = (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%, top-5 error "
+                   f"{final.get('top5_err', float('nan')):.2f}%; best top-1 error "
+                   f"{best.get('top1_err', float('nan')):.2f}% (epoch {best.get('epoch', '-')}) on {test_set.name}")
+        if main and run_dir is not None and history:
+            writer.submit(functools.partial(write_report, run_dir, title, list(history), summary))
     report.end(history, summary)
     return RunResult(history, final, best, model.eval(), meta, run_dir)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    # A plain float: the optimisers pass it to their kernels as a scalar (no device tensor, no sync).
+    for group in optimizer.param_groups:
+        if group["lr"] != lr:
+            group["lr"] = lr
+
+
+@torch.no_grad()
+def _all_finite(model: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer (BN statistics) is finite: one host sync."""
+    flags = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _stop(writer: BackgroundWriter, run_dir: Path | None, title: str, history: list[dict[str, Any]],
+          error: NonFiniteLossError) -> NoReturn:
+    """End a diverged run: finish the pending (finite) checkpoint writes, say why in report.md, raise."""
+    writer.flush()
+    if run_dir is not None:
+        write_report(run_dir, title, history, f"**Stopped**: {error}")
+    raise error
+
+
+def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, meta: dict[str, Any],
+                 state: dict[str, Any], *, last: bool, best: bool, plot: bool) -> None:
+    """One epoch's files (in the writer thread), in the order that keeps the run resumable."""
+    done, history = state["epoch"], state["history"]
+    if last:
+        save_checkpoint(run_dir, "last", weights, {**meta, "epoch": done}, state)
+    if best:
+        save_checkpoint(run_dir, "best", weights, {**meta, "epoch": done, "top1_err": history[-1]["top1_err"]}, state)
+    write_metrics(run_dir, history)
+    if plot:
+        plot_curves(history, run_dir / "curves.png", title)
 
 
 def _broadcast_buffers(model: nn.Module, world_size: int) -> None:

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .distributed import all_reduce_sum
+from .distributed import all_reduce_sum, min_across_ranks
 
-__all__ = ["batch_counts", "summarize", "evaluate"]
+__all__ = ["batch_counts", "summarize", "evaluate", "TrainMeter"]
 
 
 def batch_counts(logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,8 @@ def batch_counts(logits: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Te
         loss_sum.detach().double(),
         hit[:, 0].sum().double(),
         hit.any(dim=1).sum().double(),
-        torch.tensor(float(targets.numel()), dtype=torch.float64, device=logits.device),
+        # torch.full, not torch.tensor: a host->device copy from pageable memory waits for the GPU.
+        torch.full((), float(targets.numel()), dtype=torch.float64, device=logits.device),
     ])
 
 
@@ -38,6 +39,43 @@ def summarize(counts: torch.Tensor) -> dict[str, float]:
     loss, c1, c5, n = counts.tolist()
     n = max(n, 1.0)
     return {"loss": loss / n, "acc": 100.0 * c1 / n, "top1_err": 100.0 * (1 - c1 / n), "top5_err": 100.0 * (1 - c5 / n)}
+
+
+class TrainMeter:
+    """One training epoch's sums and its non-finite-loss guard, kept on the device.
+
+    :meth:`update` only queues device work (no ``.item()``), so the training step never waits
+    for the GPU. The first step whose loss is NaN/inf is recorded on the device too; reading it
+    (:meth:`first_bad_step`) or the running means (:meth:`summary`) is the one host sync, made
+    every ``sync_every`` steps and at the end of the epoch.
+    """
+
+    NONE = 2**62  # "no bad step yet": larger than any step index, so a min over ranks keeps real ones
+
+    def __init__(self, device: torch.device) -> None:
+        self.counts = torch.zeros(4, dtype=torch.float64, device=device)
+        self.bad_step = torch.full((), self.NONE, dtype=torch.int64, device=device)
+        self.bad_loss = torch.zeros((), dtype=torch.float32, device=device)
+
+    def update(self, step: int, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
+        """Add one batch (``loss`` is its mean) and remember ``step`` if its loss is the first non-finite one."""
+        loss = loss.detach()
+        self.counts += batch_counts(logits.detach().float(), targets, loss * targets.numel())
+        first = torch.isfinite(loss).logical_not() & (self.bad_step == self.NONE)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_loss = torch.where(first, loss.float(), self.bad_loss)
+
+    def first_bad_step(self) -> tuple[int, float] | None:
+        """``(step, loss)`` of the first non-finite loss on any rank, or None (a host sync)."""
+        step = min_across_ranks(self.bad_step.clone())
+        if int(step) == self.NONE:
+            return None
+        local = int(self.bad_step) == int(step)
+        return int(step), float(self.bad_loss) if local else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        """Running means of this rank's epoch so far (:func:`summarize`; a host sync)."""
+        return summarize(self.counts)
 
 
 def _unpadded_share(loader: object) -> int | None:

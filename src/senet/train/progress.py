@@ -8,7 +8,8 @@ TTY (logs, CI), then the final table.
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping, TextIO
+import time
+from typing import Any, Callable, Mapping, TextIO
 
 from .rundir import format_table
 
@@ -21,8 +22,11 @@ class Reporter:
     def start(self, info: Mapping[str, Any]) -> None:
         """Before the first epoch: model, dataset, device, epochs, steps per epoch, run directory."""
 
-    def step(self, epoch: int, step: int, steps: int, loss: float, acc: float) -> None:
-        """After each training step, with the running mean loss and accuracy (%) of the epoch."""
+    def step(self, epoch: int, step: int, steps: int, running: Callable[[], Mapping[str, float]]) -> None:
+        """After each training step. ``running()`` returns the epoch's running means so far
+        (``loss``, ``acc`` in %, ...); it reads them from the device, a host-device sync, so
+        call it only when the display refreshes (:class:`TerminalReporter` does so at most
+        every ``mininterval`` seconds), never on every step."""
 
     def epoch_end(self, metrics: Mapping[str, Any]) -> None:
         """After each epoch's evaluation, with that epoch's row of the metrics table."""
@@ -43,6 +47,7 @@ class TerminalReporter(Reporter):
         self.tty = self.stream.isatty() if tty is None else tty
         self.bar: Any = None
         self.epochs = 0
+        self._shown = -float("inf")  # time.monotonic() of the last read of the running means
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
@@ -57,7 +62,7 @@ class TerminalReporter(Reporter):
                     f"{info['epochs']} epochs x {info['steps']} steps, batch {info['batch_size']}")
         self._print(f"  run directory {info['run_dir']}")
 
-    def step(self, epoch: int, step: int, steps: int, loss: float, acc: float) -> None:
+    def step(self, epoch: int, step: int, steps: int, running: Callable[[], Mapping[str, float]]) -> None:
         if not self.tty:
             return
         if self.bar is None:
@@ -65,7 +70,11 @@ class TerminalReporter(Reporter):
 
             self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", file=self.stream,
                             leave=False, dynamic_ncols=True, mininterval=self.mininterval)
-        self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.1f}%", refresh=False)
+        now = time.monotonic()
+        if now - self._shown >= self.mininterval or step == steps - 1:
+            self._shown = now
+            r = running()
+            self.bar.set_postfix(loss=f"{r['loss']:.3f}", acc=f"{r['acc']:.1f}%", refresh=False)
         self.bar.update(1)
 
     def epoch_end(self, m: Mapping[str, Any]) -> None:
