@@ -19,7 +19,7 @@ from typing import Sequence
 from .pipes import quiet_on_broken_pipe
 
 # Imported lazily so that `senet models` does not pay for the training stack.
-COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report")
+COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report", "benchmark")
 
 
 def build_parser() -> argparse.ArgumentParser:

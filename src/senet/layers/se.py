@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import fused_se
+
 __all__ = [
     "SEConfig",
     "SqueezeExcite",
@@ -155,6 +157,10 @@ class SqueezeExcite(nn.Module):
         self.channels = channels
         self.width = width
         self.fc_type = fc
+        self.squeeze_kind = squeeze
+        # Fused Triton kernels (layers.fused_se): None = on CUDA when Triton imports; a plain
+        # attribute, not a buffer, so state_dict keys do not change. Flip with set_fused().
+        self.fused: bool | None = None
         self.squeeze = SQUEEZES[squeeze]()
         if fc == "conv":
             self.fc1: nn.Module = nn.Conv2d(channels, width, 1, bias=bias)
@@ -171,7 +177,10 @@ class SqueezeExcite(nn.Module):
             raise ValueError(
                 f"SqueezeExcite expects an (N, {self.channels}, H, W) tensor, got shape {tuple(x.shape)}"
             )
-        z = self.squeeze(x)
+        if self.squeeze_kind == "avg" and self._fused(x):
+            z = fused_se.squeeze_mean(x)  # one Triton reduction instead of AdaptiveAvgPool2d
+        else:
+            z = self.squeeze(x)
         if self.fc_type == "linear":  # Linear acts on the last dim: move channels there and back
             z = self.fc2(self.act(self.fc1(z.movedim(1, -1)))).movedim(-1, 1)
         else:
@@ -180,7 +189,13 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 4: rescale each channel of ``x`` by its excitation."""
-        return x * self.scale(x)
+        s = self.scale(x)
+        if self.squeeze_kind != "none" and self._fused(x):
+            return fused_se.se_apply(x, s)
+        return x * s
+
+    def _fused(self, x: torch.Tensor) -> bool:
+        return fused_se.use_fused(self.fused, x)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, width={self.width}, fc={self.fc_type!r}"

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..layers import fused_se
 from ..layers.se import SEConfig, SqueezeExcite, check_choice, make_se
 from .common import check_input
 
@@ -57,6 +58,34 @@ def make_shortcut(kind: str, cin: int, cout: int, stride: int, kernel: int, norm
     return nn.Sequential(conv, nn.BatchNorm2d(cout)) if norm else nn.Sequential(conv)
 
 
+def merge_branches(se: nn.Module, out: torch.Tensor, shortcut: torch.Tensor, act: nn.Module | None,
+                   fused: bool | None) -> torch.Tensor:
+    """The end of a unit with SE at the standard position: ``act(se(out) + shortcut)`` (Fig. 3).
+
+    On the fused path (:mod:`senet.layers.fused_se`) the scaling, addition and ReLU are one Triton
+    kernel (and the plain unit's ``relu(out + shortcut)`` the same kernel without scaling, so an
+    SE/plain ratio measures SE alone). Elsewhere it is the reference composition, done in place when
+    no gradient is recorded (inference): ``out`` is the branch's own fresh tensor.
+    """
+    is_se = type(se) is SqueezeExcite and not (se._forward_hooks or se._forward_pre_hooks)
+    relu = act is not None and type(act) is nn.ReLU
+    if (is_se or isinstance(se, nn.Identity)) and (relu or act is None) and fused_se.use_fused(fused, out) \
+            and (not is_se or se.squeeze_kind != "none") and out.shape == shortcut.shape:
+        shortcut = shortcut.to(out.dtype)  # autocast may leave a projection shortcut in another dtype
+        if is_se:
+            return fused_se.se_apply(out, se.scale(out), shortcut, relu=relu)
+        return fused_se.add_relu(out, shortcut) if relu else out + shortcut
+    if not torch.is_grad_enabled() and out.dtype == torch.promote_types(out.dtype, shortcut.dtype):
+        if is_se:
+            out = out.mul_(se.scale(out))
+        elif not isinstance(se, nn.Identity):
+            out = se(out)
+        out = out.add_(shortcut)
+        return out if act is None else act(out)
+    out = se(out) + shortcut
+    return out if act is None else act(out)
+
+
 class Block(nn.Module):
     """Shared wiring of every residual unit: where the SE slot sits (Fig. 5, Tables 14-15).
 
@@ -70,6 +99,7 @@ class Block(nn.Module):
     def __init__(self, position: str) -> None:
         super().__init__()
         self.position = position
+        self.fused: bool | None = None  # see senet.layers.set_fused
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -80,8 +110,8 @@ class Block(nn.Module):
             x = self.se(x)
         out = self.residual(x)
         if self.position == "standard":
-            out = self.se(out)
-        elif self.position == "identity":  # SE-Identity: on the identity branch, in parallel
+            return merge_branches(self.se, out, shortcut, None if self.preact else self.act_out, self.fused)
+        if self.position == "identity":  # SE-Identity: on the identity branch, in parallel
             shortcut = self.se(shortcut)
         out = out + shortcut
         if not self.preact:
@@ -190,8 +220,8 @@ class PreActBlock(Block):
             pre = self.se(pre)
         out = self.residual(pre)
         if self.position == "standard":
-            out = self.se(out)
-        elif self.position == "identity":
+            return merge_branches(self.se, out, shortcut, None, self.fused)
+        if self.position == "identity":
             shortcut = self.se(shortcut)
         out = out + shortcut
         if self.position == "post":
@@ -243,6 +273,12 @@ class ResNet(nn.Module):
             ``legacy_seresnet18/34`` weights of timm were trained.
         drop_rate: dropout before the classifier (0.2 for SENet-154).
         se: SE options (:class:`~senet.layers.se.SEConfig`), or ``None`` for the plain network.
+        zero_init_last: zero the last BN of each residual branch (Goyal et al. 2017).
+        fused: the fused Triton SE operator (:mod:`senet.layers.fused_se`) for the end of each unit,
+            ``relu(u * s + shortcut)`` (the plain net's ``relu(u + shortcut)`` alike): ``None`` (auto)
+            uses it on CUDA when Triton imports, ``False`` never, ``True`` also on CPU under
+            ``TRITON_INTERPRET=1``. Same weights and state_dict either way; change it later with
+            :func:`senet.layers.set_fused`.
     """
 
     def __init__(
@@ -266,6 +302,7 @@ class ResNet(nn.Module):
         branch_act: bool = False,
         se: SEConfig | None = None,
         zero_init_last: bool = False,
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
         check_choice("block", block, tuple(BLOCKS))
@@ -334,6 +371,7 @@ class ResNet(nn.Module):
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes)
         self.reset_parameters(zero_init_last)
+        fused_se.set_fused(self, fused)
 
     def reset_parameters(self, zero_init_last: bool = False) -> None:
         """He (MSRA) initialisation of convolutions (paper §5.1), unit BN; optionally zero the last BN

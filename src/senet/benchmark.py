@@ -1,0 +1,299 @@
+"""Speed of registered models: throughput and latency of inference and of a full training step
+(forward, backward, SGD step), side by side in interleaved rounds in one process.
+
+The paper's claim to check is the price of SE (§4: +0.26% FLOPs, about +10% GPU training time for
+SE-ResNet-50). ``baseline=True`` times each SE model with its exact plain twin
+(``create_model(name, se=None)``) and reports the SE/plain ratio; ``fused="both"`` times the fused
+SE operator against the reference PyTorch composition; ``against="timm"`` adds timm's model of the
+same architecture. Every model runs in every round, one after the other, so drifts of clock and
+temperature hit all of them alike; the median over rounds is the figure, min/max the spread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .layers.fused_se import set_fused, triton_available, use_fused
+from .layers.se import check_choice
+
+__all__ = ["benchmark", "format_benchmark", "timm_name", "MODES", "PRECISIONS", "FUSED"]
+
+MODES = ("infer", "train", "both")
+PRECISIONS = ("fp32", "bf16", "fp16")
+FUSED = ("on", "off", "both")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def timm_name(name: str) -> str:
+    """timm's name for one of ours: ``se_resnet50`` -> ``seresnet50``, ``legacy_se_resnet50`` ->
+    ``legacy_seresnet50``, ``se_resnext50_32x4d`` -> ``seresnext50_32x4d``; plain names are shared."""
+    return name.replace("se_resnext", "seresnext").replace("se_resnet", "seresnet")
+
+
+@dataclasses.dataclass
+class _Entry:
+    label: str
+    source: str  # "senet" or "timm"
+    name: str
+    se: bool
+    fused: str | None  # "on" / "off" for senet models
+    build: Callable[[], nn.Module]
+
+
+def _entries(names: Sequence[str], baseline: bool, against: str | None, fused: str,
+             num_classes: int | None) -> list[_Entry]:
+    from .models.registry import create_model, get_model_spec
+
+    extra = {} if num_classes is None else {"num_classes": num_classes}
+    flags = ("on", "off") if fused == "both" else (fused,)
+    entries: list[_Entry] = []
+
+    def ours(name: str, has_se: bool, flag: str, **kw: Any) -> _Entry:
+        suffix = f" [fused {flag}]" if len(flags) > 1 else ""
+        label = (name if not kw else f"{name} without SE") + suffix
+
+        def build() -> nn.Module:
+            return set_fused(create_model(name, **kw, **extra), flag == "on")
+        return _Entry(label, "senet", name, has_se, flag, build)
+
+    for name in names:
+        spec = get_model_spec(name)
+        for flag in flags:
+            entries.append(ours(name, spec.has_se, flag))
+            if baseline and spec.has_se:
+                entries.append(ours(name, False, flag, se=None))
+        if against == "timm":
+            tname = timm_name(name)
+            entries.append(_Entry(f"timm {tname}", "timm", tname, spec.has_se, None, _timm_builder(tname, extra)))
+            plain = name.replace("legacy_", "").replace("se_", "", 1)
+            if baseline and spec.has_se and plain != name:
+                entries.append(_Entry(f"timm {timm_name(plain)}", "timm", timm_name(plain), False, None,
+                                      _timm_builder(timm_name(plain), extra)))
+    return entries
+
+
+def _timm_builder(tname: str, extra: dict[str, Any]) -> Callable[[], nn.Module]:
+    try:
+        import timm
+    except Exception as err:  # ImportError, or a timm that fails to import with this torch
+        raise ValueError(f"--against timm needs timm, which cannot be imported here ({err}); "
+                         f"pip install timm, or leave out --against") from None
+    if tname not in timm.list_models():
+        raise ValueError(f"timm has no model {tname!r} to compare with")
+    return lambda: timm.create_model(tname, pretrained=False, **extra)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Runner:
+    """One model, ready to time: inference (``inference_mode``) or a training step with SGD."""
+
+    def __init__(self, model: nn.Module, mode: str, x: torch.Tensor, precision: str, compile: bool) -> None:
+        self.mode, self.x, self.device = mode, x, x.device
+        self.dtype = _DTYPES.get(precision)
+        self.model = model.train(mode == "train")
+        self.fn = torch.compile(model) if compile else model
+        self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4) \
+            if mode == "train" else None
+        self.scaler = torch.amp.GradScaler(x.device.type, enabled=self.dtype == torch.float16 and mode == "train")
+        with torch.inference_mode(), self._autocast():
+            classes = self.fn(x).shape[1]
+        self.y = torch.randint(0, classes, (x.shape[0],), device=x.device)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def step(self) -> None:
+        if self.opt is None:
+            with torch.inference_mode(), self._autocast():
+                self.fn(self.x)
+            return
+        with self._autocast():
+            loss = F.cross_entropy(self.fn(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    def time(self, steps: int) -> float:
+        """Milliseconds per step over ``steps`` steps (CUDA events on a GPU, else wall clock)."""
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(steps):
+                self.step()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / steps
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return 1000 * (time.perf_counter() - t0) / steps
+
+
+def _stats(ms: list[float], batch: int) -> dict[str, Any]:
+    med = statistics.median(ms)
+    return {"ms_per_step": ms, "median_ms": med, "min_ms": min(ms), "max_ms": max(ms),
+            "spread_pct": 100 * (max(ms) - min(ms)) / med, "images_per_s": 1000 * batch / med}
+
+
+def _ratios(entries: list[_Entry], stats: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """SE/plain time ratios, fused-vs-reference speed-ups, and our throughput over timm's."""
+    out: dict[str, float] = {}
+    by = {e.label: e for e in entries}
+    for e in entries:
+        med = stats[e.label]["median_ms"]
+        if e.source == "senet" and e.se:
+            for p in entries:
+                if p.source == e.source and not p.se and p.name == e.name and p.fused == e.fused:
+                    out[f"{e.label} / {p.label} (time)"] = med / stats[p.label]["median_ms"]
+            if "[fused on]" in e.label and e.label.replace("fused on", "fused off") in by:
+                ref = e.label.replace("fused on", "fused off")
+                out[f"{ref} / {e.label} (time)"] = stats[ref]["median_ms"] / med
+        if e.source == "timm":
+            for o in entries:
+                if o.source == "senet" and o.se == e.se and timm_name(o.name) == e.name and o.fused != "off":
+                    out[f"{o.label} / {e.label} (throughput)"] = (stats[o.label]["images_per_s"]
+                                                                  / stats[e.label]["images_per_s"])
+        if e.source == "timm" and e.se:
+            for p in entries:
+                if p.source == "timm" and not p.se:
+                    out[f"{e.label} / {p.label} (time)"] = med / stats[p.label]["median_ms"]
+    return out
+
+
+def benchmark(
+    names: Sequence[str] | str,
+    *,
+    baseline: bool = False,
+    against: str | None = None,
+    mode: str = "both",
+    batch_size: int = 32,
+    input_size: tuple[int, int, int] | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    fused: str = "on",
+    device: str | torch.device | None = None,
+    rounds: int = 10,
+    steps: int = 5,
+    warmup: int = 3,
+    num_classes: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time registered models in interleaved rounds; returns a JSON-ready dict.
+
+    Args:
+        names: registered model name(s). baseline: add each SE model's plain twin (``se=None``).
+        against: ``"timm"`` adds timm's model of the same architecture (timm must import).
+        mode: ``"infer"``, ``"train"`` (forward, backward, SGD step) or ``"both"``.
+        batch_size, input_size: the batch; input (C, H, W) defaults to the first model's own.
+        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast. channels_last: NHWC memory format.
+        compile: ``torch.compile`` each model. fused: the fused SE operator ``"on"``, ``"off"``
+            (reference composition) or ``"both"`` (each model timed both ways).
+        device: default CUDA when available. rounds x steps: timed steps per model, after
+            ``warmup`` untimed ones. num_classes: classifier width (default: each model's own).
+
+    The result holds the config, library versions, the device, per-model statistics (ms/step per
+    round, median, min, max, images/s) and the ratios.
+    """
+    from .models.registry import get_model_spec
+
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ValueError("benchmark: give at least one model name")
+    check_choice("mode", mode, MODES)
+    check_choice("precision", precision, PRECISIONS)
+    check_choice("fused", fused, FUSED)
+    if against not in (None, "timm"):
+        raise ValueError(f"against={against!r} is not supported; allowed: 'timm'")
+    for arg, value, low in (("batch_size", batch_size, 1), ("rounds", rounds, 1), ("steps", steps, 1),
+                            ("warmup", warmup, 0)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available here")
+    size = tuple(input_size or get_model_spec(names[0]).input_size)
+    entries = _entries(names, baseline, against, fused, num_classes)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(seed)
+    x = torch.randn(batch_size, *size, device=device).contiguous(memory_format=fmt)
+
+    result: dict[str, Any] = {
+        "config": dict(models=names, baseline=baseline, against=against, mode=mode, batch_size=batch_size,
+                       input_size=list(size), precision=precision, channels_last=channels_last, compile=compile,
+                       fused=fused, device=str(device), rounds=rounds, steps=steps, warmup=warmup),
+        "environment": _environment(device),
+        "results": {},
+    }
+    for m in ("infer", "train") if mode == "both" else (mode,):
+        runners = {}
+        for e in entries:
+            torch.manual_seed(seed)
+            model = e.build().to(device, memory_format=fmt)
+            runners[e.label] = _Runner(model, m, x, precision, compile)
+        for r in runners.values():
+            for _ in range(warmup):
+                r.step()
+        _sync(device)
+        times: dict[str, list[float]] = {label: [] for label in runners}
+        for _ in range(rounds):
+            for label, r in runners.items():
+                times[label].append(r.time(steps))
+        stats = {label: _stats(ms, batch_size) for label, ms in times.items()}
+        for e in entries:
+            stats[e.label].update(source=e.source, model=e.name, se=e.se, fused=e.fused,
+                                  fused_path=e.fused == "on" and use_fused(True, x) if e.source == "senet" else None)
+        result["results"][m] = {"models": stats, "ratios": _ratios(entries, stats)}
+        del runners
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return result
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("senet", "triton", "timm"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return {"versions": versions, "device_name": name, "triton_usable": triton_available()}
+
+
+def format_benchmark(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`benchmark`'s result, one block per mode, ratios below."""
+    cfg = result["config"]
+    lines = [f"{result['environment']['device_name']}: batch {cfg['batch_size']}, "
+             f"{'x'.join(map(str, cfg['input_size']))}, {cfg['precision']}, "
+             f"{'channels_last' if cfg['channels_last'] else 'NCHW'}{', compiled' if cfg['compile'] else ''}, "
+             f"{cfg['rounds']} rounds x {cfg['steps']} steps"]
+    for m, block in result["results"].items():
+        lines.append(f"\n{'inference' if m == 'infer' else 'training step (fwd+bwd+SGD)'}")
+        width = max(len(k) for k in block["models"]) + 2
+        lines.append(f"{'model':<{width}}{'img/s':>10}{'ms/step':>10}{'min':>9}{'max':>9}  fused kernels")
+        for label, s in block["models"].items():
+            path = {True: "yes", False: "no", None: "-"}[s["fused_path"]]
+            lines.append(f"{label:<{width}}{s['images_per_s']:>10.1f}{s['median_ms']:>10.2f}"
+                         f"{s['min_ms']:>9.2f}{s['max_ms']:>9.2f}  {path}")
+        for k, v in block["ratios"].items():
+            lines.append(f"  {k}: {v:.3f}x")
+    return "\n".join(lines)

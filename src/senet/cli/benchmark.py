@@ -1,0 +1,56 @@
+"""``senet benchmark NAME [NAME...]``: images/s and ms/step of inference and training steps,
+SE against its plain twin (``--baseline``), fused against reference (``--fused both``), ours
+against timm (``--against timm``), all in interleaved rounds in one process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..benchmark import FUSED, MODES, PRECISIONS, benchmark, format_benchmark
+from .summary import parse_input_size
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="throughput and latency, SE vs plain, fused vs reference, vs timm",
+                       description="Time inference and full training steps (forward, backward, SGD step) of "
+                       "registered models in interleaved rounds (the price of SE, paper §4).")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names")
+    p.add_argument("--baseline", action="store_true", help="add each SE model's plain twin (se=None) and the ratio")
+    p.add_argument("--against", choices=["timm"], default=None, help="add timm's model of the same architecture")
+    p.add_argument("--mode", choices=MODES, default="both", help="inference, training step, or both (default)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--input-size", type=parse_input_size, default=None, help="N or CxHxW (default: the model's own)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16/fp16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--fused", choices=FUSED, default="on",
+                   help="fused SE operator on, off (reference composition) or both (default: on)")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per model per round (default 5)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model first (default 3)")
+    p.add_argument("--json", dest="json_out", type=Path, default=None, metavar="OUT", help="write the result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
+                       batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
+                       channels_last=args.channels_last, compile=args.compile, fused=args.fused,
+                       device=args.device, rounds=args.rounds, steps=args.steps, warmup=args.warmup)
+    print(format_benchmark(result))
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json_out.with_suffix(args.json_out.suffix + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(args.json_out)
+    return 0

@@ -1,0 +1,78 @@
+"""`senet benchmark` on CPU with a tiny model and few rounds: real timings, ratios computed from them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from senet.benchmark import benchmark, timm_name
+from senet.cli import main
+
+TINY = dict(batch_size=2, input_size=(3, 16, 16), rounds=2, steps=1, warmup=1, device="cpu")
+
+
+def test_benchmark_baseline_and_fused_both_modes():
+    r = benchmark("se_resnet20", baseline=True, fused="both", mode="both", **TINY)
+    assert set(r["results"]) == {"infer", "train"}
+    for block in r["results"].values():
+        models = block["models"]
+        assert set(models) == {"se_resnet20 [fused on]", "se_resnet20 without SE [fused on]",
+                               "se_resnet20 [fused off]", "se_resnet20 without SE [fused off]"}
+        for s in models.values():
+            assert len(s["ms_per_step"]) == 2 and all(t > 0 for t in s["ms_per_step"])
+            assert s["min_ms"] <= s["median_ms"] <= s["max_ms"]
+            assert s["images_per_s"] == pytest.approx(1000 * 2 / s["median_ms"])
+            assert s["fused_path"] in (False, None)  # CPU without the interpreter: reference path
+        ratio = block["ratios"]["se_resnet20 [fused on] / se_resnet20 without SE [fused on] (time)"]
+        assert ratio == pytest.approx(models["se_resnet20 [fused on]"]["median_ms"]
+                                      / models["se_resnet20 without SE [fused on]"]["median_ms"])
+        assert "se_resnet20 [fused off] / se_resnet20 [fused on] (time)" in block["ratios"]
+    assert r["config"]["batch_size"] == 2 and r["environment"]["versions"]["torch"]
+
+
+def test_cli_writes_json_and_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", "se_resnet20", "--baseline", "--mode", "infer", "--batch-size", "2",
+                 "--input-size", "16", "--rounds", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                 "--threads", "1", "--json", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "inference" in table and "se_resnet20 without SE" in table and "x\n" in table + "\n"
+    data = json.loads(out.read_text())
+    assert data["config"]["mode"] == "infer" and data["config"]["input_size"] == [3, 16, 16]
+    assert list(data["results"]) == ["infer"]
+    (ratio,) = data["results"]["infer"]["ratios"].values()
+    models = data["results"]["infer"]["models"]
+    assert ratio == pytest.approx(models["se_resnet20"]["median_ms"] / models["se_resnet20 without SE"]["median_ms"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mode", "infer", "--rounds", "0"], "rounds must be an integer >= 1"),
+    (["--device", "cuda"], "CUDA is not available"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    import torch
+
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    assert main(["benchmark", "se_resnet20", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_against_timm_names_and_missing_timm(monkeypatch):
+    assert timm_name("se_resnet50") == "seresnet50"
+    assert timm_name("legacy_se_resnet50") == "legacy_seresnet50"
+    assert timm_name("se_resnext50_32x4d") == "seresnext50_32x4d"
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_timm(name, *a, **k):
+        if name == "timm":
+            raise ImportError("No module named 'timm'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_timm)
+    with pytest.raises(ValueError, match="needs timm"):
+        benchmark("se_resnet20", against="timm", **TINY)
