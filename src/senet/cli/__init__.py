@@ -12,7 +12,8 @@ import sys
 from typing import Sequence
 
 # Imported lazily so that `senet models` does not pay for the training stack.
-COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report")
+COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report",
+            "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
