@@ -8,9 +8,13 @@ Public API::
     senet.load_weights(model, weights, source="timm" | "legacy" | "senet")
     senet.SqueezeExcite, senet.SEConfig      # the SE block (§3) and its options
     senet.retrofit(model, conv_activations=True, init="identity")  # SE into any network (§3.3)
+    senet.export(model_or_name_or_checkpoint, path, format="onnx" | "torchscript")  # checked export
+    senet.fold_for_inference(model)          # BatchNorm folded into convs, dropout removed
 """
 
 from .complexity import Complexity, complexity
+from .export import export
+from .fold import fold_for_inference
 from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
 from .models.registry import create_model, get_model_spec, list_models, register_model
 from .retrofit import RetrofitReport, keras_param_count, retrofit
@@ -27,6 +31,8 @@ __all__ = [
     "WeightLoadError",
     "complexity",
     "create_model",
+    "export",
+    "fold_for_inference",
     "get_model_spec",
     "keras_param_count",
     "list_models",

@@ -19,7 +19,8 @@ from typing import Sequence
 from .pipes import quiet_on_broken_pipe
 
 # Imported lazily so that `senet models` does not pay for the training stack.
-COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report", "benchmark")
+COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report",
+            "benchmark", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

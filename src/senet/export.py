@@ -1,0 +1,207 @@
+"""Export a network to ONNX or TorchScript, checked against eager PyTorch.
+
+Every export runs on the CPU in eval mode with the reference composition of each block (a fused
+GPU path, where a model has one, is switched off first), then is loaded back and run on random
+input beside the eager model: onnxruntime for ONNX, the loaded TorchScript module for
+TorchScript. The file appears at ``path`` only once that check has passed.
+
+ONNX is written by PyTorch's TorchScript-based exporter (``dynamo=False``): it needs no package
+beyond onnx/onnxruntime, takes seconds, and handles every family and SE option of the package.
+``dynamo=True`` uses the ``torch.export``-based exporter instead (it needs ``onnxscript``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .inference import resolve_model
+
+__all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE"]
+
+FORMATS = ("onnx", "torchscript")
+DEFAULT_OPSET = 17  # supported by every onnxruntime release of the last years
+TOLERANCE = 1e-4  # max abs difference on fp32 logits
+
+
+class ExportCheckError(ValueError):
+    """The exported model's outputs differ from eager PyTorch's by more than the tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote and checked."""
+
+    path: Path
+    format: str
+    input_size: tuple[int, int, int]
+    dynamic_batch: bool
+    checked_batches: tuple[int, ...]  # empty when check=False
+    max_abs_diff: float | None
+    tolerance: float
+    runtime: str  # what ran the exported file in the check
+
+    def summary(self) -> str:
+        c, h, w = self.input_size
+        batch = "dynamic batch" if self.dynamic_batch else "fixed batch"
+        text = f"wrote {self.path} ({self.format}, input Nx{c}x{h}x{w}, {batch})"
+        if not self.checked_batches:
+            return text + "; not checked"
+        sizes = ", ".join(map(str, self.checked_batches))
+        return (f"{text}\nchecked with {self.runtime} against eager PyTorch on random input, batch size(s) {sizes}: "
+                f"max abs difference {self.max_abs_diff:.3g} (tolerance {self.tolerance:g})")
+
+
+def _require(module: str, why: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"{why} needs {module}: pip install 'senet[export]'") from None
+
+
+def _input_size(size: int | Sequence[int] | None, default: Sequence[int]) -> tuple[int, int, int]:
+    if size is None:
+        size = default
+    if isinstance(size, int):
+        size = (int(default[0]), size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"input_size must be S or (C, H, W) with positive entries, got {size}")
+    return size  # type: ignore[return-value]
+
+
+def _reference_path(model: nn.Module) -> None:
+    # Export the reference composition: a fused kernel is not expressible in ONNX/TorchScript.
+    layers = importlib.import_module("senet.layers")
+    set_fused = getattr(layers, "set_fused", None)
+    if set_fused is not None:
+        set_fused(model, False)
+
+
+def _silence_expected_warnings() -> None:
+    """Inside ``warnings.catch_warnings()``: hide what export warns about by design: tracer notes on
+    the models' input-shape checks (Python branches that become constants in the trace) and the
+    deprecation of the TorchScript-based tools, which this module chooses knowingly."""
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
+    warnings.filterwarnings("ignore", message=r".*The feature will be removed.*")
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*Constant folding - Only steps=1.*")
+
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, dynamo: bool) -> None:
+    if dynamo:
+        _require("onnxscript", "export(..., dynamo=True)")
+        shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+        program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["input"],
+                                    output_names=["logits"], dynamic_shapes=shapes, external_data=False,
+                                    verbose=False)
+        program.save(str(path))
+        return
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
+                      output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
+
+
+def _run_onnx(path: Path) -> Any:
+    onnx = _require("onnx", "checking an ONNX export")
+    ort = _require("onnxruntime", "checking an ONNX export")
+    onnx.checker.check_model(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+    # Tracing records what the Python forward does, so blocks with Python control flow (SE
+    # positions, optional shortcuts) export as they run; torch.jit.script would have to compile them.
+    traced = torch.jit.trace(model, x, check_trace=False)
+    traced.save(str(path))
+
+
+def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[str], format: str = "onnx", *,
+           input_size: int | Sequence[int] | None = None, dynamic_batch: bool = False, opset: int | None = None,
+           check: bool = True, tolerance: float = TOLERANCE, overrides: Mapping[str, Any] | None = None,
+           dynamo: bool = False, seed: int = 0) -> ExportResult:
+    """Export ``model`` (a module, a registered name or a checkpoint) to ``path`` as ONNX or TorchScript.
+
+    Args:
+        input_size: (C, H, W) or a side S (default: the model's or checkpoint's own size).
+        dynamic_batch: make the batch dimension variable (and check two batch sizes).
+        opset: the ONNX opset (default :data:`DEFAULT_OPSET`).
+        check: run the saved file beside the eager model on random input (seeded by ``seed``);
+            :class:`ExportCheckError` if the largest abs difference exceeds ``tolerance``, and
+            then nothing is left at ``path``.
+        overrides: ``create_model`` keywords when ``model`` is a name (e.g. ``num_classes``).
+        dynamo: ONNX only, use the ``torch.export``-based exporter (needs ``onnxscript``).
+
+    A module passed in is copied, so it keeps its device and mode.
+    """
+    import copy
+
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r} is not supported; allowed values: {', '.join(map(repr, FORMATS))}")
+    if dynamo and format != "onnx":
+        raise ValueError("dynamo=True applies to format='onnx' only")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be positive, got {tolerance}")
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the file to write, e.g. {path / ('model.onnx' if format == 'onnx' else 'model.pt')}")
+    if format == "onnx" and check:  # fail before the (slow) export if the checker is missing
+        _require("onnx", "checking an ONNX export")
+        _require("onnxruntime", "checking an ONNX export")
+    if isinstance(model, nn.Module):
+        model = copy.deepcopy(model)
+    net, meta = resolve_model(model, overrides)
+    net = net.cpu().float().eval()
+    _reference_path(net)
+    size = _input_size(input_size, meta["input_size"])
+    gen = torch.Generator().manual_seed(seed)
+    export_batch = 2 if dynamic_batch else 1
+    checked = (2, 3) if dynamic_batch else (1,)
+    x = torch.randn(export_batch, *size, generator=gen)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            _silence_expected_warnings()
+            if format == "onnx":
+                _write_onnx(net, x, tmp, dynamic_batch, opset, dynamo)
+            else:
+                _write_torchscript(net, x, tmp)
+        diff = None
+        runtime = ""
+        if check:
+            if format == "onnx":
+                run = _run_onnx(tmp)
+                runtime = "onnxruntime"
+            else:
+                with warnings.catch_warnings():
+                    _silence_expected_warnings()
+                    run = torch.jit.load(str(tmp))
+                runtime = "the loaded TorchScript module"
+            diff = 0.0
+            with torch.no_grad():
+                for b in checked:
+                    xb = torch.randn(b, *size, generator=gen)
+                    got, want = run(xb), net(xb)
+                    if tuple(got.shape) != tuple(want.shape):
+                        raise ExportCheckError(f"the {format} export gives shape {tuple(got.shape)} for batch {b}, "
+                                               f"PyTorch {tuple(want.shape)}")
+                    diff = max(diff, (got.float() - want.float()).abs().max().item())
+            if not diff <= tolerance:
+                raise ExportCheckError(f"the {format} export differs from eager PyTorch by {diff:.3g} "
+                                       f"(> tolerance {tolerance:g}); nothing written to {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(path, format, size, dynamic_batch, checked if check else (), diff, tolerance, runtime)
