@@ -11,6 +11,8 @@ in a comment line of its own, which readers see too:
     # needs: cuda          skipped unless a CUDA device is present
     # needs: network       skipped (the test machine is offline)
     # needs: minutes       a training run: only with `pytest -m slow`
+    # needs: onnxruntime   an optional extra (onnx, onnxruntime, triton, tensorboard, huggingface_hub):
+                           skipped where it is not installed
 
 Shell blocks: each `senet ...` command (also after `&&`, or after `torchrun ... -m senet.cli`)
 must parse: command, options and their types. `senet models` and `senet summary` lines also run
@@ -40,7 +42,8 @@ WEIGHT_FILES = {
 }
 WEIGHT_NAME = re.compile(r"""["']([\w./-]+\.(?:pth|pt|safetensors|bin))["']""")
 NEEDS = re.compile(r"^\s*#\s*needs:\s*([^(]+)", re.MULTILINE)
-KNOWN_NEEDS = ("cuda", "network", "minutes")
+OPTIONAL_PACKAGES = ("onnx", "onnxruntime", "triton", "tensorboard", "huggingface_hub")
+KNOWN_NEEDS = ("cuda", "network", "minutes", *OPTIONAL_PACKAGES)
 RUN_COMMANDS = ("models", "summary")  # `senet` commands cheap enough to run in the suite
 
 
@@ -119,6 +122,8 @@ def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
         pytest.skip(f"README line {block.line}: needs CUDA")
     if "network" in block.needs:
         pytest.skip(f"README line {block.line}: needs the network")
+    for package in set(block.needs) & set(OPTIONAL_PACKAGES):
+        pytest.importorskip(package, reason=f"README line {block.line}: needs {package}")
     monkeypatch.chdir(workdir)
     for name in WEIGHT_NAME.findall(block.code):
         if name in WEIGHT_FILES and not (workdir / name).exists():

@@ -64,9 +64,11 @@ class _Both(Reporter):
 
 
 def _forward(name: str) -> Any:
-    def method(self: _Both, *args: Any, **kwargs: Any) -> None:
-        for reporter in self.reporters:
-            getattr(reporter, name)(*args, **kwargs)
+    def method(self: _Both, *args: Any, **kwargs: Any) -> Any:
+        first, second = self.reporters
+        result = getattr(first, name)(*args, **kwargs)
+        getattr(second, name)(*args, **kwargs)
+        return result  # the primary (terminal) reporter answers any query callback
 
     method.__name__ = name
     return method
