@@ -49,7 +49,8 @@ def test_cli_writes_json_and_table(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--mode", "infer", "--rounds", "0"], "rounds must be an integer >= 1"),
-    (["--device", "cuda"], "CUDA is not available"),
+    (["--device", "cuda"], "CUDA was asked for"),
+    (["--device", "gpu9"], "is not one of the forms"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     import torch

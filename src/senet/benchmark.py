@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .device import resolve_device
 from .layers.fused_se import set_fused, triton_available, use_fused
 from .layers.se import check_choice
 
@@ -222,9 +223,7 @@ def benchmark(
                             ("warmup", warmup, 0)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but CUDA is not available here")
+    device = resolve_device(device)  # the forms, and CUDA/MPS present, checked as everywhere
     size = tuple(input_size or get_model_spec(names[0]).input_size)
     entries = _entries(names, baseline, against, fused, num_classes)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
