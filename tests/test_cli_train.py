@@ -7,7 +7,7 @@ from senet.cli import main
 from senet.data import load_dataset
 
 TINY = ["--model", "se_resnet20", "--data", "synthetic:128:3x16x16", "--batch-size", "32", "--lr", "0.2",
-        "--set", "model.overrides.layers=[1,1,1]", "--set", "eval_batch_size=32"]
+        "--set", "model.overrides.layers=[1,1,1]", "--set", "eval_batch_size=32", "--device", "cpu"]
 
 
 def test_train_eval_predict_resume(tmp_path, capsys):
@@ -34,7 +34,7 @@ def test_train_eval_predict_resume(tmp_path, capsys):
     assert all(line.split("%  ")[1] in test.classes for line in out[1:6])
 
     # --resume continues the same run for more epochs, with the stored config (seed 3).
-    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "resumed" in out and "epoch   2/2" in out
     assert "seed: 3" in (run / "config.yaml").read_text()

@@ -158,3 +158,22 @@ def test_bad_loop_options_are_refused():
         fit(load_config("bundled", ["sync_every=0"]), None, device="cpu")
     with pytest.raises(ValueError, match="compile_mode"):
         fit(load_config("bundled", ["compile_mode=fast"]), None, device="cpu")
+
+
+def test_compile_mode_reaches_torch_compile_and_marks_each_cuda_graph_step(monkeypatch):
+    """A CUDA-free fake: torch.compile records its mode and returns the network unchanged."""
+    seen, marks = {}, []
+
+    def fake_compile(net, mode=None):
+        seen["mode"] = mode
+        return net
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    cfg = load_config("bundled", LINEAR + ["data.dataset=synthetic:256:3x8x8", "compile=true",
+                                           "compile_mode=reduce-overhead"])
+    fit(cfg, None, device="cpu")
+    assert seen["mode"] == "reduce-overhead" and len(marks) == 8  # one replay boundary per training step
+    seen.clear()
+    fit(cfg.replace(compile_mode="default"), None, device="cpu")
+    assert seen["mode"] is None

@@ -291,9 +291,11 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
                 save_last = done % cfg.save_every == 0 or done == end or is_best
                 plot = done == end or time.monotonic() - last_plot >= PLOT_EVERY_S
                 last_plot = time.monotonic() if plot else last_plot
-                weights = WeightsSnapshot(model) if save_last or is_best else None
-                state = {"optimizer": cpu_snapshot(optimizer.state_dict()), "scaler": scaler.state_dict(),
-                         "epoch": done, "rng": capture_rng(), "config": config_to_dict(cfg), "history": list(history)}
+                weights, state = None, {"epoch": done, "history": list(history)}
+                if save_last or is_best:  # copies, since training goes on while the writer saves them
+                    weights = WeightsSnapshot(model)
+                    state.update(optimizer=cpu_snapshot(optimizer.state_dict()), scaler=scaler.state_dict(),
+                                 rng=capture_rng(), config=config_to_dict(cfg))
                 writer.submit(functools.partial(_write_epoch, run_dir, title, weights, meta, state,
                                                 last=save_last, best=is_best, plot=plot))
 
