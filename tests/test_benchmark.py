@@ -28,6 +28,7 @@ def test_benchmark_baseline_and_fused_both_modes():
         assert ratio == pytest.approx(models["se_resnet20 [fused on]"]["median_ms"]
                                       / models["se_resnet20 without SE [fused on]"]["median_ms"])
         assert "se_resnet20 [fused off] / se_resnet20 [fused on] (time)" in block["ratios"]
+        assert "se_resnet20 without SE [fused off] / se_resnet20 without SE [fused on] (time)" in block["ratios"]
     assert r["config"]["batch_size"] == 2 and r["environment"]["versions"]["torch"]
 
 

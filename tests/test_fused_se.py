@@ -224,3 +224,15 @@ def test_torch_compile_runs_reference_composition():
     out = compiled(x)
     out.sum().backward()
     torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_forward_hooks_on_se_still_fire():
+    """Analysis tools hook SE blocks: a hooked block takes the reference path, so its hook runs."""
+    model = create_model("se_resnet20", layers=(1, 1, 1), num_classes=5, fused=True).to(DEVICE)
+    seen = []
+    model.layer1[0].se.register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    gate_seen = []
+    model.layer2[0].se.gate.register_forward_hook(lambda m, a, out: gate_seen.append(out.shape))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 8, 8, device=DEVICE))
+    assert seen == [(2, 16, 8, 8)] and gate_seen == [(2, 32, 1, 1)]  # the gate runs on the fused path too

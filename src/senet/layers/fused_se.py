@@ -50,6 +50,9 @@ def _exporting() -> bool:
     # element-wise tail itself, and Dynamo cannot trace into the interpreter or the launchers.
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return True
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch.export (newer torch)
+    if is_exporting is not None and is_exporting():
+        return True
     onnx = getattr(torch, "onnx", None)
     return bool(onnx is not None and onnx.is_in_onnx_export())
 
