@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give a checkpoint (or model name) and at least one image, folder or glob")
     else:
         source, inputs = args.inputs[0], args.inputs[1:]
+    if args.out and not args.out.lower().endswith((".csv", ".json")):
+        raise ValueError(f"--out {args.out}: the extension must be .csv or .json")
     skipped = []
 
     def report(path, reason):  # one line per unreadable image, and carry on
