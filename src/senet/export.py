@@ -113,8 +113,11 @@ def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bo
 def _run_onnx(path: Path) -> Any:
     onnx = _require("onnx", "checking an ONNX export")
     ort = _require("onnxruntime", "checking an ONNX export")
-    onnx.checker.check_model(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        onnx.checker.check_model(str(path))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnx and onnxruntime raise their own types; say which step failed
+        raise ExportCheckError(f"onnxruntime cannot load the ONNX export: {str(e).splitlines()[0]}") from e
     return lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
 
@@ -187,7 +190,12 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
             else:
                 with warnings.catch_warnings():
                     _silence_expected_warnings()
-                    run = torch.jit.load(str(tmp))
+                    loaded = torch.jit.load(str(tmp))
+
+                def run(x: torch.Tensor, loaded: Any = loaded) -> torch.Tensor:
+                    # The saved graph as it is: no profiling or fusion passes (slow on a first call).
+                    with torch.jit.optimized_execution(False):
+                        return loaded(x)
                 runtime = "the loaded TorchScript module"
             diff = 0.0
             with torch.no_grad():

@@ -1,68 +1,59 @@
-"""``senet predict --checkpoint PATH IMAGE...``: the top-5 classes of each image."""
+"""``senet predict CHECKPOINT_OR_NAME INPUT...``: the top-k classes of image files, folders and globs."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 
-import torch
-
-from .common import add_checkpoint_argument
+from .common import DEVICE_HELP
+from .summary import parse_override
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify images with a trained checkpoint (top-5 with probabilities)",
-                       description="Decode each image (Pillow), resize it to the network's input, normalise "
-                                   "with the training data's mean/std and print the top-5 classes.")
-    add_checkpoint_argument(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
+    p = sub.add_parser("predict", help="classify images, folders or globs with a checkpoint (top-k with probabilities)",
+                       description="Decode each image (Pillow), resize it to the network's input, normalise with the "
+                                   "training data's mean/std and print the top-k classes. INPUTs are files, folders "
+                                   "(searched recursively) and globs (quote them to let senet expand them, ** too). "
+                                   "An unreadable image is reported on stderr and skipped.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="CHECKPOINT_OR_NAME first (a .safetensors file, a run directory or a model name with "
+                        "published weights), then images, folders or globs; with --checkpoint, only images")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="the checkpoint (or run directory); then every INPUT is an image, folder or glob")
+    p.add_argument("--top-k", "--top", dest="top_k", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the predictions to FILE (.csv or .json)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP.replace("cuda if available", "cpu"))
+    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+                   help="create_model keyword when predicting with a model name")
     p.set_defaults(func=run)
 
 
-def load_image(path: str | Path, input_size: tuple[int, int, int]) -> torch.Tensor:
-    """An image file as a float (C, H, W) tensor in [0, 1] at the network's input size.
-
-    Small inputs (CIFAR-size) are resized whole; ImageNet-size inputs follow the paper's
-    evaluation view (§5.1): shorter side to size/0.875, centred crop.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    c, h, w = input_size
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB")
-            if min(h, w) >= 128:
-                scale = round(min(h, w) / 0.875) / min(img.size)
-                img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))),
-                                 Image.Resampling.BILINEAR)
-                left, top = (img.width - w) // 2, (img.height - h) // 2
-                img = img.crop((left, top, left + w, top + h))
-            else:
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    except UnidentifiedImageError:
-        raise ValueError(f"{path} is not an image Pillow can decode") from None
-    return data.view(h, w, c).permute(2, 0, 1).float() / 255
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..train import load_model
+    from ..predict import format_predictions, predict_paths, write_predictions
 
-    model, meta = load_model(args.checkpoint)
-    size = tuple(meta["input_size"])
-    mean = torch.tensor(meta["mean"]).view(-1, 1, 1)
-    std = torch.tensor(meta["std"]).view(-1, 1, 1)
-    x = torch.stack([(load_image(p, size) - mean) / std for p in args.images])
-    with torch.no_grad():
-        probs = model(x).softmax(dim=1)
-    k = min(args.top, probs.shape[1])
-    top = probs.topk(k, dim=1)
-    for path, values, indices in zip(args.images, top.values, top.indices):
-        print(f"{path}:")
-        for p, i in zip(values.tolist(), indices.tolist()):
-            print(f"  {100 * p:6.2f}%  {meta['classes'][i]}")
-    return 0
+    if args.checkpoint is not None:
+        source, inputs = args.checkpoint, args.inputs
+    elif len(args.inputs) < 2:
+        raise ValueError("give a checkpoint (or model name) and at least one image, folder or glob")
+    else:
+        source, inputs = args.inputs[0], args.inputs[1:]
+    if args.out and not args.out.lower().endswith((".csv", ".json")):
+        raise ValueError(f"--out {args.out}: the extension must be .csv or .json")
+    skipped = []
+
+    def report(path, reason):  # one line per unreadable image, and carry on
+        skipped.append(path)
+        print(f"senet predict: skipped {path}: {reason}", file=sys.stderr)
+
+    predictions = predict_paths(source, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
+                                overrides=dict(args.overrides) or None, on_skip=report)
+    if predictions:
+        print(format_predictions(predictions))
+    if args.out:
+        write_predictions(predictions, args.out)
+        print(f"wrote {len(predictions)} prediction(s) to {args.out}", file=sys.stderr)
+    if not predictions:
+        print("senet predict: error: no image could be read", file=sys.stderr)
+        return 2
+    return 1 if skipped else 0

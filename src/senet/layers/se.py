@@ -182,7 +182,8 @@ class SqueezeExcite(nn.Module):
         else:
             z = self.squeeze(x)
         if self.fc_type == "linear":  # Linear acts on the last dim: move channels there and back
-            z = self.fc2(self.act(self.fc1(z.movedim(1, -1)))).movedim(-1, 1)
+            # Positive dims (x is 4-d): ONNX export writes movedim(-1, 1) as an invalid negative Transpose perm.
+            z = self.fc2(self.act(self.fc1(z.movedim(1, 3)))).movedim(3, 1)
         else:
             z = self.fc2(self.act(self.fc1(z)))
         return self.gate(z)
