@@ -19,7 +19,6 @@ the file to download and where to put it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import warnings
@@ -222,11 +221,3 @@ def class_names(labels: str) -> tuple[str, ...]:
         raise ValueError(f"unknown label set {labels!r}; known: {', '.join(LABEL_SETS)}")
     return imagenet_classes()
 
-
-def sha256_prefix(path: str | os.PathLike[str], n: int = 8) -> str:
-    """The first ``n`` hex digits of a file's SHA-256 (the hash torch.hub-style names carry)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:n]
