@@ -19,7 +19,7 @@ def test_list_models_pattern():
 
 def test_unknown_model_suggests_closest():
     with pytest.raises(UnknownModelError, match="se_resnet50"):
-        senet.create_model("seresnet50")
+        senet.create_model("se_resnet5")  # (timm's "seresnet50" is an alias, tests/test_aliases.py)
 
 
 def test_unknown_override_names_argument():
@@ -47,7 +47,7 @@ def test_bad_architecture_values():
     with pytest.raises(ValueError, match="block="):
         senet.create_model("resnet20", block="basik")
     with pytest.raises(ValueError, match="num_classes"):
-        senet.create_model("resnet20", num_classes=0)
+        senet.create_model("resnet20", num_classes=-1)  # 0 is timm's "no classifier"
     with pytest.raises(ValueError, match=r"down_kernel=2 .*allowed values: 1, 3"):  # integer choices
         senet.create_model("resnet20", down_kernel=2)
 

@@ -26,8 +26,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(names))
         return 0
     width = max(len(n) for n in names)
+    alias_width = max(len(", ".join(get_model_spec(n).aliases)) for n in names)
     for name in names:
         spec = get_model_spec(name)
         se = "SE" if spec.has_se else "  "
-        print(f"{name.ljust(width)}  {se}  {spec.family:<9} {spec.description}")
+        aliases = ", ".join(spec.aliases)  # timm's names, accepted everywhere a name is
+        print(f"{name.ljust(width)}  {aliases.ljust(alias_width)}  {se}  {spec.family:<9} {spec.description}")
     return 0

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, SqueezeExcite, make_se
+from .features import FeatureInfo
 
-__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "PooledClassifier", "he_init", "check_common", "check_input"]
+__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "PooledClassifier", "feature", "stage_ends", "he_init", "check_common", "check_input"]
 
 
 class ConvBnAct(nn.Module):
@@ -95,26 +96,62 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
         raise ValueError(f"{type(model).__name__} needs inputs of at least {side}x{side} pixels, got {tuple(x.shape)}")
 
 
+def feature(num_chs: int, reduction: int, module: str) -> dict:
+    """One ``feature_info`` entry (timm's keys): a stage output's channels, stride and module."""
+    return {"num_chs": num_chs, "reduction": reduction, "module": module}
+
+
+def stage_ends(steps: list[tuple[str, int, int]]) -> FeatureInfo:
+    """``feature_info`` from a network's top-level steps ``(module, out channels, stride)``: the
+    last module at each stride level (timm's choice: each stage's output before it is reduced)."""
+    info, reduction = FeatureInfo(), 1
+    for i, (name, chs, stride) in enumerate(steps):
+        reduction *= stride
+        if i + 1 == len(steps) or steps[i + 1][2] > 1:
+            info.append(feature(chs, reduction, name))
+    return info
+
+
 class PooledClassifier(nn.Module):
     """Base of the zoo networks: ``forward_features`` -> global average pool -> dropout -> linear.
 
-    A subclass builds its trunk and then calls :meth:`add_head`; ``head_name`` is the classifier's
-    key in timm's layout (``fc``, ``classifier``, ``classif``) so pretrained weights load.
+    A subclass builds its trunk, calls :meth:`add_head`, and sets ``feature_info`` (see
+    :mod:`senet.models.features`); ``head_name`` is the classifier's key in timm's layout
+    (``fc``, ``classifier``, ``classif``) so pretrained weights load. The backbone interface
+    (``forward_features``, ``forward_head``, ``reset_classifier``) is timm's.
     """
 
     head_name = "fc"
     in_chans: int
+    feature_info: list[dict]
+
+    @property
+    def classifier_name(self) -> str:
+        return self.head_name
 
     def add_head(self, channels: int, num_classes: int, drop_rate: float) -> None:
         self.num_features = channels
+        self.num_classes = num_classes
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.add_module(self.head_name, nn.Linear(channels, num_classes))
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` outputs; 0 removes it (forward gives pooled features)."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        self.num_classes = num_classes
+        layer = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.add_module(self.head_name, layer)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool, dropout and the classifier; ``pre_logits=True`` stops before it."""
+        x = self.drop(self.global_pool(x).flatten(1))
+        return x if pre_logits else getattr(self, self.head_name)(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x)
-        x = self.global_pool(self.forward_features(x)).flatten(1)
-        return getattr(self, self.head_name)(self.drop(x))
+        return self.forward_head(self.forward_features(x))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import BatchNormReLU, PooledClassifier, check_common, he_init
+from .common import BatchNormReLU, PooledClassifier, check_common, he_init, stage_ends
 
 __all__ = ["DenseNet", "DEPTHS", "PLACEMENTS"]
 
@@ -111,16 +111,20 @@ class DenseNet(PooledClassifier):
         self.features.add_module("norm0", BatchNormReLU(stem_width))
         self.features.add_module("pool0", nn.MaxPool2d(3, stride=2, padding=1))
         c = stem_width
+        steps = [("features.norm0", stem_width, 2), ("features.pool0", stem_width, 2)]
         for i, n in enumerate(layers):
             block = DenseBlock(n, c, growth, bn_size, layer_se, block_se)
             self.features.add_module(f"denseblock{i + 1}", block)
             c = block.out_channels
+            steps.append((f"features.denseblock{i + 1}", c, 2 if i else 1))
             if i < len(layers) - 1:
                 cout = int(c * compression)
                 self.features.add_module(f"transition{i + 1}", Transition(c, cout))
                 c = cout
         self.features.add_module(f"norm{len(layers) + 1}", BatchNormReLU(c))
+        steps.append((f"features.norm{len(layers) + 1}", c, 1))
         self.add_head(c, num_classes, drop_rate)
+        self.feature_info = stage_ends(steps)
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import ConvBnAct, PooledClassifier, check_common, he_init
+from .common import ConvBnAct, PooledClassifier, check_common, he_init, stage_ends
 
 __all__ = ["Conv", "Pool", "InceptionModule", "Inception", "bn_inception_spec", "inception_v3_spec"]
 
@@ -194,6 +194,12 @@ class _PoolModule(nn.Module):
         return self.pool(x)
 
 
+def _module_stride(branches: Sequence[Branch]) -> int:
+    """A grid-reducing module has a stride-2 step in its branches."""
+    steps = [s for b in branches for step in b for s in (step if isinstance(step, tuple) else (step,))]
+    return max(s.stride for s in steps)
+
+
 SPECS = {"bn_inception": bn_inception_spec, "inception_v3": inception_v3_spec}
 
 
@@ -224,20 +230,24 @@ class Inception(PooledClassifier):
 
         stem, modules = SPECS[variant]()
         c = in_chans
+        steps = []
         for name, step in stem:
             if isinstance(step, Pool):
                 self.add_module(name, _PoolModule(step))
             else:
                 self.add_module(name, conv(c, step.out, step))
                 c = step.out
+            steps.append((name, c, step.stride))
         self.module_names = []
         for name, branches in modules:
             module = InceptionModule(c, branches, conv, se)
             self.add_module(name, module)
             self.module_names.append(name)
             c = module.out_channels
+            steps.append((name, c, _module_stride(branches)))
         self.stem_names = [name for name, _ in stem]
         self.add_head(c, num_classes, drop_rate)
+        self.feature_info = stage_ends(steps)
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

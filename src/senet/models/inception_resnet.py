@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import ConvBnAct, PooledClassifier, check_common, he_init
+from .common import ConvBnAct, PooledClassifier, check_common, he_init, stage_ends
 
 __all__ = ["InceptionResNetV2"]
 
@@ -130,6 +130,10 @@ class InceptionResNetV2(PooledClassifier):
         self.block8 = block8(se, scale=1.0, act=False)  # the last block: unscaled, no ReLU
         self.conv2d_7b = cba(2080, 1536)
         self.add_head(1536, num_classes, drop_rate)
+        self.feature_info = stage_ends([
+            ("conv2d_1a", 32, 2), ("conv2d_2b", 64, 1), ("maxpool_3a", 64, 2), ("conv2d_4a", 192, 1),
+            ("maxpool_5a", 192, 2), ("repeat", 320, 1), ("mixed_6a", 1088, 2), ("repeat_1", 1088, 1),
+            ("mixed_7a", 2080, 2), ("conv2d_7b", 1536, 1)])
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import PooledClassifier, check_common, he_init
+from .common import PooledClassifier, check_common, he_init, stage_ends
 
 __all__ = ["MobileNetV1", "STAGES"]
 
@@ -80,6 +80,8 @@ class MobileNetV1(PooledClassifier):
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
         self.add_head(cin, num_classes, drop_rate)
+        self.feature_info = stage_ends([("stem_se", stem, 2)] + [
+            (f"blocks.{i}", cout, stride) for i, (cout, _, stride) in enumerate(STAGES)])
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,18 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-from typing import Any, Callable, Mapping
+import os
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from torch import nn
 
 from ..layers.se import SEConfig
 
-__all__ = ["ModelSpec", "register_model", "list_models", "get_model_spec", "create_model", "UnknownModelError"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pretrained import PretrainedConfig
+
+__all__ = ["ModelSpec", "register_model", "list_models", "get_model_spec", "create_model", "UnknownModelError",
+           "resolve_name", "list_pretrained", "aliases_of"]
 
 
 class UnknownModelError(KeyError):
@@ -42,6 +47,9 @@ class ModelSpec:
     description: str
     source: str = ""
     input_size: tuple[int, int, int] = (3, 224, 224)
+    pretrained: tuple["PretrainedConfig", ...] = ()
+    layout: str = "timm"
+    aliases: tuple[str, ...] = ()
 
     @property
     def has_se(self) -> bool:
@@ -86,8 +94,22 @@ class ModelSpec:
     def build(self, **overrides: Any) -> nn.Module:
         return self.builder(**self.resolve(overrides))
 
+    def pretrained_config(self, tag: str | None = None) -> "PretrainedConfig":
+        """The published weights named ``tag`` (default: the first listed)."""
+        if not self.pretrained:
+            raise ValueError(f"{self.name!r} has no published weights; models that have them: "
+                             f"{', '.join(list_pretrained())}. Pass pretrained='<path>' to load a file.")
+        if tag is None:
+            return self.pretrained[0]
+        for cfg in self.pretrained:
+            if cfg.tag == tag:
+                return cfg
+        raise ValueError(f"{self.name!r} has no pretrained tag {tag!r}; known: "
+                         f"{', '.join(c.tag for c in self.pretrained)}")
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}  # timm's (and Cadene's) model names -> ours
 
 
 def register_model(
@@ -98,22 +120,31 @@ def register_model(
     description: str,
     source: str = "",
     input_size: tuple[int, int, int] = (3, 224, 224),
+    pretrained: Sequence["PretrainedConfig"] = (),
+    layout: str = "timm",
+    aliases: Sequence[str] = (),
     **defaults: Any,
 ) -> ModelSpec:
     """Register ``name`` as ``builder(**defaults)``. A name can be registered only once.
 
     This is also how users add networks of their own, which then work with every tool of the
     package (``senet summary``, training, analysis). ``input_size`` is the (C, H, W) the network
-    is meant for; cost reports use it by default.
+    is meant for; cost reports use it by default. ``pretrained`` lists its published weights
+    (the first is the default), ``layout`` is the :mod:`senet.weights` converter a weights file
+    for it needs (``"timm"`` or ``"legacy"``), and ``aliases`` are other names it answers to
+    (timm's, e.g. ``"seresnet50"``).
     """
-    if name in _REGISTRY:
-        raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].description})")
-    spec = ModelSpec(name, builder, dict(defaults), family, description, source, tuple(input_size))
+    for n in (name, *aliases):
+        if n in _REGISTRY or n in _ALIASES:
+            raise ValueError(f"a model or alias named {n!r} is already registered")
+    spec = ModelSpec(name, builder, dict(defaults), family, description, source, tuple(input_size),
+                     tuple(pretrained), layout, tuple(aliases))
     unknown = [k for k in defaults if k not in spec.arguments()]
     if unknown:  # fail now, not at first use, if the defaults do not fit the builder
         raise ValueError(f"register_model({name!r}): {getattr(builder, '__name__', builder)} takes no "
                          f"argument(s) {', '.join(unknown)}")
     _REGISTRY[name] = spec
+    _ALIASES.update({a: name for a in aliases})
     return spec
 
 
@@ -133,24 +164,78 @@ def list_models(pattern: str | None = None, family: str | None = None) -> list[s
     return names
 
 
-def get_model_spec(name: str) -> ModelSpec:
-    """The registry entry for ``name``; an unknown name fails with the closest registered names."""
+def resolve_name(name: str) -> tuple[str, str | None]:
+    """``(registered name, pretrained tag or None)`` for a name, an alias (timm's ``seresnet50``)
+    or either with timm's tag suffix (``"seresnet50.a1_in1k"``)."""
     _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
+    if not isinstance(name, str):
+        raise TypeError(f"a model name must be a str, got {type(name).__name__}")
+    base, _, tag = name.partition(".")
+    base = _ALIASES.get(base, base)
+    if base not in _REGISTRY:
+        pool = list(_REGISTRY) + list(_ALIASES)
+        close = difflib.get_close_matches(name.partition(".")[0], pool, n=5, cutoff=0.5)
         hint = f" Closest: {', '.join(close)}." if close else ""
         raise UnknownModelError(
             f"unknown model {name!r}.{hint} `senet models` or senet.list_models() lists all {len(_REGISTRY)}."
-        ) from None
+        )
+    return base, (tag or None)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name`` (or an alias); an unknown name fails with the closest names."""
+    base, tag = resolve_name(name)
+    spec = _REGISTRY[base]
+    if tag is not None:
+        spec.pretrained_config(tag)  # an unknown tag fails here, naming the known ones
+    return spec
+
+
+def list_pretrained() -> list[str]:
+    """Registered models with published weights (``create_model(name, pretrained=True)``)."""
+    _ensure_loaded()
+    return sorted(n for n, s in _REGISTRY.items() if s.pretrained)
+
+
+def aliases_of(name: str) -> tuple[str, ...]:
+    """The other names (timm's) a registered model answers to."""
+    return get_model_spec(name).aliases
+
+
+def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False, features_only: bool = False,
+                 out_indices: Sequence[int] | None = None, **overrides: Any) -> nn.Module:
     """Build the registered model ``name``; keyword ``overrides`` replace its default arguments.
 
     SE options can be overridden field by field with an ``se_`` prefix
     (``create_model("se_resnet50", se_reduction=8, se_stages=(1, 2, 3))``), and ``se=None``
-    builds the exact plain baseline of any SE model.
+    builds the exact plain baseline of any SE model. ``name`` may be timm's name
+    (``"seresnet50"``, ``"seresnet50.a1_in1k"``).
+
+    ``pretrained=True`` loads the model's published weights (see :mod:`senet.pretrained`),
+    ``pretrained="file"`` a local file in the model's layout. ``num_classes=0`` drops the
+    classifier (the model returns pooled features). ``features_only=True`` returns a
+    :class:`~senet.models.features.FeatureExtractor` giving the feature maps of the stages
+    ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end).
     """
-    return get_model_spec(name).build(**overrides)
+    from ..pretrained import load_pretrained
+
+    spec = get_model_spec(name)
+    tag = resolve_name(name)[1]
+    headless = overrides.get("num_classes") == 0
+    if headless:
+        overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
+    if out_indices is not None and not features_only:
+        raise TypeError("out_indices applies only with features_only=True")
+    model = spec.build(**overrides)
+    if pretrained is not False and pretrained is not None:
+        cfg = spec.pretrained_config(tag) if pretrained is True or spec.pretrained else None
+        load_pretrained(model, spec.name, cfg, pretrained, cfg.source if cfg else spec.layout)
+        if cfg is not None:
+            model.pretrained_cfg = cfg
+    if headless:
+        model.reset_classifier(0)
+    if features_only:
+        from .features import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices)
+    return model

@@ -402,8 +402,42 @@ class ResNet(nn.Module):
             x = stage(x)
         return self.final_norm(x)
 
+    classifier_name = "fc"
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool, dropout and ``fc``; ``pre_logits=True`` stops before ``fc``."""
+        x = self.dropout(self.global_pool(x).flatten(1))
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.global_pool(self.forward_features(x)).flatten(1)
-        return self.fc(self.dropout(x))
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh ``fc`` for ``num_classes`` outputs; 0 removes it (forward gives pooled features)."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    @property
+    def num_classes(self) -> int:
+        return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """timm's ``feature_info``: the stem's activation and each stage's output, with channels and
+        stride (a detector's C2..C5 are the last four for the ImageNet networks)."""
+        from .common import stage_ends
+
+        convs = [m for m in self.conv1.modules() if isinstance(m, nn.Conv2d)]
+        stride = 1
+        for c in convs:
+            stride *= c.stride[0]
+        chs, pooled = convs[-1].out_channels, not isinstance(self.maxpool, nn.Identity)
+        steps = [("act1", chs, stride), ("maxpool", chs, 2 if pooled else 1)]
+        for i, name in enumerate(self.stage_names):
+            last = [m for n, m in getattr(self, name)[-1].named_modules()
+                    if isinstance(m, nn.Conv2d) and not n.startswith(("se", "downsample"))][-1]
+            steps.append((name, last.out_channels, 2 if i else 1))
+        return stage_ends(steps)
 
 

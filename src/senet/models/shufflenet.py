@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import PooledClassifier, check_common, he_init
+from .common import PooledClassifier, check_common, he_init, stage_ends
 
 __all__ = ["ShuffleNetV1", "STAGE_WIDTHS"]
 
@@ -104,6 +104,8 @@ class ShuffleNetV1(PooledClassifier):
                 cin = cout
             self.add_module(f"stage{i + 2}", nn.Sequential(*units))
         self.add_head(cin, num_classes, drop_rate)
+        self.feature_info = stage_ends([("act1", stem, 2), ("maxpool", stem, 2)] + [
+            (f"stage{i + 2}", c, 2) for i, c in enumerate(STAGE_WIDTHS[groups])])
         he_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, check_choice
-from .common import ActSE, check_common, check_input, he_init
+from .common import ActSE, check_common, check_input, he_init, stage_ends
 
 __all__ = ["VGG", "VGG16", "CIFAR10_LAYER"]
 
@@ -110,18 +110,41 @@ class VGG(nn.Module):
         if not any(isinstance(u, nn.Conv2d) for u in units):
             raise ValueError(f"layers={tuple(layers)} holds no convolution")
         self.features = nn.Sequential(*units)
+        widths = [0] * len(units)  # output channels after each unit
+        for i, u in enumerate(units):
+            widths[i] = u.out_channels if isinstance(u, nn.Conv2d) else (widths[i - 1] if i else in_chans)
+        self.feature_info = stage_ends([(f"features.{i}", widths[i], 2 if isinstance(u, (nn.MaxPool2d, nn.AvgPool2d))
+                                         else 1) for i, u in enumerate(units)])
         if head == "mlp":
             self.pre_logits: nn.Module = ConvMlp(cin, mlp_width, drop_rate)
             cin = mlp_width
         else:
             self.pre_logits = nn.Identity()
         self.num_features = cin
+        self.num_classes = num_classes
         self.head = Classifier(cin, num_classes, drop_rate)
         he_init(self)
 
+    classifier_name = "head.fc"
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pre_logits(self.features(x))
+        """The last convolutional stage's map (timm's VGG: fc6/fc7 belong to the head)."""
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """fc6/fc7 (as convolutions), global pooling, dropout and the classifier;
+        ``pre_logits=True`` returns the pooled ``num_features``-wide vector before it."""
+        x = self.pre_logits(x)
+        x = self.head.drop(self.head.global_pool(x).flatten(1))
+        return x if pre_logits else self.head.fc(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` outputs; 0 removes it (forward gives pooled features)."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x)
-        return self.head(self.forward_features(x))
+        return self.forward_head(self.forward_features(x))

@@ -8,6 +8,8 @@ unless a seed fixes them (r = 8 for the CIFAR network).
 from __future__ import annotations
 
 from ..layers.se import SEConfig
+from ..pretrained import INCEPTION_MEAN, INCEPTION_STD
+from ..pretrained import PretrainedConfig as W
 from .densenet import DEPTHS, DenseNet
 from .inception import Inception
 from .inception_resnet import InceptionResNetV2
@@ -15,11 +17,24 @@ from .registry import register_model
 from .vgg import CIFAR10_LAYER, VGG, VGG16
 
 PAPER_SE = SEConfig()
+TF = dict(input_size=(3, 299, 299), mean=INCEPTION_MEAN, std=INCEPTION_STD, interpolation="bicubic")
+# Published weights of the plain networks (timm's default tags). The torchvision Inception-v3
+# file also holds the auxiliary classifier, which these models do not have.
+WEIGHTS = {
+    "vgg16": (W("tv_in1k", hub_id="timm/vgg16.tv_in1k"),),
+    "vgg16_bn": (W("tv_in1k", hub_id="timm/vgg16_bn.tv_in1k"),),
+    "inception_v3": (W("tv_in1k", hub_id="timm/inception_v3.tv_in1k", drop_keys=("AuxLogits.",), **TF),),
+    "inception_resnet_v2": (W("tf_in1k", hub_id="timm/inception_resnet_v2.tf_in1k", **{**TF, "crop_pct": 0.8975}),),
+    "densenet121": (W("ra_in1k", hub_id="timm/densenet121.ra_in1k", interpolation="bicubic"),),
+    "densenet169": (W("tv_in1k", hub_id="timm/densenet169.tv_in1k", interpolation="bicubic"),),
+    "densenet201": (W("tv_in1k", hub_id="timm/densenet201.tv_in1k", interpolation="bicubic"),),
+}
 
 
 def _pair(name: str, builder, *, family: str, description: str, source: str, se: SEConfig = PAPER_SE,
           **defaults) -> None:
-    register_model(name, builder, family=family, description=description, source=source, se=None, **defaults)
+    register_model(name, builder, family=family, description=description, source=source, se=None,
+                   pretrained=WEIGHTS.get(name, ()), **defaults)
     register_model(f"se_{name}", builder, family=family, description=f"SE-{description}", source=source,
                    se=se, **defaults)
 
