@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (initial weights, batch order, augmentation)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (by default a non-empty run directory is refused)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optim.nesterov=false --set "
                         "model.overrides.se_reduction=8 (repeatable)")
@@ -45,9 +47,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     overrides = _flag_overrides(args) + list(args.overrides)
     if args.resume:
-        if args.config or args.out:
+        if args.config or args.out or args.overwrite:
             raise ValueError("--resume continues a run with its own config and directory; "
-                             "drop --config/--out (flags and --set still apply, e.g. --epochs)")
+                             "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
         cfg = apply_overrides(resume_config(args.resume), overrides)
         run_dir = args.resume
     else:
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.out or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     ranks, device = setup_from_env(args.device)
     try:
-        fit(cfg, run_dir, device=device, resume=bool(args.resume), reporter=TerminalReporter())
+        fit(cfg, run_dir, device=device, resume=bool(args.resume), overwrite=args.overwrite,
+            reporter=TerminalReporter())
         # Leave together: rank 0 may still be writing checkpoints and plots, and tearing the gloo
         # group down under it aborts the other rank ("terminate called without an active exception").
         barrier()
