@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                "Results are bit-reproducible only with the same count")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log the metrics to RUN_DIR/tensorboard (needs the tensorboard package)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (by default a non-empty run directory is refused)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config field, e.g. --set optim.nesterov=false --set "
                         "model.overrides.se_reduction=8 (repeatable)")
@@ -52,9 +54,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     overrides = _flag_overrides(args) + list(args.overrides)
     if args.resume:
-        if args.config or args.out:
+        if args.config or args.out or args.overwrite:
             raise ValueError("--resume continues a run with its own config and directory; "
-                             "drop --config/--out (flags and --set still apply, e.g. --epochs)")
+                             "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
         cfg = apply_overrides(resume_config(args.resume), overrides)
         run_dir = args.resume
     ranks, device = setup_from_env(str(resolve_device(args.device)))
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
             if gpu_default and ranks.is_main:
                 print(f"no recipe named, running on CUDA: using recipe bundled_gpu (batch {cfg.batch_size}, "
                       f"lr {cfg.optim.lr:g}, {cfg.epochs} epochs)")
-        fit(cfg, run_dir, device=device, resume=bool(args.resume), reporter=TerminalReporter())
+        fit(cfg, run_dir, device=device, resume=bool(args.resume), overwrite=args.overwrite,
+            reporter=TerminalReporter())
         # Leave together: rank 0 may still be writing checkpoints and plots, and tearing the gloo
         # group down under it aborts the other rank ("terminate called without an active exception").
         barrier()

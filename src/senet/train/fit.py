@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..layers.se import check_choice
 from ..models.registry import create_model, get_model_spec
-from .checkpoint import capture_rng, load_state, restore_rng, save_checkpoint
+from .checkpoint import capture_rng, restore_rng, save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from .config import check_config, check_model_fits_data
 from ..device import resolve_device
@@ -30,7 +30,9 @@ from .metrics import TrainMeter, evaluate, summarize
 from .optim import build_optimizer
 from .plots import plot_curves
 from .progress import Reporter, TerminalReporter
+from .reconcile import load_resume_state, reconcile_run_dir
 from .rundir import environment, write_metrics, write_report, write_run_files
+from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir
 from .schedule import lr_at
 from .threads import applies_threads
 from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
@@ -124,8 +126,8 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, dict[str, An
 
 
 def resume_config(run_dir: str | Path) -> TrainConfig:
-    """The config a run was started with, read from its ``last`` checkpoint."""
-    return config_from_dict(load_state(run_dir, "last")["config"])
+    """The config a run was started with, read from its ``last`` checkpoint (``best`` if that is damaged)."""
+    return config_from_dict(load_resume_state(run_dir)[0]["config"])
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -136,17 +138,24 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 @applies_threads  # cfg.threads, restored on return
 def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | torch.device | None = None,
-        resume: bool = False, stop_after: int | None = None, reporter: Reporter | None = None) -> RunResult:
+        resume: bool = False, overwrite: bool = False, stop_after: int | None = None,
+        reporter: Reporter | None = None) -> RunResult:
     """Train ``cfg`` on ``device`` (default: CUDA if available); log and checkpoint into ``run_dir``.
 
     ``resume=True`` continues from ``run_dir/checkpoints/last*`` exactly (weights, optimiser,
-    epoch, RNG states, history): 2 epochs + resume + 2 equals 4 straight. ``stop_after=k`` stops
-    after epoch k as if interrupted (the run can be resumed). Under ``torch.distributed`` the
-    model is wrapped in DistributedDataParallel, each rank trains on its shard and metrics are
-    summed over ranks. Raises :class:`NonFiniteLossError` when training diverges (a NaN/inf
-    loss, read from the device every ``cfg.sync_every`` steps, or non-finite weights, BN
-    statistics or validation loss, checked before each checkpoint); no non-finite checkpoint is
-    ever written. Files are written by a background thread from CPU snapshots, all of them
+    epoch, RNG states, history): 2 epochs + resume + 2 equals 4 straight; it first repairs every
+    file of the run directory from that state (``senet.train.reconcile``), falling back to the
+    ``best`` state when ``last`` is damaged. ``stop_after=k`` stops after epoch k as if
+    interrupted (the run can be resumed). The run directory is locked for the whole run
+    (:class:`~senet.train.runlock.RunLock`); a new run into a directory holding another run is
+    refused unless ``overwrite=True``. Under ``torch.distributed`` the model is wrapped in
+    DistributedDataParallel, each rank trains on its shard and metrics are summed over ranks.
+
+    Raises :class:`NonFiniteLossError` when training diverges (a NaN/inf loss, read from the
+    device every ``cfg.sync_every`` steps, or non-finite weights, BN statistics or validation
+    loss, checked before each checkpoint): no non-finite checkpoint is ever written. Raises
+    :class:`RunDirError` when the run directory is in use, not empty, or cannot be written (disk
+    full, permissions). Files are written by a background thread from CPU snapshots, all of them
     before ``fit`` returns or raises.
 
     Progress (a live bar on a terminal, a line per epoch otherwise, the final table) is printed
@@ -154,6 +163,25 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     ``cfg.threads`` sets torch's CPU thread count for the run (restored afterwards);
     ``cfg.tensorboard`` also logs each epoch's metrics to ``run_dir/tensorboard`` (rank 0).
     """
+    if run_dir is None or not rank_info().is_main:
+        return _fit(cfg, run_dir, device=device, resume=resume, stop_after=stop_after, reporter=reporter)
+    run_dir = Path(run_dir)
+    if resume and not run_dir.is_dir():
+        raise FileNotFoundError(f"no checkpoint to resume from: {run_dir} is not a directory")
+    with RunLock(run_dir):
+        prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        try:
+            return _fit(cfg, run_dir, device=device, resume=resume, stop_after=stop_after, reporter=reporter)
+        except OSError as e:
+            if e.filename is None or run_dir.resolve() not in Path(e.filename).resolve().parents:
+                raise
+            # What was written before stays: every file is replaced atomically, so the run resumes.
+            raise RunDirError(f"cannot write {describe_os_error(e)}; the files written before are intact, "
+                              f"resume with: senet train --resume {run_dir}") from None
+
+
+def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: str | torch.device | None,
+         resume: bool, stop_after: int | None, reporter: Reporter | None) -> RunResult:
     from ..data import AugmentConfig, make_loader
 
     reporter = TerminalReporter() if reporter is None else reporter
@@ -195,7 +223,12 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
 
     start, history = 0, []
     if resume:
-        state = load_state(run_dir, "last")
+        state, tag, notes = load_resume_state(run_dir)
+        for note in notes:
+            report.message(note)
+        if main:  # before training on, make every file agree with the state (a kill may have split them)
+            for note in reconcile_run_dir(run_dir, state, tag, f"{cfg.model.name} on {train_set.name}"):
+                report.message(note)
         from ..weights import load_weights
 
         load_weights(model, state["model"], source="senet")  # the state file is self-contained

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from .checkpoint import atomic_write_bytes
 
 __all__ = ["plot_curves"]
 
@@ -31,5 +34,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path, title: s
     if title:
         fig.suptitle(title)
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())  # a kill mid-save must not leave half a PNG
     return path
