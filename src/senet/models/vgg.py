@@ -135,8 +135,9 @@ class VGG(nn.Module):
         """fc6/fc7 (as convolutions), global pooling, dropout and the classifier;
         ``pre_logits=True`` returns the pooled ``num_features``-wide vector before it."""
         x = self.pre_logits(x)
-        x = self.head.drop(self.head.global_pool(x).flatten(1))
-        return x if pre_logits else self.head.fc(x)
+        if not pre_logits:
+            return self.head(x)  # called as a module, so cost counting attributes it to the head
+        return self.head.drop(self.head.global_pool(x).flatten(1))
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh classifier for ``num_classes`` outputs; 0 removes it (forward gives pooled features)."""
