@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
+
+# Without CUDA the fused SE kernels are tested through Triton's interpreter. Triton reads the switch
+# when it is first imported, and any test module (or torch itself) may import it during collection,
+# so it is set here, before all of them; the dispatch reads it again at each call.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

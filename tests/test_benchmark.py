@@ -9,6 +9,13 @@ import pytest
 from senet.benchmark import benchmark, timm_name
 from senet.cli import main
 
+@pytest.fixture(autouse=True)
+def _no_interpreter(monkeypatch):
+    # The suite runs Triton's interpreter on CPU (conftest); a benchmark on the CPU times the path a
+    # user gets there, the reference composition.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
 TINY = dict(batch_size=2, input_size=(3, 16, 16), rounds=2, steps=1, warmup=1, device="cpu")
 
 

@@ -46,7 +46,8 @@ POINTS = [("last_state.pt", 3, "after"),       # final epoch: state written, wei
           ("best_state.pt", 3, "after"),       # between the two best files
           ("metrics.csv", 3, "during"),        # during the metrics write (leaves a temp file)
           ("metrics.jsonl", 2, "during"),      # csv and jsonl of different epochs
-          ("curves.png", 3, "after"),          # before the report
+          ("curves.png", 2, "after"),          # before the report (the plot is redrawn at most every
+                                               # 5 s and after the last epoch: at least twice here)
           ("report.md", 1, "during"),
           ("last_state.pt", 2, "during")]      # mid-run
 

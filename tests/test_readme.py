@@ -125,6 +125,14 @@ def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
     for package in set(block.needs) & set(OPTIONAL_PACKAGES):
         pytest.importorskip(package, reason=f"README line {block.line}: needs {package}")
     monkeypatch.chdir(workdir)
+    # `pretrained=True`: the file a user (or timm) would have in torch.hub's folder, made from the fixture;
+    # offline, as the test machine is.
+    monkeypatch.setenv("TORCH_HOME", str(workdir / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_file = workdir / "torch" / "hub" / "checkpoints" / "seresnet50.a1_in1k.safetensors"
+    if "pretrained=True" in block.code and not hub_file.exists():
+        hub_file.parent.mkdir(parents=True, exist_ok=True)
+        _make_weight_file(hub_file, "seresnet50", "safetensors")
     for name in WEIGHT_NAME.findall(block.code):
         if name in WEIGHT_FILES and not (workdir / name).exists():
             _make_weight_file(workdir / name, *WEIGHT_FILES[name])
@@ -140,7 +148,13 @@ def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
 def senet_commands(block: Block) -> list[tuple[int, list[str]]]:
     """``(line, argv after 'senet')`` for every senet invocation in a shell block."""
     found = []
-    for offset, line in enumerate(block.code.splitlines(), 1):
+    lines = block.code.splitlines()
+    for offset, line in enumerate(lines, 1):
+        if offset > 1 and lines[offset - 2].endswith("\\"):
+            continue  # part of the command that the previous line started
+        while line.endswith("\\") and offset < len(lines):  # a command continued on the next line(s)
+            line = line[:-1] + " " + lines[offset]
+            offset += 1
         for part in line.split("&&"):
             words = shlex.split(part, comments=True)
             if words[:1] == ["senet"]:

@@ -83,7 +83,10 @@ def test_resume_falls_back_to_best_and_eval_falls_back_to_last(straight, tmp_pat
     assert main(["eval", "--checkpoint", str(run)]) == 0
     assert "top-1 error" in capsys.readouterr().out
     (run / "checkpoints/last.safetensors").write_bytes(b"")
-    assert main(["predict", "--checkpoint", str(run / "checkpoints/last.safetensors"), "x.png"]) == 2
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")  # a real image, so the checkpoint is what fails
+    assert main(["predict", "--checkpoint", str(run / "checkpoints/last.safetensors"), str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "last.safetensors is empty" in err
 

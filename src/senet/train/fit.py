@@ -163,6 +163,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     ``cfg.threads`` sets torch's CPU thread count for the run (restored afterwards);
     ``cfg.tensorboard`` also logs each epoch's metrics to ``run_dir/tensorboard`` (rank 0).
     """
+    check_config(cfg)  # bad input fails before any work, the run directory included
+    device = resolve_device(device)
     if run_dir is None or not rank_info().is_main:
         return _fit(cfg, run_dir, device=device, resume=resume, stop_after=stop_after, reporter=reporter)
     run_dir = Path(run_dir)
@@ -180,7 +182,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
                               f"resume with: senet train --resume {run_dir}") from None
 
 
-def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: str | torch.device | None,
+def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
          resume: bool, stop_after: int | None, reporter: Reporter | None) -> RunResult:
     from ..data import AugmentConfig, make_loader
 
@@ -188,12 +190,10 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: str | torch.de
     ranks = rank_info()
     main = ranks.is_main
     report = reporter if main else Reporter()
-    check_config(cfg)
     if cfg.tensorboard and main and run_dir is not None:
         from .tensorboard import with_tensorboard
 
         report = with_tensorboard(report, run_dir)
-    device = resolve_device(device)
     amp_dtype = resolve_precision(cfg.precision, device)
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume and run_dir is None:
