@@ -37,16 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from ..train.threads import intra_op_threads
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
-                       batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
-                       channels_last=args.channels_last, compile=args.compile, fused=args.fused,
-                       device=args.device, rounds=args.rounds, steps=args.steps, warmup=args.warmup)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    with intra_op_threads(args.threads):  # restored afterwards: main() may be called in-process
+        result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
+                           batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
+                           channels_last=args.channels_last, compile=args.compile, fused=args.fused,
+                           device=args.device, rounds=args.rounds, steps=args.steps, warmup=args.warmup)
     print(format_benchmark(result))
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
