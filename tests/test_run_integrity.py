@@ -116,7 +116,7 @@ def test_os_errors_are_one_line_and_keep_the_run_resumable(straight, tmp_path, c
     afile.write_text("x")
     base = ["train", "--set", f"model.name={NAME}", "--set", "model.overrides={}", "--data", "synthetic:96:3x8x8",
             "--epochs", "3", "--batch-size", "32", "--set", "eval_batch_size=50", "--lr", "0.05",
-            "--set", "schedule.name=cosine"]
+            "--set", "schedule.name=cosine", "--threads", "1"]  # as tiny_config
     assert main([*base, "--out", str(afile)]) == 2
     assert "is an existing file, not a directory" in capsys.readouterr().err
     assert main([*base, "--out", str(afile / "run")]) == 2
