@@ -184,6 +184,12 @@ class SqueezeExcite(nn.Module):
         if self.fc_type == "linear":  # Linear acts on the last dim: move channels there and back
             # Positive dims (x is 4-d): ONNX export writes movedim(-1, 1) as an invalid negative Transpose perm.
             z = self.fc2(self.act(self.fc1(z.movedim(1, 3)))).movedim(3, 1)
+        elif z.shape[2] == 1 and z.shape[3] == 1 and self._bare_convs():
+            # A 1x1 convolution of a 1x1 map is a matrix product. Done as one, with the same weights,
+            # it skips the convolution machinery: 4-8x faster for these sizes on CPU, about a third
+            # of SE-ResNet-50's extra inference time there (docs/results.md, issue 9).
+            h = self.act(F.linear(z.flatten(1), self.fc1.weight.flatten(1), self.fc1.bias))
+            z = F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias)[:, :, None, None]
         else:
             z = self.fc2(self.act(self.fc1(z)))
         return self.gate(z)
@@ -194,6 +200,12 @@ class SqueezeExcite(nn.Module):
         if self.squeeze_kind != "none" and self._fused(x):
             return fused_se.se_apply(x, s)
         return x * s
+
+    def _bare_convs(self) -> bool:
+        """Both FCs are plain 1x1 ``nn.Conv2d`` without hooks, so a matrix product computes them exactly."""
+        return all(type(fc) is nn.Conv2d and fc.kernel_size == (1, 1) and fc.groups == 1
+                   and fc.padding == (0, 0)
+                   and not (fc._forward_hooks or fc._forward_pre_hooks) for fc in (self.fc1, self.fc2))
 
     def _fused(self, x: torch.Tensor) -> bool:
         return fused_se.use_fused(self.fused, x)
