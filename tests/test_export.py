@@ -9,6 +9,7 @@ from small_models import family_cases, small_model
 import senet
 from senet.cli import main
 from senet.export import ExportCheckError
+from senet.models.registry import get_model_spec
 
 CASES = family_cases()
 
@@ -62,6 +63,34 @@ class _Drifting(torch.nn.Module):
         return self.conv(x).mean((2, 3)) * self.calls
 
 
+class _LargeLogits(torch.nn.Module):
+    """Logits of ~1000 plus 1e-3 per call: the trace freezes the call count, so the export is off by
+    a few 1e-3, more than 1e-4 but a few 1e-6 of the values (fp32 rounding at this scale)."""
+
+    in_chans = 3
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x.mean((2, 3)) * 0 + 1000 + self.calls * 1e-3
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_tolerance_scales_with_the_logits(tmp_path, fmt):
+    result = senet.export(_LargeLogits(), tmp_path / "m", fmt, input_size=4)
+    assert 1e-4 < result.max_abs_diff < 1e-2 and result.logit_scale == pytest.approx(1000, abs=0.01)
+    assert result.allowed == pytest.approx(1e-4 + 1e-5 * result.logit_scale)
+    assert "on logits up to 1e+03" in result.summary() and "allowed 0.0001 + 1e-05 x 1e+03" in result.summary()
+    with pytest.raises(ExportCheckError, match="on logits up to 1e\\+03"):  # absolute only: the same export fails
+        senet.export(_LargeLogits(), tmp_path / "m2", fmt, input_size=4, rtol=0)
+    assert not (tmp_path / "m2").exists()
+    with pytest.raises(ValueError, match="rtol must be >= 0"):
+        senet.export(_LargeLogits(), tmp_path / "m3", fmt, input_size=4, rtol=-1)
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_a_mismatch_fails_and_writes_nothing(tmp_path, fmt):
     path = tmp_path / "m.out"
@@ -92,6 +121,32 @@ def test_cli_export_and_errors(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("name", ["se_resnet50", "se_resnext50_32x4d", "se_inception_v3", "se_mobilenet_v1",
                                   "se_shufflenet_v1_g3", "se_densenet121"])
 def test_acceptance_full_size(tmp_path, name, fmt):
-    """The issue's acceptance: the six networks at their own input size, 1000 classes."""
-    result = senet.export(name, tmp_path / "m", fmt, dynamic_batch=True)
-    assert result.max_abs_diff <= 1e-4
+    """The issue's acceptance: the six networks at their own input size, 1000 classes, <= 1e-4.
+
+    With BatchNorm statistics of data, as a trained network has them: at initialisation (running
+    mean 0, variance 1) nothing is normalised and SE-DenseNet-121's logits reach ~670, where fp32
+    rounding alone exceeds 1e-4 (PyTorch fp32 differs from fp64 by ~2e-3 there). That state is
+    checked too, by the default scale-aware tolerance.
+    """
+    model = senet.create_model(name)
+    raw = senet.export(model, tmp_path / "raw", fmt, dynamic_batch=True)
+    assert raw.max_abs_diff <= raw.allowed
+    calibrate_batchnorm(model, get_model_spec(name).input_size)
+    result = senet.export(model, tmp_path / "m", fmt, dynamic_batch=True)
+    assert result.logit_scale < 100 and result.max_abs_diff <= 1e-4
+    print(f"\n{name} {fmt}: initialised {raw.max_abs_diff:.2g} on |logits| <= {raw.logit_scale:.3g}; "
+          f"calibrated BN {result.max_abs_diff:.2g} on |logits| <= {result.logit_scale:.3g}")  # the README's figures (-s)
+
+
+def calibrate_batchnorm(model: torch.nn.Module, input_size, batches: int = 3) -> None:
+    """Running statistics from random images (a cumulative average), as training would leave them."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(4, *input_size, generator=gen))
+    model.eval()

@@ -23,7 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="variable batch size (checked at two sizes)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--dynamo", action="store_true", help="ONNX via the torch.export-based exporter (needs onnxscript)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed abs difference (default 1e-4)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="allowed abs difference on logits of magnitude <= 1 (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-5,
+                   help="plus this fraction of the largest |logit|: fp32 rounding grows with the values (default 1e-5)")
     p.add_argument("--no-check", action="store_true", help="skip running the export beside PyTorch")
     p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="create_model keyword for a NAME, e.g. --set num_classes=10 --set se_gate=tanh (repeatable)")
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = export(args.source, args.out, args.format, input_size=parse_size_words(args.input_size),
                         dynamic_batch=args.dynamic_batch, opset=args.opset, check=not args.no_check,
-                        tolerance=args.tolerance, overrides=dict(args.overrides) or None, dynamo=args.dynamo)
+                        tolerance=args.tolerance, rtol=args.rtol, overrides=dict(args.overrides) or None,
+                        dynamo=args.dynamo)
     except ImportError as e:  # a missing optional extra: one line naming it
         print(f"senet export: error: {e}", file=sys.stderr)
         return 2
