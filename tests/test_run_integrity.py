@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from senet.cli import main
-from senet.train import fit, load_model
-from senet.train.checkpoint import CheckpointError, load_state, read_weights, save_checkpoint
+from senet.train import CheckpointError, RunDirError, fit, load_model  # the public names users catch
+from senet.train.checkpoint import load_state, read_weights, save_checkpoint
 from senet.train.reconcile import load_resume_state
-from senet.train.runlock import RunDirError, RunLock
+from senet.train.runlock import RunLock
 
 from tiny_run import NAME, tiny_config, untimed
 

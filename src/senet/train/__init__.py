@@ -5,7 +5,7 @@
     senet.train.evaluate(result.model, loader)        # -> {"loss", "acc", "top1_err", "top5_err"}
 """
 
-from .checkpoint import load_model, read_checkpoint_meta, save_checkpoint
+from .checkpoint import CheckpointError, load_model, read_checkpoint_meta, save_checkpoint
 from .config import (ConfigError, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
                      apply_overrides, config_from_dict, config_to_dict, dump_config, list_recipes, load_config,
                      load_recipe)
@@ -13,12 +13,13 @@ from .fit import NonFiniteLossError, RunResult, build_model, fit, load_data, res
 from .metrics import evaluate
 from .optim import build_optimizer, param_groups
 from .progress import Reporter, TerminalReporter
+from .runlock import RunDirError
 from .schedule import lr_at
 
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "NonFiniteLossError", "OptimConfig", "Reporter", "RunResult",
+    "CheckpointError", "ConfigError", "DataConfig", "ModelConfig", "NonFiniteLossError", "OptimConfig", "Reporter", "RunResult",
     "ScheduleConfig", "TerminalReporter", "TrainConfig", "apply_overrides", "build_model", "build_optimizer",
     "config_from_dict", "config_to_dict", "dump_config", "evaluate", "fit", "list_recipes", "load_config",
     "load_data", "load_model", "load_recipe", "lr_at", "param_groups", "read_checkpoint_meta", "resolve_precision",
-    "resume_config", "save_checkpoint",
+    "resume_config", "RunDirError", "save_checkpoint",
 ]
