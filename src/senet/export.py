@@ -144,8 +144,8 @@ def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
 
 def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[str], format: str = "onnx", *,
            input_size: int | Sequence[int] | None = None, dynamic_batch: bool = False, opset: int | None = None,
-           check: bool = True, tolerance: float = TOLERANCE, rtol: float = RTOL, overrides: Mapping[str, Any] | None = None,
-           dynamo: bool = False, seed: int = 0) -> ExportResult:
+           check: bool = True, tolerance: float = TOLERANCE, rtol: float = RTOL,
+           overrides: Mapping[str, Any] | None = None, dynamo: bool = False, seed: int = 0) -> ExportResult:
     """Export ``model`` (a module, a registered name or a checkpoint) to ``path`` as ONNX or TorchScript.
 
     Args:
