@@ -135,7 +135,7 @@ def test_acceptance_full_size(tmp_path, name, fmt):
     result = senet.export(model, tmp_path / "m", fmt, dynamic_batch=True)
     assert result.logit_scale < 100 and result.max_abs_diff <= 1e-4
     print(f"\n{name} {fmt}: initialised {raw.max_abs_diff:.2g} on |logits| <= {raw.logit_scale:.3g}; "
-          f"calibrated BN {result.max_abs_diff:.2g} on |logits| <= {result.logit_scale:.3g}")  # the README's figures (-s)
+          f"calibrated BN {result.max_abs_diff:.2g} on |logits| <= {result.logit_scale:.3g}")  # README figures (-s)
 
 
 def calibrate_batchnorm(model: torch.nn.Module, input_size, batches: int = 3) -> None:

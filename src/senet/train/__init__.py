@@ -17,9 +17,9 @@ from .runlock import RunDirError
 from .schedule import lr_at
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DataConfig", "ModelConfig", "NonFiniteLossError", "OptimConfig", "Reporter",
-    "RunResult", "ScheduleConfig", "TerminalReporter", "TrainConfig", "apply_overrides", "build_model", "build_optimizer",
-    "config_from_dict", "config_to_dict", "dump_config", "evaluate", "fit", "list_recipes", "load_config",
-    "load_data", "load_model", "load_recipe", "lr_at", "param_groups", "read_checkpoint_meta", "resolve_precision",
-    "resume_config", "RunDirError", "save_checkpoint",
+    "apply_overrides", "build_model", "build_optimizer", "CheckpointError", "config_from_dict",
+    "config_to_dict", "ConfigError", "DataConfig", "dump_config", "evaluate", "fit", "list_recipes",
+    "load_config", "load_data", "load_model", "load_recipe", "lr_at", "ModelConfig", "NonFiniteLossError",
+    "OptimConfig", "param_groups", "read_checkpoint_meta", "Reporter", "resolve_precision", "resume_config",
+    "RunDirError", "RunResult", "save_checkpoint", "ScheduleConfig", "TerminalReporter", "TrainConfig",
 ]
