@@ -19,9 +19,9 @@ from senet import create_model
 IN_PLACE = resnet.merge_branches
 
 
-def allocating(se, out, shortcut, act, fused):
+def allocating(se, out, shortcut, act, fused, squeezed=None):
     """The composition before in-place inference: every step allocates a new tensor."""
-    out = se(out) + shortcut
+    out = (se(out) if squeezed is None else out * se.excite(squeezed)) + shortcut
     return out if act is None else act(out)
 
 

@@ -125,3 +125,18 @@ def test_training_mode_model_is_folded_with_running_statistics():
 def test_not_a_module_is_refused():
     with pytest.raises(TypeError, match="expects an nn.Module"):
         senet.fold_for_inference("se_resnet50")
+
+
+def test_folding_inside_inference_mode_folds_the_same_pairs():
+    # The pairs are read off an autograd graph: inside inference_mode one must still be recorded.
+    model, side = small_model("se_resnet20", {"layers": (1, 1, 1)})
+    model.eval()
+    x = torch.randn(2, 3, side, side)
+    outside = senet.fold_for_inference(model, example_input=x).fold_report.folded
+    with torch.inference_mode():
+        folded = senet.fold_for_inference(model, example_input=x)
+        assert folded.fold_report.folded == outside and not folded.fold_report.kept_bn
+        assert (model(x) - folded(x)).abs().max().item() <= 1e-5
+        made_here = senet.create_model("se_resnet20", layers=(1, 1, 1))
+    with pytest.raises(ValueError, match="inference_mode"):
+        senet.fold_for_inference(made_here, inplace=True)

@@ -101,8 +101,10 @@ def find_conv_bn_pairs(model: nn.Module, example_input: torch.Tensor | None = No
         elif type(m) in _AFTER_FOLD:
             handles.append(m.register_forward_pre_hook(bn_hook))
     try:
-        with torch.enable_grad():
-            outputs = list(_flatten(model(x.detach().clone().requires_grad_(True))))
+        # The pairs are read off the autograd graph, so record one even inside inference_mode
+        # (where enable_grad alone records nothing and every pair would be missed silently).
+        with torch.inference_mode(False), torch.enable_grad():
+            outputs = list(_flatten(model(x.clone().requires_grad_(True))))
     finally:
         for h in handles:
             h.remove()
@@ -170,7 +172,11 @@ def fold_for_inference(model: nn.Module, *, example_input: torch.Tensor | None =
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold_for_inference expects an nn.Module, got {type(model).__name__}")
-    folded = model if inplace else copy.deepcopy(model)
+    if inplace and any(p.is_inference() for p in model.parameters()):
+        raise ValueError("fold_for_inference(inplace=True) cannot fold a model whose parameters were created "
+                         "inside torch.inference_mode(); create it outside, or fold a copy (inplace=False)")
+    with torch.inference_mode(False):  # a copy made in inference_mode would hold inference tensors
+        folded = model if inplace else copy.deepcopy(model)
     folded.eval()
     x = _example_input(folded) if example_input is None else example_input
     reference = None
