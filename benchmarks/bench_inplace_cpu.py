@@ -19,9 +19,9 @@ from senet import create_model
 IN_PLACE = resnet.merge_branches
 
 
-def allocating(se, out, shortcut, act, fused, squeezed=None):
+def allocating(se, out, shortcut, act, fused):
     """The composition before in-place inference: every step allocates a new tensor."""
-    out = (se(out) if squeezed is None else out * se.excite(squeezed)) + shortcut
+    out = se(out) + shortcut
     return out if act is None else act(out)
 
 

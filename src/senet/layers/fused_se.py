@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["use_fused", "capturing", "triton_available", "set_fused", "squeeze_mean", "se_apply", "add_relu", "FUSED_ENV"]
+__all__ = ["use_fused", "triton_available", "set_fused", "squeeze_mean", "se_apply", "add_relu", "FUSED_ENV"]
 
 FUSED_ENV = "SENET_FUSED"
 
@@ -45,8 +45,7 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def capturing() -> bool:
-    """Whether the forward is being traced, scripted, compiled or exported rather than run."""
+def _exporting() -> bool:
     # Under torch.compile the reference composition is what Inductor should see: it fuses the
     # element-wise tail itself, and Dynamo cannot trace into the interpreter or the launchers.
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
@@ -60,7 +59,7 @@ def capturing() -> bool:
 
 def use_fused(flag: bool | None, x: torch.Tensor) -> bool:
     """Whether a module with fused flag ``flag`` takes the fused path for input ``x`` (see module doc)."""
-    if flag is False or capturing() or os.environ.get(FUSED_ENV, "1") == "0":
+    if flag is False or _exporting() or os.environ.get(FUSED_ENV, "1") == "0":
         return False
     if x.device.type != "cuda" and not (flag is True and x.device.type == "cpu" and _interpreting()):
         return False

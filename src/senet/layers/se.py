@@ -181,10 +181,6 @@ class SqueezeExcite(nn.Module):
             z = fused_se.squeeze_mean(x)  # one Triton reduction instead of AdaptiveAvgPool2d
         else:
             z = self.squeeze(x)
-        return self.excite(z)
-
-    def excite(self, z: torch.Tensor) -> torch.Tensor:
-        """Eq. 3 on a squeezed descriptor ``z`` of shape (N, C, 1, 1) (or (N, C, H, W) for NoSqueeze)."""
         if self.fc_type == "linear":  # Linear acts on the last dim: move channels there and back
             # Positive dims (x is 4-d): ONNX export writes movedim(-1, 1) as an invalid negative Transpose perm.
             z = self.fc2(self.act(self.fc1(z.movedim(1, 3)))).movedim(3, 1)

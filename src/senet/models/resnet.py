@@ -59,14 +59,13 @@ def make_shortcut(kind: str, cin: int, cout: int, stride: int, kernel: int, norm
 
 
 def merge_branches(se: nn.Module, out: torch.Tensor, shortcut: torch.Tensor, act: nn.Module | None,
-                   fused: bool | None, squeezed: torch.Tensor | None = None) -> torch.Tensor:
+                   fused: bool | None) -> torch.Tensor:
     """The end of a unit with SE at the standard position: ``act(se(out) + shortcut)`` (Fig. 3).
 
     On the fused path (:mod:`senet.layers.fused_se`) the scaling, addition and ReLU are one Triton
     kernel (and the plain unit's ``relu(out + shortcut)`` the same kernel without scaling, so an
     SE/plain ratio measures SE alone). Elsewhere it is the reference composition, done in place when
-    no gradient is recorded (inference): ``out`` is the branch's own fresh tensor. ``squeezed`` is
-    the SE squeeze of ``out`` where the branch already has it (see :meth:`Bottleneck.branch`).
+    no gradient is recorded (inference): ``out`` is the branch's own fresh tensor.
     """
     is_se = type(se) is SqueezeExcite and not (se._forward_hooks or se._forward_pre_hooks)
     relu = act is not None and type(act) is nn.ReLU
@@ -78,7 +77,7 @@ def merge_branches(se: nn.Module, out: torch.Tensor, shortcut: torch.Tensor, act
         return fused_se.add_relu(out, shortcut) if relu else out + shortcut
     if not torch.is_grad_enabled() and out.dtype == torch.promote_types(out.dtype, shortcut.dtype):
         if is_se:
-            out = out.mul_(se.scale(out) if squeezed is None else se.excite(squeezed))
+            out = out.mul_(se.scale(out))
         elif not isinstance(se, nn.Identity):
             out = se(out)
         out = out.add_(shortcut)
@@ -105,19 +104,13 @@ class Block(nn.Module):
     def residual(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The residual branch, and the SE squeeze of its output where a unit can get it for less (else None)."""
-        return self.residual(x), None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         if self.position == "pre":  # SE-PRE: recalibrate the unit's input, identity untouched
             x = self.se(x)
-        if self.position == "standard":
-            out, squeezed = self.branch(x)
-            act = None if self.preact else self.act_out
-            return merge_branches(self.se, out, shortcut, act, self.fused, squeezed)
         out = self.residual(x)
+        if self.position == "standard":
+            return merge_branches(self.se, out, shortcut, None if self.preact else self.act_out, self.fused)
         if self.position == "identity":  # SE-Identity: on the identity branch, in parallel
             shortcut = self.se(shortcut)
         out = out + shortcut
@@ -180,54 +173,12 @@ class Bottleneck(Block):
         self.act_out = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, cin, cout, stride, down_kernel, norm=True)
 
-    # Inference squeezes the 1x1 expansion's input instead of its output (see branch); False turns it off.
-    squeeze_early = True
-
-    def reduce(self, x: torch.Tensor) -> torch.Tensor:
-        """The branch up to the 1x1 expansion: 1x1 reduce and 3x3."""
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
         if self.position == "3x3":  # SE-3x3 (Table 15): directly after the 3x3 conv
             out = self.se(out)
-        return out
-
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn3(self.conv3(self.reduce(x)))
-
-    def branch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """In inference, the squeeze (Eq. 2) of u = bn3(conv3(a)) is computed from a.
-
-        The mean over H x W commutes with a 1x1 stride-1 convolution and with an eval-mode BN (both
-        act on each position alike), so mean(u) = bn3(W3 mean(a) + b3): the average then reads a,
-        a quarter of u's channels, instead of u (docs/results.md, issue 9). The function is the
-        same; only float rounding differs. Training, tracing, the fused GPU path and anything
-        that changes these modules (hooks, another squeeze or BN) keep the plain order.
-        """
-        if not self._can_squeeze_early(x):
-            return self.residual(x), None
-        a = self.reduce(x)
-        z = F.linear(a.mean((2, 3)), self.conv3.weight.flatten(1), self.conv3.bias)
-        if type(self.bn3) is nn.BatchNorm2d:  # after fold_for_inference it is an nn.Identity
-            bn = self.bn3
-            z = F.batch_norm(z, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-        return self.bn3(self.conv3(a)), z[:, :, None, None]
-
-    def _can_squeeze_early(self, x: torch.Tensor) -> bool:
-        se, conv, bn = self.se, self.conv3, self.bn3
-        if not (self.squeeze_early and self.position == "standard" and type(se) is SqueezeExcite
-                and se.squeeze_kind == "avg" and type(se.squeeze) is nn.AdaptiveAvgPool2d):
-            return False
-        if torch.is_grad_enabled() or fused_se.capturing() or fused_se.use_fused(self.fused, x):
-            return False
-        if not (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-                and conv.padding == (0, 0) and conv.groups == 1):
-            return False
-        if type(bn) is nn.BatchNorm2d:
-            if bn.training or bn.running_mean is None:
-                return False
-        elif type(bn) is not nn.Identity:
-            return False
-        return not any(m._forward_hooks or m._forward_pre_hooks for m in (se, se.squeeze, conv, bn))
+        return self.bn3(self.conv3(out))
 
 
 class PreActBlock(Block):
