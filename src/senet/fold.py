@@ -104,7 +104,7 @@ def find_conv_bn_pairs(model: nn.Module, example_input: torch.Tensor | None = No
         # The pairs are read off the autograd graph, so record one even inside inference_mode
         # (where enable_grad alone records nothing and every pair would be missed silently).
         with torch.inference_mode(False), torch.enable_grad():
-            outputs = list(_flatten(model(x.clone().requires_grad_(True))))
+            outputs = list(_flatten(model(x.detach().clone().requires_grad_(True))))
     finally:
         for h in handles:
             h.remove()
