@@ -1,4 +1,4 @@
-"""The price of SE, every figure of issue 9's targets in one command (``senet.benchmark``).
+"""The price of SE, every figure of issue 9's targets in one command (``senet.cost.speed``).
 
     python benchmarks/bench_se.py                 # all GPU figures (CUDA), then the CPU figure
     python benchmarks/bench_se.py --cpu-only      # the CPU figure alone (2 threads, batch 8)
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from senet.benchmark import benchmark, format_benchmark
+from senet.cost.speed import benchmark, format_benchmark
 
 GPU = dict(precision="bf16", channels_last=True, rounds=10, steps=10, warmup=5)
 

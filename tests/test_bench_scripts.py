@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from senet.benchmark import benchmark
+from senet.cost.speed import benchmark
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from senet.benchmark import benchmark, timm_name
+from senet.cost.speed import benchmark, timm_name
 from senet.layers.fused_se import use_fused
 from senet.cli import main
 

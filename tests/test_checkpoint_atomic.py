@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from senet.train.checkpoint import atomic_write_bytes
+from senet.weights.checkpoint import atomic_write_bytes
 
 
 def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path, monkeypatch):
@@ -27,7 +27,7 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path, monkeypat
 
 WRITER = """
 import sys
-from senet.train.checkpoint import atomic_write_bytes
+from senet.weights.checkpoint import atomic_write_bytes
 path = sys.argv[1]
 blobs = [bytes([65]) * 8_000_000, bytes([66]) * 8_000_000]
 i = 0

@@ -8,7 +8,7 @@ from small_models import family_cases, small_model
 
 import senet
 from senet.cli import main
-from senet.export import ExportCheckError
+from senet.deploy.export import ExportCheckError
 from senet.models.registry import get_model_spec
 
 CASES = family_cases()

@@ -6,7 +6,7 @@ from small_models import family_cases, small_model
 from torch import nn
 
 import senet
-from senet.fold import find_conv_bn_pairs
+from senet.deploy.fold import find_conv_bn_pairs
 
 
 def _bns(model):

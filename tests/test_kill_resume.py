@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from senet.train import fit
-from senet.train.checkpoint import read_weights
+from senet.weights.checkpoint import read_weights
 
 from tiny_run import TIMING, tiny_config, untimed
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 import senet
 from senet.cli import main
-from senet.predict import expand_inputs, predict_paths
-from senet.train.checkpoint import save_checkpoint
+from senet.deploy.predict import expand_inputs, predict_paths
+from senet.weights.checkpoint import save_checkpoint
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 

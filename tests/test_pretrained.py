@@ -10,7 +10,7 @@ import torch
 
 import senet
 from senet.models.registry import get_model_spec, list_pretrained
-from senet.pretrained import PretrainedConfig, PretrainedWeightsError, imagenet_classes, resolve_weights
+from senet.weights.pretrained import PretrainedConfig, PretrainedWeightsError, imagenet_classes, resolve_weights
 
 from conftest import FIXTURES, load_timm_fixture
 

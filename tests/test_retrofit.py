@@ -6,7 +6,7 @@ from torch import nn
 
 import senet
 from senet import SEConfig
-from senet.retrofit import Retrofitted, keras_param_count, retrofit
+from senet.models.retrofit import Retrofitted, keras_param_count, retrofit
 
 from conftest import load_timm_fixture
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from senet.cli import main
 from senet.train import CheckpointError, RunDirError, fit, load_model  # the public names users catch
-from senet.train.checkpoint import load_state, read_weights, save_checkpoint
+from senet.weights.checkpoint import load_state, read_weights, save_checkpoint
 from senet.train.reconcile import load_resume_state
 from senet.train.runlock import RunLock
 

@@ -51,7 +51,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_kill_between_the_two_checkpoint_writes_loses_nothing(tmp_path, monkeypatch):
     """The state file (weights included) is written first: a kill right after it leaves a stale
     .safetensors beside a newer, complete state, and resuming from it still reproduces 4 straight epochs."""
-    import senet.train.checkpoint as ckpt
+    import senet.weights.checkpoint as ckpt
 
     cfg = tiny("epochs=4")
     straight = fit(cfg, tmp_path / "straight")

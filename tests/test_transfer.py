@@ -71,7 +71,7 @@ def test_transfer_command_end_to_end(pretrained, tmp_path, capsys):
 
 
 def test_bad_retrofit_config_names_the_key():
-    from senet.retrofit import retrofit_from_config
+    from senet.models.retrofit import retrofit_from_config
 
     model = senet.create_model("resnet20")
     with pytest.raises(ValueError, match="unknown key"):

@@ -10,7 +10,7 @@ from senet.layers.se import ConstantGate, SEConfig
 from senet.models.densenet import DenseNet
 from senet.models.inception_resnet import block35
 from senet.models.shufflenet import ShuffleUnit
-from senet.retrofit import keras_param_count
+from senet.models.retrofit import keras_param_count
 
 from conftest import load_timm_fixture
 

@@ -12,13 +12,13 @@ Public API::
     senet.fold_for_inference(model)          # BatchNorm folded into convs, dropout removed
 """
 
-from .complexity import Complexity, complexity
-from .export import export
-from .fold import fold_for_inference
+from .cost.counting import Complexity, complexity
+from .deploy.export import export
+from .deploy.fold import fold_for_inference
 from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
 from .models.registry import create_model, get_model_spec, list_models, register_model
-from .retrofit import RetrofitReport, keras_param_count, retrofit
-from .weights import WeightLoadError, load_weights
+from .models.retrofit import RetrofitReport, keras_param_count, retrofit
+from .weights.convert import WeightLoadError, load_weights
 
 __version__ = "0.1.0"
 

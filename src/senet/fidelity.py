@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .complexity import Complexity, complexity
+from .cost.counting import Complexity, complexity
 from .models.registry import create_model, get_model_spec
 from .models.resnet import Block
 

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..benchmark import FUSED, MODES, PRECISIONS, benchmark, format_benchmark
+from ..cost.speed import FUSED, MODES, PRECISIONS, benchmark, format_benchmark
 from .summary import parse_input_size
 
 

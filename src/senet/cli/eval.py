@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import make_loader
     from ..train import evaluate, load_model
-    from ..train.checkpoint import checkpoint_dataset
+    from ..weights.checkpoint import checkpoint_dataset
     from ..train.datacheck import DataMismatch, checkpoint_data_mismatch
 
     model, meta = load_model(args.checkpoint)

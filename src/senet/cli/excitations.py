@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.study import excitation_study
     from ..data import make_loader
     from ..train import load_model
-    from ..train.checkpoint import checkpoint_dataset
+    from ..weights.checkpoint import checkpoint_dataset
 
     model, meta = load_model(args.checkpoint)
     data = checkpoint_dataset(meta, args.data, args.split, args.root)

@@ -45,7 +45,7 @@ def parse_size_words(words: list[str] | None) -> tuple[int, int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export
+    from ..deploy.export import export
 
     try:
         result = export(args.source, args.out, args.format, input_size=parse_size_words(args.input_size),

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..predict import format_predictions, predict_paths, write_predictions
+    from ..deploy.predict import format_predictions, predict_paths, write_predictions
 
     if args.checkpoint is not None:
         source, inputs = args.checkpoint, args.inputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..complexity import complexity, format_complexity
+from ..cost.counting import complexity, format_complexity
 from ..models.registry import create_model, get_model_spec
 
 

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..experiments.transfer import transfer_sweep
     from ..train import read_checkpoint_meta
-    from ..train.checkpoint import resolve_checkpoint
+    from ..weights.checkpoint import resolve_checkpoint
 
     if args.checkpoint:
         weights = str(resolve_checkpoint(args.checkpoint))

@@ -182,7 +182,7 @@ def read_record(path: Path) -> RunRecord | None:
 
 
 def write_record(path: Path, record: RunRecord) -> None:
-    from ..train.checkpoint import atomic_write_bytes
+    from ..weights.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path / "result.json", json.dumps(dataclasses.asdict(record), indent=1).encode())
 
@@ -257,8 +257,8 @@ def run_sweep(
 def train_run(cfg: TrainConfig, path: Path, device: str | None = None, reporter: Any = None) -> RunRecord:
     """The default ``run_fn``: :func:`senet.train.fit` into ``path``, resuming a run that was cut
     off (its ``last`` checkpoint exists), then the exact costs of the trained network."""
-    from ..complexity import complexity
-    from ..train.checkpoint import checkpoint_paths
+    from ..cost.counting import complexity
+    from ..weights.checkpoint import checkpoint_paths
     from ..train.fit import fit
 
     resume = checkpoint_paths(path, "last")[1].is_file()  # the state file alone suffices to resume

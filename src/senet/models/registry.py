@@ -19,7 +19,7 @@ from torch import nn
 from ..layers.se import SEConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..pretrained import PretrainedConfig
+    from ..weights.pretrained import PretrainedConfig
 
 __all__ = ["ModelSpec", "register_model", "list_models", "get_model_spec", "create_model", "UnknownModelError",
            "resolve_name", "list_pretrained", "aliases_of"]
@@ -211,13 +211,13 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     builds the exact plain baseline of any SE model. ``name`` may be timm's name
     (``"seresnet50"``, ``"seresnet50.a1_in1k"``).
 
-    ``pretrained=True`` loads the model's published weights (see :mod:`senet.pretrained`),
+    ``pretrained=True`` loads the model's published weights (see :mod:`senet.weights.pretrained`),
     ``pretrained="file"`` a local file in the model's layout. ``num_classes=0`` drops the
     classifier (the model returns pooled features). ``features_only=True`` returns a
     :class:`~senet.models.features.FeatureExtractor` giving the feature maps of the stages
     ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end).
     """
-    from ..pretrained import load_pretrained
+    from ..weights.pretrained import load_pretrained
 
     spec = get_model_spec(name)
     tag = resolve_name(name)[1]

@@ -8,8 +8,8 @@ unless a seed fixes them (r = 8 for the CIFAR network).
 from __future__ import annotations
 
 from ..layers.se import SEConfig
-from ..pretrained import INCEPTION_MEAN, INCEPTION_STD
-from ..pretrained import PretrainedConfig as W
+from ..weights.pretrained import INCEPTION_MEAN, INCEPTION_STD
+from ..weights.pretrained import PretrainedConfig as W
 from .densenet import DEPTHS, DenseNet
 from .inception import Inception
 from .inception_resnet import InceptionResNetV2

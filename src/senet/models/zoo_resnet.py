@@ -13,7 +13,7 @@ Two layouts exist for the same architectures:
 from __future__ import annotations
 
 from ..layers.se import SEConfig
-from ..pretrained import PretrainedConfig as W
+from ..weights.pretrained import PretrainedConfig as W
 from .registry import register_model
 from .resnet import ResNet
 

@@ -5,7 +5,7 @@
     senet.train.evaluate(result.model, loader)        # -> {"loss", "acc", "top1_err", "top5_err"}
 """
 
-from .checkpoint import CheckpointError, load_model, read_checkpoint_meta, save_checkpoint
+from ..weights.checkpoint import CheckpointError, load_model, read_checkpoint_meta, save_checkpoint
 from .config import (ConfigError, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
                      apply_overrides, config_from_dict, config_to_dict, dump_config, list_recipes, load_config,
                      load_recipe)

@@ -220,7 +220,7 @@ def _model_overrides(v: Mapping[str, Any]) -> str | None:
 def _choices() -> dict[str, Sequence[str]]:
     # Imported here: each list lives beside the code that implements it, and those modules import this one.
     from ..data.folder import EMPTY_CLASSES, ON_CORRUPT
-    from ..weights import SOURCES
+    from ..weights.convert import SOURCES
     from .fit import COMPILE_MODES, PRECISIONS
     from .optim import OPTIMIZERS
     from .schedule import SCHEDULES

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from ..layers.se import check_choice
 from ..models.registry import create_model, get_model_spec
-from .checkpoint import capture_rng, restore_rng, save_checkpoint
+from ..weights.checkpoint import capture_rng, restore_rng, save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from .config import check_config, check_model_fits_data
 from ..device import resolve_device
@@ -209,7 +209,7 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
     if cfg.model.weights and not resume:
         report.message(_load_initial_weights(model, cfg))
     if cfg.model.retrofit:  # after the (plain) pretrained weights, before resuming the retrofitted ones
-        from ..retrofit import retrofit_from_config
+        from ..models.retrofit import retrofit_from_config
 
         report.message(str(retrofit_from_config(model, cfg.model.retrofit, meta["input_size"])))
         meta["retrofit"] = dict(cfg.model.retrofit)
@@ -229,7 +229,7 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
         if main:  # before training on, make every file agree with the state (a kill may have split them)
             for note in reconcile_run_dir(run_dir, state, tag, f"{cfg.model.name} on {train_set.name}"):
                 report.message(note)
-        from ..weights import load_weights
+        from ..weights.convert import load_weights
 
         load_weights(model, state["model"], source="senet")  # the state file is self-contained
         optimizer.load_state_dict(state["optimizer"])
@@ -391,7 +391,7 @@ def _broadcast_buffers(model: nn.Module, world_size: int) -> None:
 
 def _load_initial_weights(model: nn.Module, cfg: TrainConfig) -> str:
     """Transfer learning: load what fits from ``cfg.model.weights`` and say what did not."""
-    from ..weights import load_weights
+    from ..weights.convert import load_weights
 
     report = load_weights(model, cfg.model.weights, source=cfg.model.weights_source, strict=False)
     loaded = len(model.state_dict()) - len(report.missing) - len(report.mismatched)

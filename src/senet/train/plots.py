@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checkpoint import atomic_write_bytes
+from ..weights.checkpoint import atomic_write_bytes
 
 __all__ = ["plot_curves"]
 

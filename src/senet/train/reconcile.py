@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import CheckpointError, checkpoint_paths, load_state, read_weights, write_checkpoint_files
+from ..weights.checkpoint import CheckpointError, checkpoint_paths, load_state, read_weights, write_checkpoint_files
 from .plots import plot_curves
 from .rundir import write_metrics
 

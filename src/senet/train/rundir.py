@@ -8,7 +8,7 @@ Layout (written by rank 0 only)::
     metrics.jsonl    the same, one JSON object per line
     curves.png       loss and top-1/top-5 error per epoch
     report.md        the final table
-    checkpoints/     last.* and best.* (see senet.train.checkpoint)
+    checkpoints/     last.* and best.* (see senet.weights.checkpoint)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .checkpoint import atomic_write_bytes
+from ..weights.checkpoint import atomic_write_bytes
 
 __all__ = ["METRIC_COLUMNS", "environment", "write_run_files", "write_metrics", "format_table", "write_report"]
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from .layers.se import SqueezeExcite
+from ..layers.se import SqueezeExcite
 
 __all__ = ["Complexity", "PartCost", "complexity", "format_complexity"]
 

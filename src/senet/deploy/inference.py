@@ -1,7 +1,7 @@
 """One way to get a network for inference from what a user names: a module, a registered model
 name, or a checkpoint (a ``.safetensors`` file written by ``senet train`` or a run directory).
 
-Used by :func:`senet.export` and :func:`senet.predict.predict_paths`, so both accept the same things.
+Used by :func:`senet.export` and :func:`senet.deploy.predict.predict_paths`, so both accept the same things.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _labels_of(model: nn.Module) -> list[str] | None:
     label_set = cfg.get("label_set") if isinstance(cfg, Mapping) else getattr(cfg, "label_set", None)
     if label_set in ("imagenet-1k", "imagenet"):
         try:
-            from .pretrained import imagenet_classes  # type: ignore[attr-defined]
+            from ..weights.pretrained import imagenet_classes  # type: ignore[attr-defined]
         except ImportError:
             return None
         return list(imagenet_classes())
@@ -44,8 +44,8 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     weights that carry them (``pretrained=True``); a module gives ``(in_chans, 224, 224)``.
     ``overrides`` are ``create_model`` keywords and apply to a name only.
     """
-    from .data.folder import IMAGENET_MEAN, IMAGENET_STD
-    from .models.registry import create_model, get_model_spec
+    from ..data.folder import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.registry import create_model, get_model_spec
 
     overrides = dict(overrides or {})
     if isinstance(source, nn.Module):
@@ -59,7 +59,7 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     if looks_like_path(text):
         if overrides:
             raise TypeError("model overrides apply to a registered model name; a checkpoint rebuilds its own model")
-        from .train.checkpoint import load_model
+        from ..weights.checkpoint import load_model
 
         model, meta = load_model(text)  # FileNotFoundError names a missing checkpoint
         return model, {**meta, "input_size": tuple(meta["input_size"])}

@@ -27,7 +27,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .models.common import BatchNormReLU
+from ..models.common import BatchNormReLU
 
 __all__ = ["fold_for_inference", "find_conv_bn_pairs", "FoldReport"]
 

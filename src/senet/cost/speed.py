@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .device import resolve_device
-from .layers.fused_se import set_fused, triton_available, use_fused
-from .layers.se import check_choice
+from ..device import resolve_device
+from ..layers.fused_se import set_fused, triton_available, use_fused
+from ..layers.se import check_choice
 
 __all__ = ["benchmark", "format_benchmark", "timm_name", "MODES", "PRECISIONS", "FUSED"]
 
@@ -51,7 +51,7 @@ class _Entry:
 
 def _entries(names: Sequence[str], baseline: bool, against: str | None, fused: str,
              num_classes: int | None) -> list[_Entry]:
-    from .models.registry import create_model, get_model_spec
+    from ..models.registry import create_model, get_model_spec
 
     extra = {} if num_classes is None else {"num_classes": num_classes}
     flags = ("on", "off") if fused == "both" else (fused,)
@@ -209,7 +209,7 @@ def benchmark(
     The result holds the config, library versions, the device, per-model statistics (ms/step per
     round, median, min, max, images/s) and the ratios.
     """
-    from .models.registry import get_model_spec
+    from ..models.registry import get_model_spec
 
     names = [names] if isinstance(names, str) else list(names)
     if not names:

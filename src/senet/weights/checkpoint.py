@@ -304,13 +304,13 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the trained network from a checkpoint alone; returns ``(model in eval mode, meta)``."""
-    from ..weights import load_weights
+    from .convert import load_weights
 
     tensors, meta = read_weights(resolve_checkpoint(path))
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["overrides"].items()}
     model = create_model(meta["model"], **overrides)
     if meta.get("retrofit"):  # a network that had SE/BN inserted into it (senet transfer)
-        from ..retrofit import retrofit_from_config
+        from ..models.retrofit import retrofit_from_config
 
         retrofit_from_config(model, meta["retrofit"], meta["input_size"])
     load_weights(model, tensors, source="senet")

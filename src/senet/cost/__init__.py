@@ -1,0 +1,1 @@
+"""Cost of a network: parameters, multiply-adds, bytes moved, and measured speed."""

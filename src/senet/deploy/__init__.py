@@ -1,0 +1,1 @@
+"""Deployment: folding, export, quantization, inference and prediction; reads models and weights, never senet.train."""

@@ -1,0 +1,216 @@
+"""Batch prediction: the top-k classes of image files, folders (recursive) and globs.
+
+Images are decoded with Pillow and prepared as the network was evaluated (paper §5.1: shorter
+side to size/0.875, centred crop; small CIFAR-size inputs are resized whole), normalised with the
+checkpoint's training statistics, and classified in batches. An image that cannot be read is
+reported by path and skipped; the others are still classified.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .inference import looks_like_path, resolve_model
+
+__all__ = ["Prediction", "expand_inputs", "load_image", "predict_paths", "write_predictions", "format_predictions"]
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The ``top`` classes of one image, best first: ``(class index, class name, probability)``."""
+
+    path: str
+    top: tuple[tuple[int, str, float], ...]
+
+
+def _image_extensions() -> tuple[str, ...]:
+    from ..data.folder import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, folders searched recursively for image files, globs expanded (``**`` too).
+
+    Order: the order of ``inputs``, each folder or glob sorted; duplicates are kept once. A path
+    that does not exist, a glob that matches nothing and a folder without images are errors
+    (``FileNotFoundError`` naming them).
+    """
+    exts = _image_extensions()
+    out: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+
+    def add_folder(folder: Path) -> int:
+        found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        for p in found:
+            add(p)
+        return len(found)
+
+    for item in inputs:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            if not add_folder(path):
+                raise FileNotFoundError(f"folder {path} holds no image files ({', '.join(exts)})")
+        elif path.is_file():
+            add(path)
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no file matches {text}")
+            for m in map(Path, matches):
+                if m.is_dir():
+                    add_folder(m)
+                elif m.is_file():
+                    add(m)
+        else:
+            raise FileNotFoundError(f"no such image file or folder: {path}")
+    return out
+
+
+def load_image(path: str | os.PathLike[str], input_size: Sequence[int], crop_fraction: float = 0.875) -> torch.Tensor:
+    """An image file as a float (C, H, W) tensor in [0, 1] at the network's input size.
+
+    Small inputs (CIFAR-size, under 128 px) are resized whole; ImageNet-size inputs follow the
+    paper's evaluation view (§5.1): shorter side to size / ``crop_fraction``, centred crop.
+    ``ValueError`` (naming the file) if Pillow cannot decode it.
+    """
+    from PIL import Image
+
+    c, h, w = (int(s) for s in input_size)
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an image file")
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if c == 1 else "RGB")
+            if min(h, w) >= 128:
+                scale = round(min(h, w) / crop_fraction) / min(img.size)
+                img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))),
+                                 Image.Resampling.BILINEAR)
+                left, top = (img.width - w) // 2, (img.height - h) // 2
+                img = img.crop((left, top, left + w, top + h))
+            else:
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        # UnidentifiedImageError is an OSError; truncated files fail in convert().
+        raise ValueError(f"{path} is not an image Pillow can decode ({type(e).__name__})") from None
+    return data.view(h, w, c).permute(2, 0, 1).float() / 255
+
+
+def _load(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, Any] | None
+          ) -> tuple[nn.Module, dict[str, Any]]:
+    overrides = dict(overrides or {})
+    if isinstance(source, str) and not looks_like_path(source):
+        # A bare name predicts with its published weights; random weights would predict nothing.
+        overrides.setdefault("pretrained", True)
+        try:
+            return resolve_model(source, overrides)
+        except TypeError as e:
+            if "'pretrained'" not in str(e):
+                raise
+            raise ValueError(f"predicting with {source!r} needs its published weights, which this install cannot "
+                             f"load; give a checkpoint (a .safetensors file or a run directory) instead") from None
+    return resolve_model(source, overrides)
+
+
+def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]], *,
+                  top_k: int = 5, batch_size: int = 32, device: str | torch.device | None = None,
+                  overrides: Mapping[str, Any] | None = None,
+                  on_skip: Callable[[Path, str], None] | None = None) -> list[Prediction]:
+    """Classify every image that ``inputs`` name (see :func:`expand_inputs`) with ``source``: a
+    checkpoint, a run directory, a registered name (with its published weights) or a module.
+
+    Returns one :class:`Prediction` per readable image, in input order. An unreadable image is
+    passed to ``on_skip(path, reason)`` and skipped. Class names come from the checkpoint (its
+    training data's), or from the label set of published weights; otherwise they are indices.
+    """
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    paths = expand_inputs(inputs)
+    model, meta = _load(source, overrides)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model = model.to(device).eval()
+    size = tuple(meta["input_size"])
+    from ..data.folder import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(meta.get("mean", IMAGENET_MEAN), dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(meta.get("std", IMAGENET_STD), dtype=torch.float32).view(-1, 1, 1)
+    crop = float(meta.get("crop_fraction", 0.875))
+    classes = meta.get("classes")
+    results: list[Prediction] = []
+    for start in range(0, len(paths), batch_size):
+        batch, kept = [], []
+        for p in paths[start:start + batch_size]:
+            try:
+                batch.append((load_image(p, size, crop) - mean) / std)
+                kept.append(p)
+            except (ValueError, FileNotFoundError) as e:
+                if on_skip is not None:
+                    on_skip(p, str(e))
+        if not batch:
+            continue
+        with torch.no_grad():
+            probs = model(torch.stack(batch).to(device)).float().softmax(dim=1).cpu()
+        k = min(top_k, probs.shape[1])
+        values, indices = probs.topk(k, dim=1)
+        for p, vals, idx in zip(kept, values.tolist(), indices.tolist()):
+            names = [classes[i] if classes and i < len(classes) else str(i) for i in idx]
+            results.append(Prediction(str(p), tuple(zip(idx, names, vals))))
+    return results
+
+
+def format_predictions(predictions: Sequence[Prediction]) -> str:
+    """The text ``senet predict`` prints: each path, then one ``probability  class`` line per rank."""
+    lines = []
+    for pred in predictions:
+        lines.append(f"{pred.path}:")
+        lines.extend(f"  {100 * p:6.2f}%  {name}" for _, name, p in pred.top)
+    return "\n".join(lines)
+
+
+def write_predictions(predictions: Sequence[Prediction], path: str | os.PathLike[str]) -> Path:
+    """Write ``predictions`` as CSV (one row per image and rank) or JSON, chosen by the extension."""
+    from ..weights.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = [{"path": p.path, "top": [{"rank": r + 1, "index": i, "class": n, "probability": v}
+                                         for r, (i, n, v) in enumerate(p.top)]} for p in predictions]
+        text = json.dumps(data, indent=1) + "\n"
+    elif suffix == ".csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", "rank", "index", "class", "probability"])
+        for p in predictions:
+            for r, (i, n, v) in enumerate(p.top):
+                writer.writerow([p.path, r + 1, i, n, f"{v:.6f}"])
+        text = buf.getvalue()
+    else:
+        raise ValueError(f"--out {path}: the extension must be .csv or .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode())
+    return path

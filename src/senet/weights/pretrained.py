@@ -1,0 +1,223 @@
+"""Published weights by name: where they live, how to read them, and how they were trained.
+
+Each registered model with published weights carries one or more :class:`PretrainedConfig`
+(the first is its default). Weights come from one of two places:
+
+* the Hugging Face hub (``hub_id``, timm's repositories, e.g. ``timm/seresnet50.a1_in1k``),
+  read through ``huggingface_hub`` when it is installed (``pip install 'senet[hub]'``); its
+  cache is used offline (``HF_HUB_OFFLINE=1``, ``HF_HUB_CACHE`` / ``HF_HOME``);
+* a URL (``url``, the authors' Caffe models as ported by Cadene), downloaded once into
+  ``$TORCH_HOME/hub/checkpoints`` (torch.hub's folder, so a file fetched by timm or
+  ``pretrainedmodels`` is reused) and, as torch.hub does, checked against the SHA-256 prefix
+  its name carries (``se_resnet50-ce0d4300.pth``) when it is downloaded.
+
+A file placed by hand in that folder under :meth:`PretrainedConfig.cache_name` is used
+first, with or without ``huggingface_hub``. With no network and no cache, the error names
+the file to download and where to put it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+__all__ = ["PretrainedConfig", "PretrainedWeightsError", "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN",
+           "INCEPTION_STD", "weights_dir", "resolve_weights", "load_pretrained", "imagenet_classes",
+           "class_names", "LABEL_SETS"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)  # TensorFlow-trained models: inputs scaled to [-1, 1]
+INCEPTION_STD = (0.5, 0.5, 0.5)
+LABEL_SETS = ("imagenet-1k",)
+_HASH = re.compile(r"-([a-f0-9]{6,})\.")
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """Published weights that cannot be found, fetched or trusted; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedConfig:
+    """One set of published weights for a registered model and the evaluation setup they need.
+
+    ``tag`` is timm's pretrained tag (``"a1_in1k"``), so ``"seresnet50.a1_in1k"`` names it.
+    ``source`` is the :mod:`senet.weights` converter for the file's key layout. ``crop_pct``
+    is the centre-crop fraction of the evaluation view (paper §5.1: 224 crop of a 256 side,
+    0.875). ``drop_keys`` are key prefixes in the file that the model has no place for
+    (Inception-v3's auxiliary head).
+    """
+
+    tag: str
+    source: str = "timm"
+    hub_id: str | None = None
+    url: str | None = None
+    hub_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 1000
+    labels: str = "imagenet-1k"
+    drop_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.hub_id is None) == (self.url is None):
+            raise ValueError(f"PretrainedConfig({self.tag!r}) needs exactly one of hub_id and url")
+
+    @property
+    def location(self) -> str:
+        return self.url or f"https://huggingface.co/{self.hub_id}"
+
+    def cache_name(self) -> str:
+        """The file name looked for in :func:`weights_dir`: the URL's file name, or
+        ``<repo>.safetensors`` for a hub repository (``seresnet50.a1_in1k.safetensors``)."""
+        if self.url:
+            return self.url.rsplit("/", 1)[-1]
+        return f"{self.hub_id.rsplit('/', 1)[-1]}.{self.hub_files[0].rsplit('.', 1)[-1]}"
+
+    def download_url(self) -> str:
+        return self.url or f"https://huggingface.co/{self.hub_id}/resolve/main/{self.hub_files[0]}"
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data view (for checkpoint metadata and ``senet predict``)."""
+        return dataclasses.asdict(self)
+
+
+def weights_dir() -> Path:
+    """Where URL weights are cached: torch.hub's ``checkpoints`` folder (``$TORCH_HOME/hub``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "SENET_OFFLINE"))
+
+
+def _hub_cache() -> str | None:
+    # Read at call time: huggingface_hub reads its environment once, at import.
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def _missing(name: str, cfg: PretrainedConfig, why: str) -> PretrainedWeightsError:
+    target = weights_dir() / cfg.cache_name()
+    return PretrainedWeightsError(
+        f"no weights for {name} ({cfg.location}): {why}. Download {cfg.download_url()} and save it as "
+        f"{target} (or pass pretrained='<path to the file>')"
+    )
+
+
+def _from_url(name: str, cfg: PretrainedConfig, target: Path) -> Path:
+    import torch.hub
+
+    if _offline():
+        raise _missing(name, cfg, "not cached, and offline mode is on (HF_HUB_OFFLINE/SENET_OFFLINE)")
+    match = _HASH.search(target.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:  # writes to a temporary file, checks the hash prefix, then renames
+        torch.hub.download_url_to_file(cfg.url, str(target), hash_prefix=match.group(1) if match else None,
+                                       progress=False)
+    except RuntimeError as e:  # torch.hub's hash mismatch
+        raise PretrainedWeightsError(f"downloaded {cfg.url} does not match the hash in its name: {e}") from None
+    except OSError as e:
+        raise _missing(name, cfg, f"download failed ({e})") from None
+    return target
+
+
+def _from_hub(name: str, cfg: PretrainedConfig) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError:
+        raise _missing(name, cfg, "huggingface_hub is not installed (pip install 'senet[hub]')") from None
+    offline = _offline()
+    last: Exception | None = None
+    for filename in cfg.hub_files:  # timm publishes safetensors and, for older tools, a torch file
+        try:
+            return Path(hf_hub_download(cfg.hub_id, filename, cache_dir=_hub_cache(), local_files_only=offline))
+        except EntryNotFoundError as e:  # the repository has no such file: try the next form
+            last = e
+        except Exception as e:  # offline and not cached, no network, unknown repository...
+            last = e
+            if not offline:
+                break
+    where = _hub_cache() or "the default Hugging Face cache"
+    why = (f"not in the Hugging Face cache ({where}) and offline mode is on" if offline
+           else f"the hub could not be reached ({type(last).__name__})")
+    raise _missing(name, cfg, why)
+
+
+def resolve_weights(name: str, cfg: PretrainedConfig) -> Path:
+    """The local file holding ``cfg``'s weights: the hand-placed/cached file, else the hub or URL."""
+    target = weights_dir() / cfg.cache_name()
+    if target.is_file():
+        return target
+    return _from_url(name, cfg, target) if cfg.url else _from_hub(name, cfg)
+
+
+def load_pretrained(model: nn.Module, name: str, cfg: PretrainedConfig | None, pretrained: Any,
+                    source: str) -> None:
+    """Load ``pretrained`` (``True``: ``cfg``'s published weights; a path: that file) into ``model``.
+
+    When the model's classifier has another number of classes than the weights, everything but
+    the classifier is loaded, and a warning says so (fine-tuning, paper §6.3 style transfer).
+    """
+    from .convert import convert_state_dict, load_weights, read_state_dict
+
+    if pretrained is True:
+        path = resolve_weights(name, cfg)
+    elif isinstance(pretrained, (str, os.PathLike)):
+        path = Path(pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    else:
+        raise TypeError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
+    sd = read_state_dict(path)
+    drop = cfg.drop_keys if cfg else ()
+    sd = convert_state_dict({k: v for k, v in sd.items() if not k.startswith(drop)}, source)
+    head = getattr(model, "classifier_name", "fc") + "."
+    own = model.state_dict()
+    clash = [k for k in sd if k.startswith(head) and k in own and sd[k].shape != own[k].shape]
+    if clash:
+        # Keep the model's own (fresh) classifier; every other key must still fit exactly.
+        own_head = [k for k in own if k.startswith(head)]
+        sd = {**{k: v for k, v in sd.items() if not k.startswith(head)}, **{k: own[k] for k in own_head}}
+        warnings.warn(f"{name}: loaded the pretrained weights from {path.name} except the classifier "
+                      f"({', '.join(own_head)}), whose number of classes differs; it keeps its fresh "
+                      f"initialisation", stacklevel=3)
+    load_weights(model, sd, source="senet")
+
+
+@lru_cache(maxsize=None)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k (ILSVRC-2012) class names, in the index order of the published models."""
+    from importlib.resources import files
+
+    text = files("senet").joinpath("data", "imagenet_classes.txt").read_text(encoding="utf-8")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != 1000:  # pragma: no cover - packaging error
+        raise RuntimeError(f"imagenet_classes.txt holds {len(names)} names, not 1000")
+    return names
+
+
+def class_names(labels: str) -> tuple[str, ...]:
+    """The class names of a label set named by a :class:`PretrainedConfig` (``"imagenet-1k"``)."""
+    if labels != "imagenet-1k":
+        raise ValueError(f"unknown label set {labels!r}; known: {', '.join(LABEL_SETS)}")
+    return imagenet_classes()
+
