@@ -83,3 +83,66 @@ def test_spec_metadata():
     spec = senet.get_model_spec("se_resnet50")
     assert spec.has_se and spec.family == "resnet" and spec.description
     assert not senet.get_model_spec("resnet50").has_se
+
+
+def test_list_models_matches_timm_names_tags_and_modules():
+    # timm's names select ours: "seresnet*" finds the se_resnet* networks, not the plain ones
+    found = senet.list_models("seresnet*")
+    assert "se_resnet50" in found and "resnet50" not in found
+    assert set(senet.list_models(["seresnet50", "resnet20"])) == {"se_resnet50", "resnet20"}
+    # pretrained=True lists each set of published weights as name.tag, a name create_model accepts
+    tagged = senet.list_models("seresnet50*", pretrained=True)
+    assert {"se_resnet50.a1_in1k", "se_resnet50.ra2_in1k"} <= set(tagged)
+    assert senet.list_models("seresnet50.a3*", pretrained=True) == ["se_resnet50.a3_in1k"]
+    assert senet.list_models("se_resnet50", pretrained=True, include_tags=False) == ["se_resnet50"]
+    assert "se_resnet20" not in senet.list_models(pretrained=True, include_tags=False)
+    assert senet.list_pretrained() == senet.list_models(pretrained=True)
+    assert senet.get_model_spec(tagged[0]).name == "se_resnet50"
+    # module (timm's word) and family select the same group; exclude_filters removes matches
+    cifar = senet.list_models(module="cifar")
+    assert cifar == senet.list_models(family="cifar") and "resnet20" in cifar
+    no_wide = senet.list_models(module="cifar", exclude_filters=["*wrn*", "*preact*"])
+    assert "resnet20" in no_wide and not any("wrn" in n or "preact" in n for n in no_wide)
+
+
+def test_loading_another_networks_file_names_both_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "seresnet50.safetensors"
+    with torch.device("meta"):
+        shapes = senet.create_model("se_resnet50").state_dict()
+    save_file({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}, path)
+    model = senet.create_model("se_resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with _no_warnings():
+        with pytest.raises(senet.WeightLoadError) as err:
+            senet.create_model("se_resnet20", pretrained=path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "holds se_resnet50" in msg and "timm layout" in msg and "the model is se_resnet20" in msg
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_layout_detection():
+    from senet.weights.identify import detect_layout
+
+    assert detect_layout({"layer0.conv1.weight": 0, "last_linear.weight": 0}) == "legacy"
+    assert detect_layout({"conv1.weight": 0, "fc.weight": 0}) == "timm"
+    assert detect_layout({"conv1.weight": 0}, {"senet": "{}"}) == "senet"
+
+
+class _no_warnings:
+    """Fails the test if any warning (e.g. a premature "loaded ..." message) is issued inside."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self._log = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        assert not [str(w.message) for w in self._log]
+        return False

@@ -5,6 +5,7 @@ import torch
 
 import senet
 from senet.weights import WeightLoadError
+from senet.weights.convert import model_label
 
 from conftest import load_timm_fixture
 
@@ -41,18 +42,22 @@ def test_linear_form_se_loads_conv_weights():
         assert (model(x.double()) - ref).abs().max().item() < 1e-6
 
 
-def test_wrong_layout_lists_missing_unexpected_and_mismatched():
+def test_wrong_layout_fails_in_one_line_and_reports_every_key():
     _, sd, _, _ = load_timm_fixture("legacy_seresnet18")
     model = senet.create_model("se_resnet18")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(WeightLoadError) as err:
         senet.load_weights(model, sd, source="timm")  # legacy keys, wrong source
     msg = str(err.value)
-    assert "missing from the weights" in msg and "layer1.0.se.fc1.weight" in msg
-    assert "unexpected" in msg and "layer0.conv1.weight" in msg
+    assert "\n" not in msg and model_label(model) in msg and "nothing was loaded" in msg
+    report = err.value.report
+    assert "layer1.0.se.fc1.weight" in report.missing and "layer0.conv1.weight" in report.unexpected
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     timm_sd = load_timm_fixture("seresnet18")[1]  # SE width 8 in stage 1; the legacy model has 4
-    with pytest.raises(WeightLoadError, match="shape mismatch") as err:
+    with pytest.raises(WeightLoadError, match="of another shape") as err:
         senet.load_weights(senet.create_model("legacy_se_resnet18"), timm_sd, source="timm")
-    assert "layer1.0.se.fc1.weight: (8, 64, 1, 1) vs (4, 64, 1, 1)" in str(err.value)
+    assert ("layer1.0.se.fc1.weight", (8, 64, 1, 1), (4, 64, 1, 1)) in err.value.report.mismatched
+    assert "layer1.0.se.fc1.weight: (8, 64, 1, 1) vs (4, 64, 1, 1)" in err.value.report.describe()
 
 
 def test_strict_false_loads_matching_and_reports():

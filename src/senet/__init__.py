@@ -3,7 +3,8 @@
 Public API::
 
     senet.create_model(name, **overrides)   # any registered network, SE or plain
-    senet.list_models(pattern=None)          # registered names ("se_resnet*")
+    senet.list_models(filter="", pretrained=False)  # names, timm's too ("seresnet*"); name.tag with weights
+    senet.list_pretrained()                  # every set of published weights as name.tag
     senet.complexity(model, input_size)      # parameters, multiply-adds, SE share (§4)
     senet.load_weights(model, weights, source="timm" | "legacy" | "senet")
     senet.SqueezeExcite, senet.SEConfig      # the SE block (§3) and its options
@@ -16,7 +17,7 @@ from .cost.counting import Complexity, complexity
 from .deploy.export import export
 from .deploy.fold import fold_for_inference
 from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
-from .models.registry import create_model, get_model_spec, list_models, register_model
+from .models.registry import create_model, get_model_spec, list_models, list_pretrained, register_model
 from .models.retrofit import RetrofitReport, keras_param_count, retrofit
 from .weights.convert import WeightLoadError, load_weights
 
@@ -36,6 +37,7 @@ __all__ = [
     "get_model_spec",
     "keras_param_count",
     "list_models",
+    "list_pretrained",
     "load_weights",
     "register_model",
     "retrofit",

@@ -97,8 +97,9 @@ class ModelSpec:
     def pretrained_config(self, tag: str | None = None) -> "PretrainedConfig":
         """The published weights named ``tag`` (default: the first listed)."""
         if not self.pretrained:
-            raise ValueError(f"{self.name!r} has no published weights; models that have them: "
-                             f"{', '.join(list_pretrained())}. Pass pretrained='<path>' to load a file.")
+            have = ", ".join(list_models(pretrained=True, include_tags=False))
+            raise ValueError(f"{self.name!r} has no published weights; models that have them: {have}. "
+                             f"Pass pretrained='<path>' to load a file.")
         if tag is None:
             return self.pretrained[0]
         for cfg in self.pretrained:
@@ -153,15 +154,46 @@ def _ensure_loaded() -> None:
     from . import catalog  # noqa: F401
 
 
-def list_models(pattern: str | None = None, family: str | None = None) -> list[str]:
-    """Registered model names, sorted; ``pattern`` is a shell-style wildcard (``"se_resnet*"``)."""
+def _patterns(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def list_models(filter: str | Sequence[str] = "", module: str | None = None, pretrained: bool = False,
+                exclude_filters: str | Sequence[str] = (), include_tags: bool | None = None, *,
+                family: str | None = None) -> list[str]:
+    """Registered model names, sorted, as timm's ``list_models`` selects them.
+
+    ``filter`` is a shell-style wildcard or a list of them (``"se_resnet*"``); a model matches when its
+    name or one of its other names (timm's ``seresnet50``) does, so ``"seresnet*"`` finds the
+    ``se_resnet*`` models. ``module`` keeps one family (``"resnet"``, ``"cifar"``, ...; ``family`` is the
+    same). ``pretrained=True`` keeps models with published weights and, unless ``include_tags=False``,
+    lists each set of weights as ``name.tag`` (``"se_resnet50.a1_in1k"``, a name ``create_model``
+    accepts); tags match the filter too (``"seresnet50.a1*"``). ``exclude_filters`` removes matches.
+    """
     _ensure_loaded()
-    names = sorted(_REGISTRY)
-    if pattern:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-    if family:
-        names = [n for n in names if _REGISTRY[n].family == family]
-    return names
+    family = family or module
+    include = pretrained if include_tags is None else include_tags
+    wanted, unwanted = _patterns(filter), _patterns(exclude_filters)
+    out = []
+    for name in sorted(_REGISTRY):
+        spec = _REGISTRY[name]
+        if family and spec.family != family:
+            continue
+        if pretrained and not spec.pretrained:
+            continue
+        bases = (name, *spec.aliases)
+        entries = [(name, bases)]
+        if include:
+            entries = [(f"{name}.{c.tag}", tuple(f"{b}.{c.tag}" for b in bases) + bases) for c in spec.pretrained]
+        for shown, forms in entries:
+            if wanted and not any(fnmatch.fnmatchcase(f, w) for f in forms for w in wanted):
+                continue
+            if any(fnmatch.fnmatchcase(f, u) for f in forms for u in unwanted):
+                continue
+            out.append(shown)
+    return out
 
 
 def resolve_name(name: str) -> tuple[str, str | None]:
@@ -191,10 +223,10 @@ def get_model_spec(name: str) -> ModelSpec:
     return spec
 
 
-def list_pretrained() -> list[str]:
-    """Registered models with published weights (``create_model(name, pretrained=True)``)."""
-    _ensure_loaded()
-    return sorted(n for n, s in _REGISTRY.items() if s.pretrained)
+def list_pretrained(filter: str | Sequence[str] = "", exclude_filters: str | Sequence[str] = ()) -> list[str]:
+    """Every set of published weights as ``name.tag`` (timm's ``list_pretrained``); each name works
+    with ``create_model(name, pretrained=True)``. Filters as in :func:`list_models`."""
+    return list_models(filter, pretrained=True, exclude_filters=exclude_filters)
 
 
 def aliases_of(name: str) -> tuple[str, ...]:

@@ -25,7 +25,19 @@ StateDict = dict[str, torch.Tensor]
 
 
 class WeightLoadError(ValueError):
-    """Weights that do not fit a model; the message lists missing, unexpected and mis-shaped keys."""
+    """Weights that do not fit a model or a file that holds none. The message is one line; ``report``
+    (a :class:`LoadReport`, when keys were compared) lists every missing, unexpected and mis-shaped key."""
+
+    def __init__(self, message: str, report: "LoadReport | None" = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def model_label(model: nn.Module) -> str:
+    """A model's registered name where its card says it (``model.pretrained_cfg``), else its class."""
+    card = getattr(model, "pretrained_cfg", None)
+    name = getattr(card, "name", None) or (card.get("name") if isinstance(card, Mapping) else None)
+    return str(name) if name else type(model).__name__
 
 
 @dataclasses.dataclass
@@ -39,6 +51,15 @@ class LoadReport:
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self) -> str:
+        """One line: how many keys of each kind, with the first of each."""
+        parts = []
+        for what, items in (("missing from the weights", self.missing), ("not in the model", self.unexpected),
+                            ("of another shape", [k for k, _, _ in self.mismatched])):
+            if items:
+                parts.append(f"{len(items)} {'key' if len(items) == 1 else 'keys'} {what} (first: {items[0]})")
+        return ", ".join(parts)
 
     def describe(self, limit: int = 20) -> str:
         def block(title: str, items: list[str]) -> str:
@@ -170,9 +191,7 @@ def load_weights(
         mismatched=mismatched,
     )
     if strict and not report.ok:
-        raise WeightLoadError(
-            f"weights (source={source!r}) do not fit {type(model).__name__}; nothing was loaded.\n"
-            + report.describe()
-        )
+        raise WeightLoadError(f"the weights do not fit {model_label(model)}: {report.summary()}; nothing was loaded",
+                              report)
     model.load_state_dict(matched, strict=False)
     return report

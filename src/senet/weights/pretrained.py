@@ -26,6 +26,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .convert import WeightLoadError, convert_state_dict, load_weights, read_state_dict
+from .identify import describe_weights, file_metadata
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
@@ -177,7 +180,6 @@ def load_pretrained(model: nn.Module, name: str, cfg: PretrainedConfig | None, p
     When the model's classifier has another number of classes than the weights, everything but
     the classifier is loaded, and a warning says so (fine-tuning, paper §6.3 style transfer).
     """
-    from .convert import convert_state_dict, load_weights, read_state_dict
 
     if pretrained is True:
         path = resolve_weights(name, cfg)
@@ -187,20 +189,26 @@ def load_pretrained(model: nn.Module, name: str, cfg: PretrainedConfig | None, p
             raise FileNotFoundError(f"pretrained weights file not found: {path}")
     else:
         raise TypeError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
-    sd = read_state_dict(path)
+    raw = read_state_dict(path)
     drop = cfg.drop_keys if cfg else ()
-    sd = convert_state_dict({k: v for k, v in sd.items() if not k.startswith(drop)}, source)
+    sd = convert_state_dict({k: v for k, v in raw.items() if not k.startswith(drop)}, source)
     head = getattr(model, "classifier_name", "fc") + "."
     own = model.state_dict()
     clash = [k for k in sd if k.startswith(head) and k in own and sd[k].shape != own[k].shape]
+    own_head = [k for k in own if k.startswith(head)]
     if clash:
         # Keep the model's own (fresh) classifier; every other key must still fit exactly.
-        own_head = [k for k in own if k.startswith(head)]
         sd = {**{k: v for k, v in sd.items() if not k.startswith(head)}, **{k: own[k] for k in own_head}}
+    try:
+        load_weights(model, sd, source="senet")
+    except WeightLoadError as e:
+        held = describe_weights(raw, file_metadata(path))
+        raise WeightLoadError(f"{path.name} holds {held}; the model is {name}, so nothing was loaded "
+                              f"({e.report.summary() if e.report else e})", e.report) from None
+    if clash:  # said only once the rest has loaded
         warnings.warn(f"{name}: loaded the pretrained weights from {path.name} except the classifier "
                       f"({', '.join(own_head)}), whose number of classes differs; it keeps its fresh "
                       f"initialisation", stacklevel=3)
-    load_weights(model, sd, source="senet")
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,103 @@
+"""What a weights file holds: its key layout and the registered network it belongs to.
+
+Loading the wrong file should fail with one line naming both ("this file holds se_resnet50 weights
+(timm layout); the model is se_resnet20") instead of hundreds of key names. Identification builds
+each registered network on the ``meta`` device (no memory, no arithmetic) and compares tensor
+names and shapes, leaving out the classifier, whose width depends on the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..models.registry import get_model_spec, list_models
+from .convert import convert_state_dict
+
+__all__ = ["LAYOUTS", "detect_layout", "file_metadata", "identify", "head_prefix", "describe_weights"]
+
+LAYOUTS = ("senet", "timm", "legacy")
+
+
+def file_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (``{}`` for any other file)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return {}
+            (size,) = struct.unpack("<Q", head)
+            if not 1 < size <= 100_000_000:
+                return {}
+            header = json.loads(f.read(size))
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def detect_layout(sd: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> str:
+    """``"senet"`` (a checkpoint of this project: its metadata says so), ``"legacy"`` (the authors'
+    Caffe models as ported by Cadene: ``layer0`` stem, ``se_module``, ``last_linear``) or ``"timm"``."""
+    if metadata and "senet" in metadata:
+        return "senet"
+    if any(k.startswith(("layer0.", "last_linear.")) or ".se_module." in k for k in sd):
+        return "legacy"
+    return "timm"
+
+
+def head_prefix(model: nn.Module) -> str:
+    """The key prefix of ``model``'s classifier: its last ``nn.Linear`` (``""`` if it has none)."""
+    last = ""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name + "."
+    return last
+
+
+def _signature(sd: Mapping[str, Any], head: str) -> frozenset[tuple[str, tuple[int, ...]]]:
+    return frozenset((k, tuple(v.shape)) for k, v in sd.items()
+                     if not (head and k.startswith(head)) and not k.endswith("num_batches_tracked"))
+
+
+def identify(sd: Mapping[str, torch.Tensor], layout: str | None = None) -> list[str]:
+    """Registered networks whose tensors (names and shapes, classifier aside) are exactly ``sd``'s,
+    with ``sd`` in ``layout`` (detected when None). Models whose weights use that layout come first."""
+    layout = layout or detect_layout(sd)
+    ours = convert_state_dict(sd, "timm" if layout == "senet" else layout)
+    found = []
+    for name in list_models():
+        spec = get_model_spec(name)
+        try:
+            with torch.device("meta"):
+                model = spec.build()
+        except Exception:  # a user's builder that cannot run on the meta device: not a candidate
+            continue
+        own = model.state_dict()
+        head = head_prefix(model)
+        if _signature(ours, head) == _signature(own, head):
+            found.append(name)
+    return sorted(found, key=lambda n: get_model_spec(n).layout != layout)
+
+
+def describe_weights(sd: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
+    """``"se_resnet50 weights (timm layout)"``, or ``"weights of no registered network (timm layout)"``."""
+    layout = detect_layout(sd, metadata)
+    if layout == "senet" and metadata:
+        try:
+            name = json.loads(metadata["senet"]).get("model") or json.loads(metadata["senet"]).get("name")
+        except (ValueError, AttributeError):
+            name = None
+        if name:
+            return f"{name} weights (a senet checkpoint)"
+    names = identify(sd, layout)
+    if not names:
+        return f"weights of no registered network ({layout} layout, {len(sd)} tensors)"
+    also = f" (or {', '.join(names[1:3])})" if len(names) > 1 else ""
+    return f"{names[0]}{also} weights ({layout} layout)"
