@@ -50,3 +50,14 @@ def load_timm_fixture(name: str) -> tuple[dict, dict[str, torch.Tensor], torch.T
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``gpu`` tests are skipped without CUDA, ``network`` tests unless SENET_NETWORK_TESTS=1 (CI is offline)."""
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    offline = pytest.mark.skip(reason="needs the network (set SENET_NETWORK_TESTS=1)")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "network" in item.keywords and os.environ.get("SENET_NETWORK_TESTS") != "1":
+            item.add_marker(offline)

@@ -1,9 +1,10 @@
-"""The README runs as written: every ```python block is executed, every `senet` command line is
-parsed by the real CLI parser (and run, where it takes seconds).
+"""The documentation runs as written: README.md, CONTRIBUTING.md and every docs/*.md page. Every
+```python block is executed, every `senet` command line is parsed by the real CLI parser (and run,
+where it takes seconds).
 
-Python blocks run in order, each in a fresh namespace (a block a user copies alone must work
-alone), all in one temporary working directory (files a block writes, such as ``runs/demo``,
-are there for the next). The weight files the blocks name are made first from the timm
+Python blocks run in order (the README first, then the pages in reading order), each in a fresh
+namespace (a block a user copies alone must work alone), all in one temporary working directory
+(files a block writes, such as ``runs/demo``, are there for the next). The weight files the blocks name are made first from the timm
 fixtures (``tests/fixtures/timm``): the published files have the same keys and shapes, only
 other numbers. New blocks are picked up automatically. A block that cannot run everywhere says so
 in a comment line of its own, which readers see too:
@@ -32,9 +33,13 @@ import torch
 
 from conftest import load_timm_fixture
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+# Reading order: a page may use what an earlier one made (docs/experiments.md uses the run of docs/training.md).
+FIRST = ("README.md", "docs/models.md", "docs/backbones.md", "docs/training.md", "docs/experiments.md")
+DOCS = [ROOT / n for n in FIRST if (ROOT / n).is_file()] + sorted(
+    p for p in [*ROOT.glob("docs/*.md"), ROOT / "CONTRIBUTING.md"] if p.is_file() and str(p.relative_to(ROOT)) not in FIRST)
 
-# Weight files the README names -> (timm fixture with the same layout, file format).
+# Weight files the docs name -> (timm fixture with the same layout, file format).
 WEIGHT_FILES = {
     "se_resnet50-ce0d4300.pth": ("legacy_seresnet50", "torch"),  # Cadene's port of the authors' SE-ResNet-50
     "seresnet50.safetensors": ("seresnet50", "safetensors"),  # timm seresnet50.a1_in1k
@@ -49,6 +54,7 @@ RUN_COMMANDS = ("models", "summary")  # `senet` commands cheap enough to run in 
 
 @dataclasses.dataclass(frozen=True)
 class Block:
+    doc: str  # path relative to the repository root
     line: int  # 1-based line of the opening fence
     lang: str
     code: str
@@ -58,7 +64,7 @@ class Block:
         return [w.strip() for m in NEEDS.findall(self.code) for w in m.split(",") if w.strip()]
 
 
-def blocks(text: str) -> list[Block]:
+def blocks(text: str, doc: str = "README.md") -> list[Block]:
     """Fenced code blocks (``` or ~~~) with the first word of their info string."""
     out, fence, start, lang, body = [], None, 0, "", []
     for i, line in enumerate(text.splitlines(), 1):
@@ -68,11 +74,11 @@ def blocks(text: str) -> list[Block]:
             if m:
                 fence, start, lang, body = m.group(1), i, m.group(2).lower(), []
         elif stripped.startswith(fence) and stripped.strip(fence[0]) == "":
-            out.append(Block(start, lang, "\n".join(body) + "\n"))
+            out.append(Block(doc, start, lang, "\n".join(body) + "\n"))
             fence = None
         else:
             body.append(line)
-    assert fence is None, f"README.md: the code block opened at line {start} is never closed"
+    assert fence is None, f"{doc}: the code block opened at line {start} is never closed"
     return out
 
 
@@ -81,9 +87,10 @@ def _section(text: str, line: int) -> str:
     return heads[-1][1] if heads else "top"
 
 
-TEXT = README.read_text()
-PY_BLOCKS = [b for b in blocks(TEXT) if b.lang in ("python", "py")]
-SHELL_BLOCKS = [b for b in blocks(TEXT) if b.lang in ("bash", "sh", "shell", "console")]
+TEXTS = {str(p.relative_to(ROOT)): p.read_text() for p in DOCS}
+ALL_BLOCKS = [b for doc, text in TEXTS.items() for b in blocks(text, doc)]
+PY_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ("python", "py")]
+SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ("bash", "sh", "shell", "console")]
 
 
 def _marks(block: Block) -> list:
@@ -91,12 +98,13 @@ def _marks(block: Block) -> list:
 
 
 def _id(block: Block) -> str:
-    return f"L{block.line}-" + re.sub(r"\W+", "_", _section(TEXT, block.line)).strip("_")[:30]
+    page = Path(block.doc).stem
+    return f"{page}-L{block.line}-" + re.sub(r"\W+", "_", _section(TEXTS[block.doc], block.line)).strip("_")[:30]
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("readme")
+    return tmp_path_factory.mktemp("docs")
 
 
 def _make_weight_file(path: Path, fixture: str, fmt: str) -> None:
@@ -109,21 +117,23 @@ def _make_weight_file(path: Path, fixture: str, fmt: str) -> None:
         torch.save(sd, path)
 
 
-def test_readme_has_python_blocks():
-    assert len(PY_BLOCKS) >= 4, "the README's Python examples were not found (fence parsing broken?)"
+def test_docs_have_python_blocks():
+    assert "README.md" in TEXTS and len(DOCS) >= 5
+    assert sum(b.doc == "README.md" for b in PY_BLOCKS) >= 1, "the README's Python example was not found"
+    assert len(PY_BLOCKS) >= 8, "the docs' Python examples were not found (fence parsing broken?)"
     for block in PY_BLOCKS:
         unknown = [n for n in block.needs if n not in KNOWN_NEEDS]
-        assert not unknown, f"README line {block.line}: unknown '# needs:' {unknown}; known: {KNOWN_NEEDS}"
+        assert not unknown, f"{block.doc} line {block.line}: unknown '# needs:' {unknown}; known: {KNOWN_NEEDS}"
 
 
 @pytest.mark.parametrize("block", [pytest.param(b, marks=_marks(b), id=_id(b)) for b in PY_BLOCKS])
 def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
     if "cuda" in block.needs and not torch.cuda.is_available():
-        pytest.skip(f"README line {block.line}: needs CUDA")
+        pytest.skip(f"{block.doc} line {block.line}: needs CUDA")
     if "network" in block.needs:
-        pytest.skip(f"README line {block.line}: needs the network")
+        pytest.skip(f"{block.doc} line {block.line}: needs the network")
     for package in set(block.needs) & set(OPTIONAL_PACKAGES):
-        pytest.importorskip(package, reason=f"README line {block.line}: needs {package}")
+        pytest.importorskip(package, reason=f"{block.doc} line {block.line}: needs {package}")
     monkeypatch.chdir(workdir)
     # `pretrained=True`: the file a user (or timm) would have in torch.hub's folder, made from the fixture;
     # offline, as the test machine is.
@@ -136,17 +146,17 @@ def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
     for name in WEIGHT_NAME.findall(block.code):
         if name in WEIGHT_FILES and not (workdir / name).exists():
             _make_weight_file(workdir / name, *WEIGHT_FILES[name])
-    code = compile(block.code, f"README.md:{block.line}", "exec")
+    code = compile(block.code, f"{block.doc}:{block.line}", "exec")
     try:
         exec(code, {"__name__": "__readme__"})
     except FileNotFoundError as e:
         named = [n for n in WEIGHT_NAME.findall(block.code) if n not in WEIGHT_FILES and n in str(e)]
         hint = f" (add {named} to WEIGHT_FILES in tests/test_readme.py with the fixture of that layout)" if named else ""
-        raise AssertionError(f"README block at line {block.line}: {e}{hint}") from e
+        raise AssertionError(f"{block.doc} block at line {block.line}: {e}{hint}") from e
 
 
 def senet_commands(block: Block) -> list[tuple[int, list[str]]]:
-    """``(line, argv after 'senet')`` for every senet invocation in a shell block."""
+    """``("doc:line", argv after 'senet')`` for every senet invocation in a shell block."""
     found = []
     lines = block.code.splitlines()
     for offset, line in enumerate(lines, 1):
@@ -158,21 +168,21 @@ def senet_commands(block: Block) -> list[tuple[int, list[str]]]:
         for part in line.split("&&"):
             words = shlex.split(part, comments=True)
             if words[:1] == ["senet"]:
-                found.append((block.line + offset, words[1:]))
+                found.append((f"{block.doc}:{block.line + offset}", words[1:]))
             elif "senet.cli" in words and words[words.index("senet.cli") - 1] == "-m":
-                found.append((block.line + offset, words[words.index("senet.cli") + 1:]))
+                found.append((f"{block.doc}:{block.line + offset}", words[words.index("senet.cli") + 1:]))
     return found
 
 
 COMMANDS = [c for b in SHELL_BLOCKS for c in senet_commands(b)]
 
 
-def test_readme_has_senet_commands():
+def test_docs_have_senet_commands():
     commands = {argv[0] for _, argv in COMMANDS if argv}
     assert {"models", "summary", "train", "eval", "compare", "ablate", "report"} <= commands
 
 
-@pytest.mark.parametrize("line,argv", COMMANDS, ids=[f"L{n}-{' '.join(a)[:40]}" for n, a in COMMANDS])
+@pytest.mark.parametrize("line,argv", COMMANDS, ids=[f"{n}-{' '.join(a)[:40]}" for n, a in COMMANDS])
 def test_senet_command_line_is_valid(line, argv, capsys):
     from senet.cli import build_parser, main
 
@@ -180,7 +190,7 @@ def test_senet_command_line_is_valid(line, argv, capsys):
         build_parser().parse_args(argv)
     except SystemExit as e:
         err = capsys.readouterr().err.strip().splitlines()
-        pytest.fail(f"README line {line}: `senet {' '.join(argv)}` does not parse: {err[-1] if err else e}")
+        pytest.fail(f"{line}: `senet {' '.join(argv)}` does not parse: {err[-1] if err else e}")
     if argv and argv[0] in RUN_COMMANDS:
-        assert main(argv) == 0, f"README line {line}: `senet {' '.join(argv)}` failed: {capsys.readouterr().err}"
+        assert main(argv) == 0, f"{line}: `senet {' '.join(argv)}` failed: {capsys.readouterr().err}"
         assert capsys.readouterr().out.strip()
