@@ -52,6 +52,25 @@ def _deterministic() -> None:
     torch.manual_seed(0)
 
 
+def registered(*entries: dict):
+    """A module-scoped fixture that registers test networks (``register_model`` keyword dicts, with
+    ``name`` and ``builder``) for the module's duration and removes them afterwards, so no test module
+    changes the registry that other modules see."""
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _registered():
+        from senet.models.registry import register_model, unregister_model
+
+        for entry in entries:
+            entry = dict(entry)
+            register_model(entry.pop("name"), entry.pop("builder"), **entry)
+        yield
+        for entry in entries:
+            unregister_model(entry["name"])
+
+    return _registered
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """``gpu`` tests are skipped without CUDA, ``network`` tests unless SENET_NETWORK_TESTS=1 (CI is offline)."""
     no_gpu = pytest.mark.skip(reason="needs a CUDA device")

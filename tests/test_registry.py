@@ -58,17 +58,25 @@ def test_duplicate_registration_is_refused():
 
 
 def test_user_registered_model_works_with_tools():
+    from senet.models.registry import unregister_model
+
     name = "test_tiny_user_net"
-    if name not in senet.list_models():
-        senet.register_model(name, senet.models.ResNet, family="user", description="user net",
-                             block="basic", layers=(1, 1), widths=(8, 16), stem="cifar", stem_width=8,
-                             se=senet.SEConfig(reduction=4), num_classes=3)
-    model = senet.create_model(name, num_classes=5)
-    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
-    assert senet.complexity(model, (3, 16, 16)).se_blocks == 2
+    senet.register_model(name, senet.models.ResNet, family="user", description="user net",
+                         block="basic", layers=(1, 1), widths=(8, 16), stem="cifar", stem_width=8,
+                         se=senet.SEConfig(reduction=4), num_classes=3, aliases=("tinyusernet",))
+    try:
+        model = senet.create_model(name, num_classes=5)
+        assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+        assert senet.complexity(model, (3, 16, 16)).se_blocks == 2
+    finally:
+        assert unregister_model("tinyusernet").name == name  # by any of its names
+    assert name not in senet.list_models() and not senet.list_models("tinyusernet")
+    with pytest.raises(UnknownModelError):
+        senet.create_model(name)
     with pytest.raises(ValueError):  # defaults are validated at registration
         senet.register_model("test_bad_defaults", senet.models.ResNet, family="user", description="bad",
                              block="basic", layers=(1,), bogus=1)
+    assert "test_bad_defaults" not in senet.list_models()
 
 
 def test_se_field_overrides():

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from senet.data import load_dataset, make_loader
-from senet.models.registry import register_model
+from conftest import registered
 from senet.train import NonFiniteLossError, Reporter, apply_overrides, evaluate, load_config, load_model
 from senet.train import fit as fit_on
 
@@ -123,8 +123,6 @@ class _NaNAfter(nn.Module):
         return out
 
 
-register_model("test_nan_after_10", _NaNAfter, family="test", description="NaN from the 11th step",
-               input_size=(3, 32, 32))
 
 
 def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tmp_path):
@@ -200,9 +198,14 @@ class _InfStatsAfter(_LinearBN):
         return out
 
 
-register_model("test_linear_bn", _LinearBN, family="test", description="pooled BN + linear", input_size=(3, 32, 32))
-register_model("test_inf_stats_after_11", _InfStatsAfter, family="test", description="inf BN statistics from step 12",
-               input_size=(3, 32, 32))
+_models = registered(
+    dict(name="test_nan_after_10", builder=_NaNAfter, family="test", description="NaN from the 11th step",
+         input_size=(3, 32, 32)),
+    dict(name="test_linear_bn", builder=_LinearBN, family="test", description="pooled BN + linear",
+         input_size=(3, 32, 32)),
+    dict(name="test_inf_stats_after_11", builder=_InfStatsAfter, family="test",
+         description="inf BN statistics from step 12", input_size=(3, 32, 32)),
+)
 LINEAR = ["model.name=test_linear_bn", "model.overrides={}", "data.dataset=synthetic:192:3x8x8", "eval_batch_size=64"]
 
 

@@ -9,7 +9,7 @@ import torch
 
 from torch import nn
 
-from senet.models.registry import register_model
+from conftest import registered
 from senet.train import Reporter, TerminalReporter, fit, load_config
 from senet.train.writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
 
@@ -23,7 +23,8 @@ class _Pooled(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-register_model("test_loop_linear", _Pooled, family="test", description="pooled linear", input_size=(3, 32, 32))
+_models = registered(dict(name="test_loop_linear", builder=_Pooled, family="test", description="pooled linear",
+                           input_size=(3, 32, 32)))
 LINEAR = ["model.name=test_loop_linear", "model.overrides={}", "eval_batch_size=64", "batch_size=32", "epochs=1"]
 
 

@@ -21,8 +21,8 @@ from ..layers.se import SEConfig
 if TYPE_CHECKING:  # pragma: no cover
     from ..weights.pretrained import PretrainedConfig
 
-__all__ = ["ModelSpec", "register_model", "list_models", "get_model_spec", "create_model", "UnknownModelError",
-           "resolve_name", "list_pretrained", "aliases_of"]
+__all__ = ["ModelSpec", "register_model", "unregister_model", "list_models", "get_model_spec", "create_model",
+           "UnknownModelError", "resolve_name", "list_pretrained", "aliases_of"]
 
 
 class UnknownModelError(KeyError):
@@ -146,6 +146,16 @@ def register_model(
                          f"argument(s) {', '.join(unknown)}")
     _REGISTRY[name] = spec
     _ALIASES.update({a: name for a in aliases})
+    return spec
+
+
+def unregister_model(name: str) -> ModelSpec:
+    """Remove ``name`` (and its other names) from the registry and return its entry: for a notebook that
+    redefines a network, and for tests that register one for their own duration."""
+    spec = get_model_spec(name)
+    del _REGISTRY[spec.name]
+    for alias in spec.aliases:
+        _ALIASES.pop(alias, None)
     return spec
 
 
