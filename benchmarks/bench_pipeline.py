@@ -6,12 +6,12 @@ the two in one process; the ratio is product / bare throughput (1.0 = no overhea
 
     python benchmarks/bench_pipeline.py                   # CPU: SE-ResNet-20, bundled data, at 2 and all threads
     python benchmarks/bench_pipeline.py --threads 2       # as on a 2-core machine
-    python benchmarks/bench_pipeline.py --device cuda     # GPU, everything the issue asks, one command:
+    python benchmarks/bench_pipeline.py --device cuda     # GPU, every target below, one command:
         # SE-ResNet-20 on the bundled data (recipe bundled_gpu), SE-ResNet-50 at 224x224 (synthetic), batch 128,
         # bf16, channels_last, both as product/bare ratios; then `senet train` with no arguments, timed
         # wall-clock in a fresh process (model build, data load and CUDA start-up included), with its top-1 error.
 
-Targets (issue 10): ratio >= 0.97 on GPU, >= 0.95 on CPU at 2 and 16 threads; `senet train` on a
+Targets: ratio >= 0.97 on GPU, >= 0.95 on CPU at 2 and 16 threads; `senet train` on a
 GPU <= 10 s with top-1 error within 2 points of the CPU default's 27.4%.
 """
 
