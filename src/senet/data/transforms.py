@@ -207,8 +207,8 @@ def eval_view(img: torch.Tensor, *, input_size: tuple[int, int, int], crop_pct: 
     ``img``: a (C, H, W) float tensor in [0, 1] (a ``uint8`` one is divided by 255). Channels are
     matched to ``input_size``: colour to grey by luma, grey repeated to colour. Inputs of side
     ``>= WHOLE_IMAGE_BELOW`` (128): shorter side to ``side / crop_pct`` with ``interpolation``, centred
-    crop (:func:`resize_center_crop`); smaller inputs (CIFAR-size networks, trained on whole images):
-    the whole image resized to (H, W). Then ``(x - mean) / std`` per channel.
+    crop (:func:`resize_center_crop`); smaller inputs (CIFAR-size networks, trained on whole images)
+    and non-square ones: the whole image resized to (H, W). Then ``(x - mean) / std`` per channel.
     """
     c, h, w = (int(s) for s in input_size)
     x = img.to(torch.float32) / 255 if img.dtype == torch.uint8 else img.to(torch.float32)
