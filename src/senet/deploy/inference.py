@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from ..models.card import ModelCard, card_of
+from ..models.card import ModelCard, card_of, default_stats
 
 __all__ = ["resolve_model", "looks_like_path", "card_or_default"]
 
@@ -33,8 +33,8 @@ def card_or_default(model: nn.Module) -> ModelCard:
         return card
     c = int(getattr(model, "in_chans", 3))
     side = max(224, int(getattr(model, "min_input_size", 0)))
-    stats = {} if c == 3 else {"mean": (0.449,) * c, "std": (0.226,) * c}
-    return ModelCard(name=type(model).__name__, in_chans=c, input_size=(c, side, side), **stats)
+    mean, std = default_stats(c)
+    return ModelCard(name=type(model).__name__, in_chans=c, input_size=(c, side, side), mean=mean, std=std)
 
 
 def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, Any] | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
@@ -19,16 +20,15 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig
+from ..weights.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..weights.pretrained import PretrainedConfig
     from .registry import ModelSpec
 
 __all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "attach_card",
-           "card_of", "card_for"]
+           "card_of", "card_for", "default_stats"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Where the weights came from: initialisation, published weights (by tag), a local file, a training run.
 WEIGHT_SOURCES = ("random", "published", "file", "trained")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -289,11 +289,21 @@ def card_of(model: nn.Module) -> ModelCard | None:
     return None
 
 
-def _default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    # ImageNet statistics (the paper's data, §5.1); other channel counts get their average per channel.
+def default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's mean/std (the paper's data, §5.1) for 3 channels; their averages for other counts."""
     if channels == 3:
         return IMAGENET_MEAN, IMAGENET_STD
     return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
+
+
+def _argument(spec: "ModelSpec", overrides: Mapping[str, Any], name: str, fallback: Any) -> Any:
+    # The value the builder received: an override, a registered default, or the builder's own default.
+    if name in overrides:
+        return overrides[name]
+    if name in spec.defaults:
+        return spec.defaults[name]
+    param = inspect.signature(spec.builder).parameters.get(name)
+    return fallback if param is None or param.default is param.empty else param.default
 
 
 def card_for(spec: "ModelSpec", model: nn.Module, overrides: Mapping[str, Any],
@@ -301,10 +311,10 @@ def card_for(spec: "ModelSpec", model: nn.Module, overrides: Mapping[str, Any],
     """The card of a model ``create_model`` just built from ``spec`` with ``overrides``: the
     published weights' evaluation setup and ImageNet-1k names when ``cfg`` was loaded (also from
     ``weights_file``, a local copy of them), else the registered input size and ImageNet statistics."""
-    in_chans = int(getattr(model, "in_chans", overrides.get("in_chans", spec.input_size[0])))
-    num_classes = int(getattr(model, "num_classes", overrides.get("num_classes", 1000)))
+    in_chans = int(getattr(model, "in_chans", _argument(spec, overrides, "in_chans", spec.input_size[0])))
+    num_classes = int(getattr(model, "num_classes", _argument(spec, overrides, "num_classes", 1000)))
     size = (in_chans, *(cfg.input_size[1:] if cfg is not None else spec.input_size[1:]))
-    mean, std = _default_stats(in_chans)
+    mean, std = default_stats(in_chans)
     common = dict(name=spec.name, overrides=overrides, num_classes=num_classes, in_chans=in_chans,
                   input_size=size, classifier=getattr(model, "classifier_name", "fc"))
     if cfg is None:
