@@ -114,6 +114,7 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
     model = create_model(cfg.model.name, **overrides)
     # Array datasets know their image size; folders are decoded at image_size (default: the model's).
     size = dataset.input_size[1] if hasattr(dataset, "input_size") else cfg.data.image_size or spec.input_size[1]
+    # The evaluation view is the one fit evaluates with (paper §5.1: 0.875, bilinear; whole images below 128 px).
     card = card_of(model).replace(
         classes=tuple(dataset.classes), mean=tuple(dataset.mean), std=tuple(dataset.std),
         input_size=(channels, size, size), crop_pct=0.875, interpolation="bilinear", weights="trained",

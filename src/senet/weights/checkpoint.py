@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..models.card import ModelCard, RetrofitSpec
+from ..models.card import ModelCard, RetrofitSpec, default_stats
 
 __all__ = [
     "CheckpointError",
@@ -187,11 +187,12 @@ def _card_from_old(meta: Mapping[str, Any]) -> ModelCard:
     data = meta.get("data") or {}
     retrofit = meta.get("retrofit")
     overrides = meta.get("overrides") or {}
+    mean, std = default_stats(size[0])
     return ModelCard.from_dict({
         "name": meta["model"], "overrides": overrides,
         "num_classes": len(classes) if classes else overrides.get("num_classes", 1000),
-        "in_chans": size[0], "input_size": size, "mean": meta.get("mean") or (0.5,) * size[0],
-        "std": meta.get("std") or (0.5,) * size[0], "classes": classes, "weights": "trained",
+        "in_chans": size[0], "input_size": size, "mean": meta.get("mean") or mean,
+        "std": meta.get("std") or std, "classes": classes, "weights": "trained",
         "retrofit": RetrofitSpec.from_mapping(retrofit).to_dict() if retrofit else None,
         "dataset": data.get("dataset"), "data_root": data.get("root"), "dataset_name": meta.get("dataset"),
     })
