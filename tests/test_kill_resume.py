@@ -119,7 +119,7 @@ def test_kill_at_every_write_point_then_resume_equals_an_uninterrupted_run(tmp_p
         assert p.returncode == (9 if fires else 0), (POINTS[i], err.decode()[-2000:])
 
     # The kills did leave the files of different epochs that the resume must repair.
-    assert read_weights(tmp_path / "k0/checkpoints/last.safetensors")[1]["epoch"] == 2
+    assert read_weights(tmp_path / "k0/checkpoints/last.safetensors")[1].epoch == 2
     assert torch.load(tmp_path / "k1/checkpoints/best_state.pt", weights_only=True)["epoch"] == 2
     assert len((tmp_path / "k3/metrics.csv").read_text().splitlines()) == 3 and list(tmp_path.glob("k3/.*.tmp-*"))
     assert not (tmp_path / "k5/report.md").exists()

@@ -10,7 +10,7 @@ from PIL import Image
 import senet
 from senet.cli import main
 from senet.deploy.predict import expand_inputs, predict_paths
-from senet.weights.checkpoint import save_checkpoint
+from senet.weights.checkpoint import CheckpointMeta, save_checkpoint
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 
@@ -19,11 +19,10 @@ CLASSES = ["ant", "bee", "cat", "dog"]
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    overrides = {"layers": [1, 1, 1], "num_classes": 4}
     model = senet.create_model("se_resnet20", layers=(1, 1, 1), num_classes=4)
-    meta = {"model": "se_resnet20", "overrides": overrides, "classes": CLASSES, "input_size": [3, 16, 16],
-            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-    weights, _ = save_checkpoint(root, "last", model, meta, {})
+    card = model.pretrained_cfg.replace(classes=tuple(CLASSES), input_size=(3, 16, 16), mean=(0.5,) * 3,
+                                        std=(0.25,) * 3, weights="trained")
+    weights, _ = save_checkpoint(root, "last", model, CheckpointMeta(card, 1), {})
     return weights, model.eval()
 
 

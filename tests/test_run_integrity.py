@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from senet.cli import main
-from senet.train import CheckpointError, RunDirError, fit, load_model  # the public names users catch
-from senet.weights.checkpoint import load_state, read_weights, save_checkpoint
+from senet.train import CheckpointError, RunDirError, fit, load_checkpoint  # the public names users catch
+from senet.models.card import ModelCard
+from senet.weights.checkpoint import CheckpointMeta, load_state, read_weights, save_checkpoint
 from senet.train.reconcile import load_resume_state
 from senet.train.runlock import RunLock
 
@@ -28,7 +29,7 @@ def _small_checkpoint(tmp_path):
     model = nn.Linear(4, 3)
     with torch.no_grad():
         model.weight.fill_(1.5)  # a byte pattern to find and flip in the files
-    save_checkpoint(tmp_path, "last", model, {"model": "x", "epoch": 1}, {"epoch": 1, "history": []})
+    save_checkpoint(tmp_path, "last", model, CheckpointMeta(ModelCard("x"), 1), {"epoch": 1, "history": []})
     return tmp_path / "checkpoints"
 
 
@@ -42,7 +43,7 @@ def _flip_pattern(path):
 
 def test_checksums_catch_flipped_bytes_and_damaged_files(tmp_path):
     ckpt = _small_checkpoint(tmp_path)
-    assert load_state(tmp_path)["epoch"] == 1 and read_weights(ckpt / "last.safetensors")[1]["epoch"] == 1
+    assert load_state(tmp_path)["epoch"] == 1 and read_weights(ckpt / "last.safetensors")[1].epoch == 1
     for name in ("last_state.pt", "last.safetensors"):
         good = (ckpt / name).read_bytes()
         _flip_pattern(ckpt / name)
@@ -78,8 +79,9 @@ def test_resume_falls_back_to_best_and_eval_falls_back_to_last(straight, tmp_pat
 
     (run / "checkpoints/best.safetensors").write_bytes(b"\0" * 100)
     with caplog.at_level(logging.WARNING):
-        _, meta = load_model(run)
-    assert meta["epoch"] == 3 and "best.safetensors is not a checkpoint" in caplog.text and "last" in caplog.text
+        ckpt = load_checkpoint(run)
+    assert ckpt.meta.epoch == 3 and ckpt.path.name == "last.safetensors" and ckpt.verified
+    assert "best.safetensors is not a checkpoint" in caplog.text and "last" in caplog.text
     assert main(["eval", "--checkpoint", str(run)]) == 0
     assert "top-1 error" in capsys.readouterr().out
     (run / "checkpoints/last.safetensors").write_bytes(b"")

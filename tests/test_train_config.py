@@ -215,4 +215,4 @@ def test_num_classes_that_disagree_with_the_data_are_refused():
     with pytest.raises(ConfigError, match="in_chans' is 1 but the dataset has 3 image channels"):
         build_model(cfg, data)
     agreeing = apply_overrides(TrainConfig(), [f"model.overrides.num_classes={len(data.classes)}"])
-    assert build_model(agreeing, data)[1]["overrides"]["num_classes"] == len(data.classes)
+    assert build_model(agreeing, data)[1].overrides["num_classes"] == len(data.classes)

@@ -69,7 +69,7 @@ def test_kill_between_the_two_checkpoint_writes_loses_nothing(tmp_path, monkeypa
     monkeypatch.setattr(ckpt, "atomic_write_bytes", real_write)
     state = torch.load(tmp_path / "killed/checkpoints/last_state.pt", weights_only=True)
     from senet.train import read_checkpoint_meta
-    assert state["epoch"] == 3 and read_checkpoint_meta(tmp_path / "killed/checkpoints/last.safetensors")["epoch"] == 2
+    assert state["epoch"] == 3 and read_checkpoint_meta(tmp_path / "killed/checkpoints/last.safetensors").epoch == 2
     resumed = fit(cfg, tmp_path / "killed", resume=True)
     assert untimed(resumed.history) == untimed(straight.history)
     a = load_file(tmp_path / "straight/checkpoints/last.safetensors")
@@ -95,9 +95,11 @@ def test_run_directory_layout_and_learning(tmp_path):
     # The synthetic classes are separable: three short epochs already beat chance (90% error) clearly.
     assert result.final["top1_err"] < 70 and result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     # The checkpoint alone rebuilds the model, and evaluate() agrees with the logged metrics.
-    model, meta = load_model(tmp_path / "checkpoints/last.safetensors")
-    assert meta["classes"] == result.meta["classes"] and len(meta["classes"]) == 10
-    assert meta["input_size"] == [3, 16, 16] and meta["overrides"]["layers"] == [1, 1, 1]
+    model = load_model(tmp_path / "checkpoints/last.safetensors")
+    card = model.pretrained_cfg
+    assert card == result.card and card is model.default_cfg and len(card.classes) == 10
+    assert card.input_size == (3, 16, 16) and card.overrides["layers"] == (1, 1, 1) and card.weights == "trained"
+    assert card.dataset == "synthetic:256:3x16x16" and not model.training
     test = load_dataset("synthetic:256:3x16x16", "test")
     m = evaluate(model, make_loader(test, 17, train=False))
     assert m["top1_err"] == pytest.approx(result.final["top1_err"]) and m["loss"] == pytest.approx(

@@ -24,7 +24,7 @@ def pretrained(tmp_path_factory):
 
 
 def test_retrofit_in_config_keeps_the_pretrained_function_then_reloads(pretrained, tmp_path):
-    plain, meta = load_model(pretrained)
+    plain = load_model(pretrained)
     test = load_dataset("synthetic:128:3x16x16", "test")
     loader = make_loader(test, 64, train=False)
     before = evaluate(plain, loader)
@@ -38,17 +38,16 @@ def test_retrofit_in_config_keeps_the_pretrained_function_then_reloads(pretraine
     assert len(se_blocks) > 0
     # lr 0 leaves every weight as loaded; BN statistics move in train mode, so compare on the
     # checkpoint after one epoch against evaluating the same weights: the retrofitted net reloads exactly.
-    rebuilt, rmeta = load_model(tmp_path / "se")
-    assert rmeta["retrofit"]["init"] == "identity"
+    rebuilt = load_model(tmp_path / "se")
+    assert rebuilt.pretrained_cfg.retrofit.init == "identity" and rebuilt.pretrained_cfg == result.card
     assert evaluate(rebuilt, loader) == evaluate(result.model, loader)
     assert before["top1_err"] < 90  # the pretrained plain network had learned something
 
 
 def test_identity_init_matches_plain_outputs(pretrained):
-    plain, meta = load_model(pretrained)
-    se, _ = load_model(pretrained)
+    plain, se = load_model(pretrained), load_model(pretrained)
     report = senet.retrofit(se, conv_activations=True, se=senet.SEConfig(reduction=4), init="identity",
-                            input_size=meta["input_size"])
+                            input_size=plain.pretrained_cfg.input_size)
     assert report.inserted
     x = torch.randn(4, 3, 16, 16)
     torch.testing.assert_close(se.eval()(x), plain.eval()(x), rtol=0, atol=1e-5)

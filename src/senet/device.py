@@ -1,12 +1,15 @@
-"""``resolve_device``: the one place a device name is checked and turned into a ``torch.device``."""
+"""``resolve_device``: the one place a device name is checked and turned into a ``torch.device``;
+``intra_op_threads``: torch's CPU thread count for a block (training, benchmarks)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import Iterator
 
 import torch
 
-__all__ = ["resolve_device", "DEVICE_FORMS"]
+__all__ = ["resolve_device", "DEVICE_FORMS", "intra_op_threads"]
 
 DEVICE_FORMS = "'cpu', 'cuda', 'cuda:N' or 'mps'"
 _PATTERN = re.compile(r"(cpu|cuda|mps)(?::(\d+))?")
@@ -45,3 +48,20 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             raise ValueError(f"device {name!r} asks for Apple's Metal (MPS) backend, which this machine or "
                              f"PyTorch build lacks; use device 'cpu'")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``torch.set_num_threads(threads)`` and restore the previous count
+    after it (fit leaves no global state behind). ``0``/``None`` keeps torch's current setting.
+    Yields the thread count in effect."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads must be a non-negative integer (0 = torch's default), got {threads!r}")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if threads:
+            torch.set_num_threads(previous)

@@ -33,7 +33,7 @@ def excitation_study(
     claim on the last stage: fix its gates at 1 (and at their means) and report the accuracy change
     against the parameters removing them would save. Writes ``excitations.json``, ``report.md``,
     ``class_excitations.png`` and ``blocks.png`` into ``out``."""
-    from ..train.metrics import evaluate
+    from .evaluate import evaluate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

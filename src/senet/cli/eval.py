@@ -23,14 +23,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..analysis.datacheck import DataMismatch, checkpoint_data_mismatch
+    from ..analysis.evaluate import card_dataset, evaluate
     from ..data import make_loader
-    from ..train import evaluate, load_model
-    from ..weights.checkpoint import checkpoint_dataset
-    from ..train.datacheck import DataMismatch, checkpoint_data_mismatch
+    from ..weights.checkpoint import load_checkpoint
 
-    model, meta = load_model(args.checkpoint)
-    data = checkpoint_dataset(meta, args.data, "test", args.root)
-    errors, warnings = checkpoint_data_mismatch(meta, data)
+    ckpt = load_checkpoint(args.checkpoint)
+    card = ckpt.card
+    data = card_dataset(card, args.data, "test", args.root)  # image folders: the card's evaluation view
+    errors, warnings = checkpoint_data_mismatch(card, data)
     if errors and not args.allow_mismatch:
         raise DataMismatch("; ".join(errors) + ". The error rate would be meaningless; "
                            "--allow-mismatch evaluates anyway")
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"senet eval: warning: {problem}", file=sys.stderr)
     device = resolve_device(args.device)
     loader = make_loader(data, args.batch_size, train=False, device=device)
-    m = evaluate(model.to(device), loader)
-    print(f"{meta['model']} (epoch {meta.get('epoch', '?')}) on {data.name}, {len(data):,} images:")
+    m = evaluate(ckpt.model.to(device), loader)
+    print(f"checkpoint: {ckpt.path} ({'verified' if ckpt.verified else 'NOT verified: it has no content hash'})")
+    epoch = ckpt.meta.epoch if ckpt.meta.epoch is not None else "?"
+    print(f"{card.name} (epoch {epoch}) on {data.name}, {len(data):,} images:")
     print(f"  loss {m['loss']:.4f}   top-1 error {m['top1_err']:.2f}%   top-5 error {m['top5_err']:.2f}%")
     return 0

@@ -27,13 +27,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..analysis.evaluate import card_dataset
     from ..analysis.study import excitation_study
     from ..data import make_loader
-    from ..train import load_model
-    from ..weights.checkpoint import checkpoint_dataset
+    from ..weights.checkpoint import load_model
 
-    model, meta = load_model(args.checkpoint)
-    data = checkpoint_dataset(meta, args.data, args.split, args.root)
+    model = load_model(args.checkpoint)
+    card = model.pretrained_cfg
+    data = card_dataset(card, args.data, args.split, args.root)  # the card's size, mean/std and view
     try:
         show = [int(c) for c in args.classes.split(",")] if args.classes else None
     except ValueError:
@@ -45,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else Path(".")) / "excitations"
     stats, study = excitation_study(model.to(device), loader, data.classes, out,
-                                    title=f"{meta['model']} on {data.name} ({args.split})", show_classes=show,
+                                    title=f"{card.name} on {data.name} ({args.split})", show_classes=show,
                                     tol=args.tol)
-    print(f"{meta['model']} on {data.name} ({args.split} split): {len(stats.blocks)} SE blocks")
+    print(f"{card.name} on {data.name} ({args.split} split): {len(stats.blocks)} SE blocks")
     for b in stats.blocks:
         print(f"  {b:<24} specificity {stats.specificity[b]:.3f}   near identity {100 * stats.near_identity[b]:5.1f}%")
     print(f"last stage gates learned / fixed at 1 / fixed at mean: top-1 error "

@@ -33,18 +33,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.transfer import transfer_sweep
-    from ..train import read_checkpoint_meta
-    from ..weights.checkpoint import resolve_checkpoint
+    from ..weights.checkpoint import read_checkpoint_meta, resolve_checkpoint
 
     if args.checkpoint:
         weights = str(resolve_checkpoint(args.checkpoint))
-        meta = read_checkpoint_meta(weights)
-        if meta.get("retrofit"):
+        card = read_checkpoint_meta(weights).card
+        if card.retrofit is not None:
             raise ValueError(f"{args.checkpoint} already has retrofitted blocks; start from a plain network")
-        model, source = args.model or meta["model"], "senet"
-        # Classes and channels follow the dataset being fine-tuned on.
-        overrides = {k: v for k, v in meta["overrides"].items() if k not in ("num_classes", "in_chans")}
-        data = args.data or meta["data"]["dataset"]
+        model, source = args.model or card.name, "senet"
+        # Classes and channels follow the dataset being fine-tuned on (JSON data: the sweep config takes it).
+        overrides = {k: v for k, v in card.to_dict()["overrides"].items() if k not in ("num_classes", "in_chans")}
+        data = args.data or card.dataset
     else:
         if not args.model:
             raise ValueError("--weights needs --model, the registered plain network they fit")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
 
 from ..layers.se import check_choice
 from .seeding import generator_for
-from .transforms import cutout, hflip, random_resized_crop, resize_center_crop
+from .transforms import cutout, eval_view, hflip, random_resized_crop
 
 __all__ = ["ImageFolderDataset", "CorruptImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
            "ON_CORRUPT", "EMPTY_CLASSES"]
@@ -79,6 +80,8 @@ class ImageFolderDataset(Dataset):
         self.samples = _list_images(self.root / _SPLIT_DIRS[split], self.classes)
         self._check_decodable()
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        # Decoded image -> normalised test input; None: eval_view at image_size with self.mean/std.
+        self.eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.name = f"image folder {self.root.name} ({split}: {len(self.samples):,} images, {len(self.classes)} classes)"
 
     def __len__(self) -> int:
@@ -96,12 +99,13 @@ class ImageFolderDataset(Dataset):
                cutout_size: int = 0) -> tuple[torch.Tensor, int]:
         """Item ``index``: training view drawn from ``generator``, or the evaluation view if ``None``."""
         img, label = self._load(index)
-        if generator is None:
-            img = resize_center_crop(img, self.image_size)
-        else:
-            img = random_resized_crop(img, self.image_size, generator)
-            if flip:
-                img = hflip(img.unsqueeze(0), torch.rand(1, generator=generator) < 0.5).squeeze(0)
+        if generator is None:  # the one evaluation view (a checkpoint's card sets eval_transform)
+            view = self.eval_transform or functools.partial(
+                eval_view, input_size=(3, self.image_size, self.image_size), mean=self.mean, std=self.std)
+            return view(img), label
+        img = random_resized_crop(img, self.image_size, generator)
+        if flip:
+            img = hflip(img.unsqueeze(0), torch.rand(1, generator=generator) < 0.5).squeeze(0)
         # Read mean/std at each call: evaluation may set a checkpoint's statistics on the dataset.
         mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)

@@ -30,6 +30,8 @@ __all__ = [
     "normalize",
     "random_resized_crop",
     "resize_center_crop",
+    "eval_view",
+    "WHOLE_IMAGE_BELOW",
 ]
 
 
@@ -137,11 +139,15 @@ def augment_batch(
 # --- single images (image folders, §5.1) -------------------------------------------------
 
 
-def _resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    # Antialiased bilinear, as Pillow resizes, so downscaled training and evaluation views agree.
-    out = F.interpolate(img.unsqueeze(0).to(torch.float32), size=(height, width), mode="bilinear",
-                        align_corners=False, antialias=True)
-    return out.squeeze(0).round_().clamp_(0, 255).to(torch.uint8)
+def _resize(img: torch.Tensor, height: int, width: int, interpolation: str = "bilinear") -> torch.Tensor:
+    # Antialiased, as Pillow resizes, so downscaled training and evaluation views agree. A uint8
+    # image comes back as uint8 (rounded), a float one as float in [0, 1] (bicubic overshoots).
+    antialias = interpolation != "nearest"
+    out = F.interpolate(img.unsqueeze(0).to(torch.float32), size=(height, width), mode=interpolation,
+                        align_corners=False if antialias else None, antialias=antialias).squeeze(0)
+    if img.dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.clamp_(0, 1)
 
 
 def random_resized_crop(
@@ -174,12 +180,51 @@ def random_resized_crop(
     return _resize(img[:, top : top + ch, left : left + cw], size, size)
 
 
-def resize_center_crop(img: torch.Tensor, size: int, crop_fraction: float = 0.875) -> torch.Tensor:
+def resize_center_crop(img: torch.Tensor, size: int, crop_fraction: float = 0.875,
+                       interpolation: str = "bilinear") -> torch.Tensor:
     """Evaluation view (paper §5.1, Table 2): resize the shorter edge to ``size / crop_fraction``
-    (256 for 224) and take the centred ``size`` x ``size`` crop."""
+    (256 for 224) with ``interpolation`` (bilinear or bicubic, antialiased) and take the centred
+    ``size`` x ``size`` crop. ``img`` is a ``uint8`` or float (C, H, W) tensor; the dtype is kept."""
     _, h, w = img.shape
     short = round(size / crop_fraction)
     nh, nw = (short, max(short, round(w * short / h))) if h <= w else (max(short, round(h * short / w)), short)
-    img = _resize(img, nh, nw)
+    img = _resize(img, nh, nw, interpolation)
     top, left = (nh - size) // 2, (nw - size) // 2
     return img[:, top : top + size, left : left + size]
+
+
+# A network whose input side is under this many pixels (CIFAR, Fashion-MNIST) was trained on
+# whole images, so its evaluation view resizes the whole image instead of cropping its centre.
+WHOLE_IMAGE_BELOW = 128
+# ITU-R 601-2 luma weights (as Pillow's "L" conversion) for a 1-channel network given colour images.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def eval_view(img: torch.Tensor, *, input_size: tuple[int, int, int], crop_pct: float = 0.875,
+              interpolation: str = "bilinear", mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """The evaluation view of one decoded image, normalised: the network input for it (paper §5.1).
+
+    ``img``: a (C, H, W) float tensor in [0, 1] (a ``uint8`` one is divided by 255). Channels are
+    matched to ``input_size``: colour to grey by luma, grey repeated to colour. Inputs of side
+    ``>= WHOLE_IMAGE_BELOW`` (128): shorter side to ``side / crop_pct`` with ``interpolation``, centred
+    crop (:func:`resize_center_crop`); smaller inputs (CIFAR-size networks, trained on whole images)
+    and non-square ones: the whole image resized to (H, W). Then ``(x - mean) / std`` per channel.
+    """
+    c, h, w = (int(s) for s in input_size)
+    x = img.to(torch.float32) / 255 if img.dtype == torch.uint8 else img.to(torch.float32)
+    if x.dim() != 3:
+        raise ValueError(f"eval_view expects one (C, H, W) image, got shape {tuple(img.shape)}")
+    if x.shape[0] != c:
+        if c == 1 and x.shape[0] == 3:
+            x = (x * torch.tensor(_LUMA).view(3, 1, 1)).sum(0, keepdim=True)
+        elif x.shape[0] == 1:
+            x = x.expand(c, -1, -1)
+        else:
+            raise ValueError(f"the network takes {c}-channel images; this one has {x.shape[0]} channels")
+    if min(h, w) < WHOLE_IMAGE_BELOW or h != w:
+        x = _resize(x, h, w, interpolation) if x.shape[1:] != (h, w) else x
+    else:
+        x = resize_center_crop(x, h, crop_pct, interpolation)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return (x - mean_t) / std_t

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .inference import resolve_model
+from .inference import card_or_default, resolve_model
 
 __all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL"]
 
@@ -180,10 +180,9 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
         _require("onnxruntime", "checking an ONNX export")
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
-    net, meta = resolve_model(model, overrides)
-    net = net.cpu().float().eval()
+    net = resolve_model(model, overrides).cpu().float().eval()
     _reference_path(net)
-    size = _input_size(input_size, meta["input_size"])
+    size = _input_size(input_size, card_or_default(net).input_size)  # the card's size unless given
     gen = torch.Generator().manual_seed(seed)
     export_batch = 2 if dynamic_batch else 1
     checked = (2, 3) if dynamic_batch else (1,)

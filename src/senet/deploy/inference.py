@@ -1,7 +1,9 @@
 """One way to get a network for inference from what a user names: a module, a registered model
 name, or a checkpoint (a ``.safetensors`` file written by ``senet train`` or a run directory).
 
-Used by :func:`senet.export` and :func:`senet.deploy.predict.predict_paths`, so both accept the same things.
+Every network comes back with its :class:`~senet.models.card.ModelCard` (``model.pretrained_cfg``),
+which says its input size, class names and evaluation view. Used by :func:`senet.export` and
+:func:`senet.deploy.predict.predict_paths`, so both accept the same things.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any, Mapping
 
 from torch import nn
 
-__all__ = ["resolve_model", "looks_like_path"]
+from ..models.card import ModelCard, card_of, default_stats
+
+__all__ = ["resolve_model", "looks_like_path", "card_or_default"]
 
 
 def looks_like_path(text: str) -> bool:
@@ -20,39 +24,35 @@ def looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or text.endswith((".safetensors", ".pt")) or Path(text).exists()
 
 
-def _labels_of(model: nn.Module) -> list[str] | None:
-    # Weights loaded by name may say which label set they predict; the ImageNet-1k names ship
-    # with the package where the pretrained-weights module provides them.
-    cfg = getattr(model, "pretrained_cfg", None)
-    label_set = cfg.get("label_set") if isinstance(cfg, Mapping) else getattr(cfg, "label_set", None)
-    if label_set in ("imagenet-1k", "imagenet"):
-        try:
-            from ..weights.pretrained import imagenet_classes  # type: ignore[attr-defined]
-        except ImportError:
-            return None
-        return list(imagenet_classes())
-    return None
+def card_or_default(model: nn.Module) -> ModelCard:
+    """``model``'s card; for a module built outside the registry, a card with its class name,
+    ``(in_chans, 224, 224)`` input (at least its ``min_input_size``) and ImageNet statistics. Such a
+    card describes the input only: :meth:`ModelCard.build` needs a registered name."""
+    card = card_of(model)
+    if card is not None:
+        return card
+    c = int(getattr(model, "in_chans", 3))
+    side = max(224, int(getattr(model, "min_input_size", 0)))
+    mean, std = default_stats(c)
+    return ModelCard(name=type(model).__name__, in_chans=c, input_size=(c, side, side), mean=mean, std=std)
 
 
 def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
-                  ) -> tuple[nn.Module, dict[str, Any]]:
-    """``(model in eval mode, meta)`` for ``source``.
+                  ) -> nn.Module:
+    """The network ``source`` names, in eval mode, its card attached as ``model.pretrained_cfg``.
 
-    ``meta`` holds what inference needs: ``input_size`` (C, H, W), and where known ``classes``,
-    ``mean``/``std`` and ``crop_fraction``. A checkpoint gives all of them (its training data's);
-    a registered name gives its input size, and class names/statistics when ``overrides`` loads
-    weights that carry them (``pretrained=True``); a module gives ``(in_chans, 224, 224)``.
+    A checkpoint's card is the training run's (classes, mean/std, input size); a registered name
+    gets the card ``create_model`` attaches (with ``pretrained`` weights in ``overrides``: their
+    evaluation view and class names); a module is returned as it is (see :func:`card_or_default`).
     ``overrides`` are ``create_model`` keywords and apply to a name only.
     """
-    from ..data.folder import IMAGENET_MEAN, IMAGENET_STD
-    from ..models.registry import create_model, get_model_spec
+    from ..models.registry import create_model
 
     overrides = dict(overrides or {})
     if isinstance(source, nn.Module):
         if overrides:
             raise TypeError("model overrides apply to a registered model name, not to a module")
-        side = max(224, int(getattr(source, "min_input_size", 0)))
-        return source.eval(), {"input_size": (int(getattr(source, "in_chans", 3)), side, side)}
+        return source.eval()
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"expected a model, a registered model name or a checkpoint path, got {type(source).__name__}")
     text = os.fspath(source)
@@ -61,23 +61,5 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
             raise TypeError("model overrides apply to a registered model name; a checkpoint rebuilds its own model")
         from ..weights.checkpoint import load_model
 
-        model, meta = load_model(text)  # FileNotFoundError names a missing checkpoint
-        return model, {**meta, "input_size": tuple(meta["input_size"])}
-    spec = get_model_spec(text)  # an unknown name fails with the closest registered names
-    model = create_model(text, **overrides).eval()
-    size = tuple(spec.input_size)
-    if "in_chans" in overrides:
-        size = (int(overrides["in_chans"]), *size[1:])
-    meta: dict[str, Any] = {"model": text, "input_size": size}
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, Mapping):
-        for key, ours in (("input_size", "input_size"), ("mean", "mean"), ("std", "std"),
-                          ("crop_pct", "crop_fraction")):
-            if cfg.get(key) is not None:
-                meta[ours] = tuple(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key]
-    classes = _labels_of(model)
-    if classes is not None:
-        meta["classes"] = classes
-        meta.setdefault("mean", IMAGENET_MEAN)
-        meta.setdefault("std", IMAGENET_STD)
-    return model, meta
+        return load_model(text)  # FileNotFoundError names a missing checkpoint
+    return create_model(text, **overrides).eval()  # an unknown name fails with the closest registered names

@@ -1,9 +1,11 @@
 """Batch prediction: the top-k classes of image files, folders (recursive) and globs.
 
-Images are decoded with Pillow and prepared as the network was evaluated (paper §5.1: shorter
-side to size/0.875, centred crop; small CIFAR-size inputs are resized whole), normalised with the
-checkpoint's training statistics, and classified in batches. An image that cannot be read is
-reported by path and skipped; the others are still classified.
+Images are decoded by the decoder image-folder datasets use (:mod:`senet.data.folder`) and
+prepared by the network's own evaluation view, :meth:`ModelCard.eval_transform
+<senet.models.card.ModelCard.eval_transform>` (paper §5.1: shorter side to size / crop_pct,
+centred crop; CIFAR-size inputs resized whole; the card's mean/std), the same view ``senet eval``
+applies, then classified in batches. An image that cannot be read is reported by path and
+skipped; the others are still classified.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .inference import looks_like_path, resolve_model
+from ..models.card import ModelCard
+from .inference import card_or_default, looks_like_path, resolve_model
 
 __all__ = ["Prediction", "expand_inputs", "load_image", "predict_paths", "write_predictions", "format_predictions"]
 
@@ -85,41 +88,21 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def load_image(path: str | os.PathLike[str], input_size: Sequence[int], crop_fraction: float = 0.875) -> torch.Tensor:
-    """An image file as a float (C, H, W) tensor in [0, 1] at the network's input size.
+def load_image(path: str | os.PathLike[str], card: ModelCard) -> torch.Tensor:
+    """An image file as the network input ``card`` describes: decoded as image folders decode
+    (:mod:`senet.data.folder`), then ``card.eval_transform()``. ``ValueError`` naming the file if
+    it is a folder or cannot be decoded."""
+    from ..data.folder import _decode  # the folder datasets' decoder: one decoding for train, eval, predict
 
-    Small inputs (CIFAR-size, under 128 px) are resized whole; ImageNet-size inputs follow the
-    paper's evaluation view (§5.1): shorter side to size / ``crop_fraction``, centred crop.
-    ``ValueError`` (naming the file) if Pillow cannot decode it.
-    """
-    from PIL import Image
-
-    c, h, w = (int(s) for s in input_size)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if c == 1 else "RGB")
-            if min(h, w) >= 128:
-                scale = round(min(h, w) / crop_fraction) / min(img.size)
-                img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))),
-                                 Image.Resampling.BILINEAR)
-                left, top = (img.width - w) // 2, (img.height - h) // 2
-                img = img.crop((left, top, left + w, top + h))
-            else:
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        # UnidentifiedImageError is an OSError; truncated files fail in convert().
-        raise ValueError(f"{path} is not an image Pillow can decode ({type(e).__name__})") from None
-    return data.view(h, w, c).permute(2, 0, 1).float() / 255
+    return card.eval_transform()(_decode(path))
 
 
-def _load(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, Any] | None
-          ) -> tuple[nn.Module, dict[str, Any]]:
+def _load(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, Any] | None) -> nn.Module:
     overrides = dict(overrides or {})
     if isinstance(source, str) and not looks_like_path(source):
         # A bare name predicts with its published weights; random weights would predict nothing.
@@ -142,30 +125,25 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
     checkpoint, a run directory, a registered name (with its published weights) or a module.
 
     Returns one :class:`Prediction` per readable image, in input order. An unreadable image is
-    passed to ``on_skip(path, reason)`` and skipped. Class names come from the checkpoint (its
-    training data's), or from the label set of published weights; otherwise they are indices.
+    passed to ``on_skip(path, reason)`` and skipped. Class names come from the network's card (a
+    checkpoint's training data, the label set of published weights); otherwise they are indices.
     """
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     paths = expand_inputs(inputs)
-    model, meta = _load(source, overrides)
+    model = _load(source, overrides)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
-    size = tuple(meta["input_size"])
-    from ..data.folder import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(meta.get("mean", IMAGENET_MEAN), dtype=torch.float32).view(-1, 1, 1)
-    std = torch.tensor(meta.get("std", IMAGENET_STD), dtype=torch.float32).view(-1, 1, 1)
-    crop = float(meta.get("crop_fraction", 0.875))
-    classes = meta.get("classes")
+    card = card_or_default(model)
+    classes = card.classes
     results: list[Prediction] = []
     for start in range(0, len(paths), batch_size):
         batch, kept = [], []
         for p in paths[start:start + batch_size]:
             try:
-                batch.append((load_image(p, size, crop) - mean) / std)
+                batch.append(load_image(p, card))
                 kept.append(p)
             except (ValueError, FileNotFoundError) as e:
                 if on_skip is not None:

@@ -263,12 +263,12 @@ def train_run(cfg: TrainConfig, path: Path, device: str | None = None, reporter:
 
     resume = checkpoint_paths(path, "last")[1].is_file()  # the state file alone suffices to resume
     result = fit(cfg, path, device=device, resume=resume, reporter=reporter)
-    cost = complexity(result.model, tuple(result.meta["input_size"]))
+    cost = complexity(result.model, result.card.input_size)
     hist = result.history
     return RunRecord(
         cell="", seed=cfg.seed, final=dict(result.final), best=dict(result.best), history=[dict(h) for h in hist],
         train_seconds=sum(h["time_s"] for h in hist),
         images_per_s=sum(h["images_per_s"] for h in hist) / max(len(hist), 1),
         run_dir=str(path), params=cost.params, macs=cost.macs, paper_flops=cost.paper_flops,
-        dataset=str(result.meta.get("dataset", "")), model=cfg.model.name,
+        dataset=str(result.card.dataset_name or ""), model=cfg.model.name,
     )

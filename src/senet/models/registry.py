@@ -260,6 +260,7 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end).
     """
     from ..weights.pretrained import load_pretrained
+    from .card import attach_card, card_for
 
     spec = get_model_spec(name)
     tag = resolve_name(name)[1]
@@ -269,13 +270,15 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     if out_indices is not None and not features_only:
         raise TypeError("out_indices applies only with features_only=True")
     model = spec.build(**overrides)
+    cfg = None
     if pretrained is not False and pretrained is not None:
         cfg = spec.pretrained_config(tag) if pretrained is True or spec.pretrained else None
         load_pretrained(model, spec.name, cfg, pretrained, cfg.source if cfg else spec.layout)
-        if cfg is not None:
-            model.pretrained_cfg = cfg
     if headless:
         model.reset_classifier(0)
+    weights_file = None if pretrained is True or pretrained is False or pretrained is None else os.fspath(pretrained)
+    attach_card(model, card_for(spec, model, {**overrides, **({"num_classes": 0} if headless else {})}, cfg,
+                                weights_file))
     if features_only:
         from .features import FeatureExtractor
 

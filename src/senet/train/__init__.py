@@ -3,9 +3,10 @@
     cfg = senet.train.load_config("bundled", ["epochs=5", "optim.lr=0.05"])
     result = senet.train.fit(cfg, "runs/demo")        # -> RunResult(history, final, best, model, ...)
     senet.train.evaluate(result.model, loader)        # -> {"loss", "acc", "top1_err", "top5_err"}
+    result.card                                       # the ModelCard, also result.model.pretrained_cfg
 """
 
-from ..weights.checkpoint import CheckpointError, load_model, read_checkpoint_meta, save_checkpoint
+from ..weights.checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_meta, save_checkpoint
 from .config import (ConfigError, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
                      apply_overrides, config_from_dict, config_to_dict, dump_config, list_recipes, load_config,
                      load_recipe)
@@ -19,7 +20,7 @@ from .schedule import lr_at
 __all__ = [
     "apply_overrides", "build_model", "build_optimizer", "CheckpointError", "config_from_dict",
     "config_to_dict", "ConfigError", "DataConfig", "dump_config", "evaluate", "fit", "list_recipes",
-    "load_config", "load_data", "load_model", "load_recipe", "lr_at", "ModelConfig", "NonFiniteLossError",
+    "load_checkpoint", "load_config", "load_data", "load_model", "load_recipe", "lr_at", "ModelConfig", "NonFiniteLossError",
     "OptimConfig", "param_groups", "read_checkpoint_meta", "Reporter", "resolve_precision", "resume_config",
     "RunDirError", "RunResult", "save_checkpoint", "ScheduleConfig", "TerminalReporter", "TrainConfig",
 ]

@@ -20,8 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import check_choice
+from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..models.registry import create_model, get_model_spec
-from ..weights.checkpoint import capture_rng, restore_rng, save_checkpoint
+from ..weights.checkpoint import CheckpointMeta, save_checkpoint
 from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
 from .config import check_config, check_model_fits_data
 from ..device import resolve_device
@@ -31,6 +32,7 @@ from .optim import build_optimizer
 from .plots import plot_curves
 from .progress import Reporter, TerminalReporter
 from .reconcile import load_resume_state, reconcile_run_dir
+from .rng import capture_rng, restore_rng
 from .rundir import environment, write_metrics, write_report, write_run_files
 from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir
 from .schedule import lr_at
@@ -61,13 +63,13 @@ class NonFiniteLossError(RuntimeError):
 @dataclasses.dataclass
 class RunResult:
     """What :func:`fit` returns: metric rows per epoch (``rundir.METRIC_COLUMNS``), the last and
-    the best (lowest top-1 error) rows, and the trained model (unwrapped, in eval mode)."""
+    the best (lowest top-1 error) rows, the trained model (unwrapped, in eval mode) and its card."""
 
     history: list[dict[str, Any]]
     final: dict[str, Any]
     best: dict[str, Any]
     model: nn.Module
-    meta: dict[str, Any]
+    card: ModelCard
     run_dir: Path | None
 
 
@@ -96,10 +98,10 @@ def load_data(cfg: TrainConfig, image_size: int) -> tuple[Any, Any]:
     return load_dataset(d.dataset, "train", **kw), load_dataset(d.dataset, "test", **kw)
 
 
-def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of ``cfg.model`` sized for ``dataset`` (classes, channels), and its
-    checkpoint metadata: everything needed to rebuild it (name, overrides, classes, mean/std,
-    input size)."""
+def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
+    """The network of ``cfg.model`` sized for ``dataset`` (classes, channels), and its card
+    (attached to it): everything needed to rebuild and use it (name, overrides, the dataset's
+    classes and mean/std, input size, the dataset it is trained on)."""
     spec = get_model_spec(cfg.model.name)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.overrides.items()}
     args = spec.arguments()
@@ -112,17 +114,13 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, dict[str, An
     model = create_model(cfg.model.name, **overrides)
     # Array datasets know their image size; folders are decoded at image_size (default: the model's).
     size = dataset.input_size[1] if hasattr(dataset, "input_size") else cfg.data.image_size or spec.input_size[1]
-    meta = {
-        "model": cfg.model.name,
-        "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
-        "classes": list(dataset.classes),
-        "mean": [float(m) for m in dataset.mean],
-        "std": [float(s) for s in dataset.std],
-        "input_size": [channels, size, size],
-        "dataset": dataset.name,
-        "data": {"dataset": cfg.data.dataset, "root": cfg.data.root},
-    }
-    return model, meta
+    # The evaluation view is the one fit evaluates with (paper §5.1: 0.875, bilinear; whole images below 128 px).
+    card = card_of(model).replace(
+        classes=tuple(dataset.classes), mean=tuple(dataset.mean), std=tuple(dataset.std),
+        input_size=(channels, size, size), crop_pct=0.875, interpolation="bilinear", weights="trained",
+        weights_tag=None, hub_id=None, url=None, dataset=cfg.data.dataset, data_root=cfg.data.root,
+        dataset_name=dataset.name)
+    return attach_card(model, card), card
 
 
 def resume_config(run_dir: str | Path) -> TrainConfig:
@@ -205,14 +203,15 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
     torch.manual_seed(cfg.seed)
     size = cfg.data.image_size or get_model_spec(cfg.model.name).input_size[1]
     train_set, test_set = load_data(cfg, size)
-    model, meta = build_model(cfg, train_set)
+    model, card = build_model(cfg, train_set)
     if cfg.model.weights and not resume:
         report.message(_load_initial_weights(model, cfg))
     if cfg.model.retrofit:  # after the (plain) pretrained weights, before resuming the retrofitted ones
         from ..models.retrofit import retrofit_from_config
 
-        report.message(str(retrofit_from_config(model, cfg.model.retrofit, meta["input_size"])))
-        meta["retrofit"] = dict(cfg.model.retrofit)
+        report.message(str(retrofit_from_config(model, cfg.model.retrofit, card.input_size)))
+        card = dataclasses.replace(card, retrofit=RetrofitSpec.from_mapping(cfg.model.retrofit))
+        attach_card(model, card)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -329,7 +328,7 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
                     weights = WeightsSnapshot(model)
                     state.update(optimizer=cpu_snapshot(optimizer.state_dict()), scaler=scaler.state_dict(),
                                  rng=capture_rng(), config=config_to_dict(cfg))
-                writer.submit(functools.partial(_write_epoch, run_dir, title, weights, meta, state,
+                writer.submit(functools.partial(_write_epoch, run_dir, title, weights, card, state,
                                                 last=save_last, best=is_best, plot=plot))
 
         best = min(history, key=lambda r: r["top1_err"]) if history else {}
@@ -340,7 +339,7 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
         if main and run_dir is not None and history:
             writer.submit(functools.partial(write_report, run_dir, title, list(history), summary))
     report.end(history, summary)
-    return RunResult(history, final, best, model.eval(), meta, run_dir)
+    return RunResult(history, final, best, model.eval(), card, run_dir)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -366,14 +365,14 @@ def _stop(writer: BackgroundWriter, run_dir: Path | None, title: str, history: l
     raise error
 
 
-def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, meta: dict[str, Any],
+def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, card: ModelCard,
                  state: dict[str, Any], *, last: bool, best: bool, plot: bool) -> None:
     """One epoch's files (in the writer thread), in the order that keeps the run resumable."""
     done, history = state["epoch"], state["history"]
     if last:
-        save_checkpoint(run_dir, "last", weights, {**meta, "epoch": done}, state)
+        save_checkpoint(run_dir, "last", weights, CheckpointMeta(card, done), state)
     if best:
-        save_checkpoint(run_dir, "best", weights, {**meta, "epoch": done, "top1_err": history[-1]["top1_err"]}, state)
+        save_checkpoint(run_dir, "best", weights, CheckpointMeta(card, done, history[-1]["top1_err"]), state)
     write_metrics(run_dir, history)
     if plot:
         plot_curves(history, run_dir / "curves.png", title)

@@ -7,22 +7,25 @@ with nothing left to train would never rewrite them. So before training on, :fun
 rebuilds every derived file from the state being resumed: the weights files, the best checkpoint
 (from the state of the best epoch in the history), the metrics and the plot, and removes the
 temporary files that killed writes left behind. Every step is idempotent: a kill during
-reconciliation is repaired by the next resume.
+reconciliation is repaired by the next resume. A state without a content hash (an older senet, or
+an edited file) is resumed with a warning, and never replaces a weights file that verifies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..weights.checkpoint import CheckpointError, checkpoint_paths, load_state, read_weights, write_checkpoint_files
+from ..weights.checkpoint import (UNVERIFIED, CheckpointError, CheckpointMeta, checkpoint_paths, load_state,
+                                  read_weights, read_weights_file, write_checkpoint_files)
 from .plots import plot_curves
 from .rundir import write_metrics
 
 __all__ = ["load_resume_state", "reconcile_run_dir", "best_epoch"]
 
-_NOT_STATE = ("model", "meta")
+_NOT_STATE = ("model", "meta", UNVERIFIED)
 
 
 def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], str, list[str]]:
@@ -41,6 +44,9 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
             continue
         notes = [f"warning: {'; '.join(problems)}; resuming from {path.name} (epoch {state['epoch']}) "
                  "instead"] if problems else []
+        if state.get(UNVERIFIED):
+            notes.append(f"warning: {path} has no content hash (written by an older senet, or edited): "
+                         "resuming from unverified weights and state")
         return state, tag, notes
     last = checkpoint_paths(run_dir, "last")[1]
     if all(p.endswith("does not exist") for p in problems):
@@ -55,15 +61,28 @@ def best_epoch(history: list[Mapping[str, Any]]) -> int:
     return max(r["epoch"] for r in history if r["top1_err"] == lowest)
 
 
-def _weights_current(path: Path, tensors: Mapping[str, Any], meta: Mapping[str, Any]) -> bool:
+def _weights_current(path: Path, tensors: Mapping[str, Any], meta: CheckpointMeta) -> bool:
     import torch
 
     try:
         have, have_meta = read_weights(path)
     except (OSError, CheckpointError):
         return False
-    return have_meta == dict(meta) and have.keys() == tensors.keys() and all(
+    return have_meta == meta and have.keys() == tensors.keys() and all(
         have[k].dtype == tensors[k].dtype and torch.equal(have[k], tensors[k]) for k in have)
+
+
+def _verifies(path: Path) -> bool:
+    """Whether ``path`` is a weights file whose content matches its recorded hash."""
+    try:
+        return read_weights_file(path)[2]
+    except (OSError, CheckpointError):
+        return False
+
+
+def _kept(path: Path, source: str) -> str:
+    return (f"warning: kept {path.name}, which verifies, instead of rewriting it from the unverified "
+            f"{source} (no content hash)")
 
 
 def reconcile_run_dir(run_dir: str | os.PathLike[str], state: Mapping[str, Any], tag: str = "last",
@@ -81,14 +100,21 @@ def reconcile_run_dir(run_dir: str | os.PathLike[str], state: Mapping[str, Any],
     history = list(state["history"])
     epoch = int(state["epoch"])
     rest = {k: v for k, v in state.items() if k not in _NOT_STATE}
-    last_meta = {k: v for k, v in state["meta"].items() if k != "top1_err"}
-    last_meta["epoch"] = epoch
+    unverified = bool(state.get(UNVERIFIED))
+    last_meta = CheckpointMeta(CheckpointMeta.from_dict(state["meta"]).card, epoch)
+    last_weights = checkpoint_paths(run_dir, "last")[0]
     if tag != "last":  # resumed from best: the last state itself was missing or damaged
-        write_checkpoint_files(run_dir, "last", state["model"], last_meta, rest)
-        notes.append(f"rewrote checkpoints/last_state.pt and last.safetensors from {tag} (epoch {epoch})")
-    elif not _weights_current(checkpoint_paths(run_dir, "last")[0], state["model"], last_meta):
-        write_checkpoint_files(run_dir, "last", state["model"], last_meta, None)
-        notes.append(f"rewrote checkpoints/last.safetensors from last_state.pt (epoch {epoch})")
+        if unverified and _verifies(last_weights):
+            notes.append(_kept(last_weights, f"{tag}_state.pt"))
+        else:
+            write_checkpoint_files(run_dir, "last", state["model"], last_meta, rest)
+            notes.append(f"rewrote checkpoints/last_state.pt and last.safetensors from {tag} (epoch {epoch})")
+    elif not _weights_current(last_weights, state["model"], last_meta):
+        if unverified and _verifies(last_weights):
+            notes.append(_kept(last_weights, "last_state.pt"))
+        else:
+            write_checkpoint_files(run_dir, "last", state["model"], last_meta, None)
+            notes.append(f"rewrote checkpoints/last.safetensors from last_state.pt (epoch {epoch})")
 
     if history:
         notes += _reconcile_best(run_dir, state, rest, last_meta, history)
@@ -97,7 +123,7 @@ def reconcile_run_dir(run_dir: str | os.PathLike[str], state: Mapping[str, Any],
     return notes
 
 
-def _reconcile_best(run_dir: Path, state: Mapping[str, Any], rest: Mapping[str, Any], last_meta: dict[str, Any],
+def _reconcile_best(run_dir: Path, state: Mapping[str, Any], rest: Mapping[str, Any], last_meta: CheckpointMeta,
                     history: list[Mapping[str, Any]]) -> list[str]:
     want = best_epoch(history)
     weights_path, state_path = checkpoint_paths(run_dir, "best")
@@ -107,12 +133,17 @@ def _reconcile_best(run_dir: Path, state: Mapping[str, Any], rest: Mapping[str, 
     except (FileNotFoundError, CheckpointError) as e:
         best, problem = None, ("is missing" if isinstance(e, FileNotFoundError) else e.problem)
     if problem is None:
-        if _weights_current(weights_path, best["model"], best["meta"]):
+        best_meta = CheckpointMeta.from_dict(best["meta"])
+        if _weights_current(weights_path, best["model"], best_meta):
             return []
-        write_checkpoint_files(run_dir, "best", best["model"], best["meta"], None)
+        if best.get(UNVERIFIED) and _verifies(weights_path):
+            return [_kept(weights_path, "best_state.pt")]
+        write_checkpoint_files(run_dir, "best", best["model"], best_meta, None)
         return [f"rewrote checkpoints/best.safetensors from best_state.pt (epoch {want})"]
     if want == int(state["epoch"]):  # the best epoch is the state being resumed: rebuild from it
-        meta = {**last_meta, "top1_err": history[-1]["top1_err"]}
+        if state.get(UNVERIFIED) and _verifies(weights_path):
+            return [_kept(weights_path, "resumed state")]
+        meta = dataclasses.replace(last_meta, top1_err=history[-1]["top1_err"])
         write_checkpoint_files(run_dir, "best", state["model"], meta, rest)
         return [f"rebuilt checkpoints/best.* from the resumed state (epoch {want}): best_state.pt {problem}"]
     return [f"warning: best_state.pt {problem}, and the best epoch ({want}) is not the one being resumed, "

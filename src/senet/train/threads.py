@@ -11,32 +11,14 @@ oversubscription.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
-import torch
+from ..device import intra_op_threads
 
 __all__ = ["intra_op_threads", "applies_threads"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@contextlib.contextmanager
-def intra_op_threads(threads: int | None) -> Iterator[int]:
-    """Run the block with ``torch.set_num_threads(threads)`` and restore the previous count
-    after it (fit leaves no global state behind). ``0``/``None`` keeps torch's current setting.
-    Yields the thread count in effect."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise ValueError(f"threads must be a non-negative integer (0 = torch's default), got {threads!r}")
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        if threads:
-            torch.set_num_threads(previous)
 
 
 def applies_threads(fn: F) -> F:

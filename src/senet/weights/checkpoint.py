@@ -2,9 +2,9 @@
 
 A checkpoint ``TAG`` in ``run/checkpoints`` is a pair:
 
-* ``TAG.safetensors``: the model's state dict, with metadata ``senet`` (JSON: model name,
-  overrides, classes, mean/std, input size, dataset, epoch) so that ``senet eval`` and
-  ``senet predict`` rebuild the network from this one file;
+* ``TAG.safetensors``: the model's state dict, with metadata ``senet`` (JSON: the model card,
+  :class:`~senet.models.card.ModelCard`, and the epoch) so that ``senet eval`` and
+  ``senet predict`` rebuild the network from this one file (:func:`load_model`);
 * ``TAG_state.pt``: the model weights again, optimiser state, epoch, every RNG state, the
   config and the metric history, made only of tensors and plain Python values so
   ``torch.load(weights_only=True)`` reads it.
@@ -18,43 +18,50 @@ consistent state file one epoch ahead of the ``.safetensors`` file, which resumi
 Both files carry a SHA-256 of their content (:func:`content_digest`): the state file under the key
 ``sha256``, the weights in the safetensors metadata ``senet_sha256``. Readers check it, so a
 truncated, overwritten or bit-flipped file is refused with :class:`CheckpointError` (naming the
-file and what is wrong) instead of loading altered weights. Files written before the hash existed
-still load, unverified.
+file and what is wrong) instead of loading altered weights. A file without the hash (written
+before it existed, or edited) still loads, with a warning naming it: its content is unverified.
+Checkpoints written before the model card (metadata with ``model``/``overrides``/``classes``...)
+are read into a card. See docs/models-and-weights.md, "Checkpoints".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
-import random
+import pickletools
 import struct
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..models.registry import create_model
+from ..models.card import ModelCard, RetrofitSpec, default_stats
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMeta",
+    "LoadedCheckpoint",
     "content_digest",
     "verify_state",
     "read_weights",
+    "read_weights_file",
     "write_checkpoint_files",
     "atomic_write_bytes",
     "save_checkpoint",
     "load_state",
     "read_checkpoint_meta",
+    "load_checkpoint",
     "load_model",
-    "capture_rng",
-    "restore_rng",
     "checkpoint_paths",
     "resolve_checkpoint",
-    "checkpoint_dataset",
+    "UNVERIFIED",
 ]
 
 
@@ -107,27 +114,6 @@ def checkpoint_paths(run_dir: str | os.PathLike[str], tag: str) -> tuple[Path, P
     return d / f"{tag}.safetensors", d / f"{tag}_state.pt"
 
 
-def capture_rng() -> dict[str, Any]:
-    """Every RNG state the run touches: torch (CPU and each CUDA device), NumPy, Python."""
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-        "python": random.getstate(),
-    }
-
-
-def restore_rng(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
 def _feed(h: Any, obj: Any) -> None:
     # A canonical, type-tagged walk: equal content gives equal bytes whatever the pickle layout.
     if isinstance(obj, torch.Tensor):
@@ -169,31 +155,73 @@ def _weights_digest(tensors: Mapping[str, torch.Tensor], meta_json: str) -> str:
     return content_digest({"tensors": tensors, "senet": meta_json})
 
 
+# In a state dict loaded by load_state: present (True) when the file carried no content hash.
+UNVERIFIED = "unverified"
+_FORMAT = 2  # the "senet" metadata holds {"format": 2, "card": ..., "epoch": ..., "top1_err": ...}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says besides its tensors: the model card, the epochs trained and, for
+    ``best``, that epoch's top-1 error."""
+
+    card: ModelCard
+    epoch: int | None = None
+    top1_err: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "card": self.card.to_dict(), "epoch": self.epoch, "top1_err": self.top1_err}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CheckpointMeta":
+        """From :meth:`to_dict`, or from the metadata dict of checkpoints written before the card."""
+        if "card" in data:
+            return cls(ModelCard.from_dict(data["card"]), data.get("epoch"), data.get("top1_err"))
+        return cls(_card_from_old(data), data.get("epoch"), data.get("top1_err"))
+
+
+def _card_from_old(meta: Mapping[str, Any]) -> ModelCard:
+    # The dict of older checkpoints: model, overrides, classes, mean, std, input_size, dataset, data, retrofit.
+    classes = meta.get("classes")
+    size = tuple(meta.get("input_size") or (3, 224, 224))
+    data = meta.get("data") or {}
+    retrofit = meta.get("retrofit")
+    overrides = meta.get("overrides") or {}
+    mean, std = default_stats(size[0])
+    return ModelCard.from_dict({
+        "name": meta["model"], "overrides": overrides,
+        "num_classes": len(classes) if classes else overrides.get("num_classes", 1000),
+        "in_chans": size[0], "input_size": size, "mean": meta.get("mean") or mean,
+        "std": meta.get("std") or std, "classes": classes, "weights": "trained",
+        "retrofit": RetrofitSpec.from_mapping(retrofit).to_dict() if retrofit else None,
+        "dataset": data.get("dataset"), "data_root": data.get("root"), "dataset_name": meta.get("dataset"),
+    })
+
+
 def write_checkpoint_files(run_dir: str | os.PathLike[str], tag: str, tensors: Mapping[str, torch.Tensor],
-                           meta: Mapping[str, Any], state: Mapping[str, Any] | None) -> tuple[Path, Path]:
+                           meta: CheckpointMeta, state: Mapping[str, Any] | None) -> tuple[Path, Path]:
     """Write checkpoint ``tag`` from CPU ``tensors``: the state file first (when ``state`` is given;
     ``state`` excludes weights and meta), then the weights, each with its content hash."""
-    import io
-
     from safetensors.torch import save
 
     weights_path, state_path = checkpoint_paths(run_dir, tag)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = dict(tensors)
+    record = meta.to_dict()
     if state is not None:
-        full = {k: v for k, v in state.items() if k != STATE_HASH_KEY}
-        full.update(model=tensors, meta=dict(meta))
+        full = {k: v for k, v in state.items() if k not in (STATE_HASH_KEY, UNVERIFIED)}
+        full.update(model=tensors, meta=record)
         full[STATE_HASH_KEY] = content_digest(full)
         buf = io.BytesIO()
         torch.save(full, buf)
         atomic_write_bytes(state_path, buf.getvalue())
-    meta_json = json.dumps(dict(meta))
+    meta_json = json.dumps(record)
     digest = _weights_digest(tensors, meta_json)
     atomic_write_bytes(weights_path, save(tensors, metadata={"senet": meta_json, WEIGHTS_HASH_KEY: digest}))
     return weights_path, state_path
 
 
-def save_checkpoint(run_dir: str | os.PathLike[str], tag: str, model: nn.Module, meta: Mapping[str, Any],
+def save_checkpoint(run_dir: str | os.PathLike[str], tag: str, model: nn.Module, meta: CheckpointMeta,
                     state: Mapping[str, Any]) -> tuple[Path, Path]:
     """Write checkpoint ``tag``: weights (+ ``meta`` as JSON metadata) and trainer ``state``.
 
@@ -204,13 +232,39 @@ def save_checkpoint(run_dir: str | os.PathLike[str], tag: str, model: nn.Module,
     return write_checkpoint_files(run_dir, tag, tensors, meta, state)
 
 
+_NOT_SENET = ("is a PyTorch file that is not a senet checkpoint (senet reads the .safetensors files "
+              "senet train writes; load other weights with pretrained=FILE)")
+
+
+def _is_pickle(data: bytes) -> bool:
+    # A pickle stream (torch's legacy format, or any Python pickle) starts with the PROTO opcode.
+    if data[:1] != b"\x80" or len(data) < 2 or data[1] > 5:
+        return False
+    try:
+        next(pickletools.genops(io.BytesIO(data[:64])))
+    except Exception:
+        return False
+    return True
+
+
 def _problem(path: Path, data: bytes, error: BaseException) -> str:
-    # Name what is wrong in the words a user can act on.
+    # Name what is wrong in the words a user can act on; never pass on torch's advice to unpickle.
     if not data:
         return "is empty"
-    if data[:4] == b"PK\x03\x04":  # a torch zip archive that does not read through: cut short or damaged
-        return f"is truncated or damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-    if path.suffix == ".safetensors" and len(data) >= 8:
+    if data[:4] == b"PK\x03\x04":  # a torch zip archive
+        try:
+            complete = zipfile.ZipFile(io.BytesIO(data)).testzip() is None
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            complete = False
+        if complete:  # it reads, but is not (only) tensors and plain values, or not a state file
+            return _NOT_SENET if path.suffix != ".pt" or "Weights only" not in str(error) else (
+                "is a PyTorch file holding objects other than tensors and plain values, so it is not a senet "
+                "checkpoint (such files are not unpickled: that could run code)")
+        return f"is truncated or damaged ({type(error).__name__})"
+    if _is_pickle(data):
+        return ("is a Python pickle (e.g. an old torch.save file), not a senet checkpoint; pickles are not "
+                "loaded, since unpickling can run code")
+    if len(data) >= 8:
         (header,) = struct.unpack("<Q", data[:8])
         if 8 < 8 + header <= 100_000_000 and data[8:9] == b"{":
             return "is truncated or damaged (its header does not match its size)"
@@ -218,34 +272,49 @@ def _problem(path: Path, data: bytes, error: BaseException) -> str:
 
 
 def verify_state(state: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Check a loaded state dict against its recorded hash; return it without the hash."""
+    """Check a loaded state dict against its recorded hash; return it without the hash (with
+    ``state[UNVERIFIED] = True`` when it had none)."""
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(path, "is not a senet trainer state (no weights or epoch in it)")
     recorded = state.pop(STATE_HASH_KEY, None)
-    if recorded is not None and recorded != content_digest(state):
+    state.pop(UNVERIFIED, None)
+    if recorded is None:
+        state[UNVERIFIED] = True
+    elif recorded != content_digest(state):
         raise CheckpointError(path, "fails its checksum (the content changed after it was written)")
     return state
 
 
+def _torch_load(data: bytes) -> Any:
+    with warnings.catch_warnings():  # torch's warnings name its own files; the caller reports problems
+        warnings.simplefilter("ignore")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def load_state(run_dir: str | os.PathLike[str], tag: str = "last") -> dict[str, Any]:
     """The trainer state of checkpoint ``tag`` (``weights_only=True``: no arbitrary unpickling),
-    checked against its content hash; raises :class:`CheckpointError` on a damaged file."""
-    import io
-
+    checked against its content hash; raises :class:`CheckpointError` on a damaged file. A state
+    without a hash is returned with ``state[UNVERIFIED] = True``."""
     state_path = checkpoint_paths(run_dir, tag)[1]
     if not state_path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {state_path} does not exist")
     data = state_path.read_bytes()
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state = _torch_load(data)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... on damaged files
         raise CheckpointError(state_path, _problem(state_path, data, e)) from None
     return verify_state(state, state_path)
 
 
-def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors and ``senet`` metadata of a ``.safetensors`` checkpoint, checked against the
-    hash recorded at write time; raises :class:`CheckpointError` on a damaged file."""
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """``(tensors, meta)`` of a ``.safetensors`` checkpoint (:func:`read_weights_file`)."""
+    return read_weights_file(path)[:2]
+
+
+def read_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], CheckpointMeta, bool]:
+    """``(tensors, meta, verified)`` of a ``.safetensors`` checkpoint, checked against the hash
+    recorded at write time (``verified`` is False for a file without one); raises
+    :class:`CheckpointError` on a damaged file or one that is not a senet checkpoint."""
     from safetensors.torch import load
 
     path = Path(path)
@@ -263,10 +332,10 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     if recorded is not None and recorded != _weights_digest(tensors, meta_json):
         raise CheckpointError(path, "fails its checksum (the content changed after it was written)")
     try:
-        meta = json.loads(meta_json)
-    except ValueError:
-        raise CheckpointError(path, "has unreadable senet metadata") from None
-    return tensors, meta
+        meta = CheckpointMeta.from_dict(json.loads(meta_json))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(path, f"has unreadable senet metadata ({e})") from None
+    return tensors, meta, recorded is not None
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -297,38 +366,45 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``senet`` metadata of a checkpoint (a ``.safetensors`` file or a run directory)."""
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """The card and epoch of a checkpoint (a ``.safetensors`` file or a run directory)."""
     return read_weights(resolve_checkpoint(path))[1]
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the trained network from a checkpoint alone; returns ``(model in eval mode, meta)``."""
+@dataclasses.dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A network rebuilt from a checkpoint: the model (card attached, eval mode), the file read,
+    what it says, and whether its content matched its recorded hash."""
+
+    model: nn.Module
+    path: Path
+    meta: CheckpointMeta
+    verified: bool
+
+    @property
+    def card(self) -> ModelCard:
+        return self.meta.card
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
+    """Rebuild the trained network from a checkpoint alone (a ``.safetensors`` file or a run
+    directory): ``card.build()``, then the weights. A file without a content hash loads with a
+    warning naming it."""
     from .convert import load_weights
 
-    tensors, meta = read_weights(resolve_checkpoint(path))
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["overrides"].items()}
-    model = create_model(meta["model"], **overrides)
-    if meta.get("retrofit"):  # a network that had SE/BN inserted into it (senet transfer)
-        from ..models.retrofit import retrofit_from_config
-
-        retrofit_from_config(model, meta["retrofit"], meta["input_size"])
+    file = resolve_checkpoint(path)
+    tensors, meta, verified = read_weights_file(file)
+    if not verified:
+        _log.warning("warning: %s has no content hash (written by an older senet, or edited): "
+                     "its weights are not verified", file)
+    model = meta.card.build()
     load_weights(model, tensors, source="senet")
-    return model.eval(), meta
+    card = meta.card.replace(classifier=getattr(model, "classifier_name", meta.card.classifier))
+    model.pretrained_cfg = model.default_cfg = card
+    return LoadedCheckpoint(model.eval(), file, dataclasses.replace(meta, card=card), verified)
 
 
-def checkpoint_dataset(meta: Mapping[str, Any], spec: str | None = None, split: str = "test",
-                       root: str | None = None) -> Any:
-    """The dataset to evaluate or analyse a checkpoint on: ``spec`` (default: the one it was trained
-    on), normalised with the training statistics stored in the checkpoint, and with as many
-    classes as the network has."""
-    from ..data import load_dataset
-
-    spec = spec or meta["data"]["dataset"]
-    root = root if root is not None else meta["data"].get("root")
-    data = load_dataset(spec, split, root=root, image_size=meta["input_size"][1])
-    if len(data.classes) != len(meta["classes"]):
-        raise ValueError(f"{data.name} has {len(data.classes)} classes but the checkpoint was trained on "
-                         f"{len(meta['classes'])}")
-    data.mean, data.std = tuple(meta["mean"]), tuple(meta["std"])
-    return data
+def load_model(path: str | os.PathLike[str]) -> nn.Module:
+    """The network of a checkpoint (file or run directory) in eval mode, its card attached as
+    ``model.pretrained_cfg`` (:func:`load_checkpoint`)."""
+    return load_checkpoint(path).model

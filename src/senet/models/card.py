@@ -1,0 +1,332 @@
+"""The model card: one frozen record that travels with a network (docs/models-and-weights.md).
+
+Every model that :func:`~senet.models.registry.create_model` builds carries a :class:`ModelCard`
+as ``model.pretrained_cfg`` (``model.default_cfg`` is the same object, timm's names). It says
+how to rebuild the network (registered name, overrides, retrofit), what it predicts (class
+names where known) and how to prepare its input (size, mean/std, crop fraction, interpolation).
+Training writes it, checkpoints carry it as JSON, and eval, predict, export and the analysis
+tools read it; :meth:`ModelCard.eval_transform` is the one evaluation view (paper §5.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from ..layers.se import SEConfig
+from ..weights.pretrained import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..weights.pretrained import PretrainedConfig
+    from .registry import ModelSpec
+
+__all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "attach_card",
+           "card_of", "card_for", "default_stats"]
+
+# Where the weights came from: initialisation, published weights (by tag), a local file, a training run.
+WEIGHT_SOURCES = ("random", "published", "file", "trained")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_SE_TAG = "SEConfig"  # how an SEConfig override is written in JSON
+
+
+class FrozenMapping(Mapping[str, Any]):
+    """An immutable, hashable ``str -> value`` mapping (values frozen too: lists become tuples)."""
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data = {str(k): _freeze(v) for k, v in (data or {}).items()}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._data.items())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._data) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy/deepcopy/pickle rebuild it through __init__
+        return FrozenMapping, (self._data,)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping) and not isinstance(value, FrozenMapping):
+        return FrozenMapping(value)
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON data: tuples to lists, an SEConfig to a tagged mapping; else a ValueError naming ``where``."""
+    if isinstance(value, SEConfig):
+        return {_SE_TAG: _plain(dataclasses.asdict(value), where)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"{where} = {value!r} cannot be written to a model card (JSON values and SEConfig only)")
+
+
+def _unplain(value: Any) -> Any:
+    """The inverse of :func:`_plain` for create_model overrides: lists to tuples, SEConfig back."""
+    if isinstance(value, Mapping):
+        if set(value) == {_SE_TAG}:
+            return SEConfig(**{k: _unplain(v) for k, v in value[_SE_TAG].items()})
+        return FrozenMapping({k: _unplain(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_unplain(v) for v in value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrofitSpec:
+    """SE (and/or BN) blocks inserted into a trained network (:func:`senet.retrofit`, the
+    transfer-learning study of docs/results.md). ``types`` are ``torch.nn`` class names; ``se``
+    holds :class:`SEConfig` fields (empty: the defaults) or is ``None`` for BN only."""
+
+    types: tuple[str, ...] | None = None
+    names: str | None = None
+    regex: str | None = None
+    conv_activations: bool = False
+    depthwise: bool = True
+    se: FrozenMapping | None = FrozenMapping()
+    bn: bool = False
+    init: str = "default"
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping[str, Any]) -> "RetrofitSpec":
+        """From a config's ``model.retrofit`` mapping; unknown keys fail naming them."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in spec if k not in known]
+        if unknown:
+            raise ValueError(f"model.retrofit: unknown key(s) {unknown}; allowed: {', '.join(known)}")
+        kw = dict(spec)
+        if isinstance(kw.get("types"), str):
+            kw["types"] = (kw["types"],)
+        elif kw.get("types") is not None:
+            kw["types"] = tuple(kw["types"])
+        if kw.get("se", {}) is not None:
+            if not isinstance(kw.get("se", {}), Mapping):
+                raise ValueError(f"model.retrofit.se must be a mapping of SE options or null, got {kw['se']!r}")
+            kw["se"] = FrozenMapping(kw.get("se", {}))
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping :func:`senet.models.retrofit.retrofit_from_config` takes (JSON data)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {k: v for k, v in out.items() if not (k in ("types", "names", "regex") and v is None)}
+        return _plain(out, "retrofit")
+
+
+# timm's pretrained_cfg keys -> card fields (timm's data config reads these).
+_TIMM_KEYS = {"architecture": "name", "tag": "weights_tag", "hf_hub_id": "hub_id", "label_names": "classes"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """How to rebuild, feed and read a network (docs/models-and-weights.md, "The model card").
+
+    ``name``/``overrides``: the registered model and its ``create_model`` keywords; ``retrofit``:
+    blocks inserted afterwards. ``input_size`` (C, H, W), ``mean``/``std``, ``crop_pct`` and
+    ``interpolation`` define the evaluation view (paper §5.1: a 224 crop of a 256 side, 0.875).
+    ``classes``: the class names in logit order, or ``None`` where unknown (random weights).
+    ``weights``: one of :data:`WEIGHT_SOURCES`, with ``weights_tag`` (timm's pretrained tag, a
+    file name) and ``hub_id``/``url`` for published weights. ``dataset``/``data_root``: what a
+    trained run was trained on (a ``senet.data.load_dataset`` spec), ``dataset_name`` for display.
+
+    Reads like timm's ``pretrained_cfg`` too: ``card["mean"]``, ``card.get("crop_pct")``.
+    """
+
+    name: str
+    overrides: FrozenMapping = FrozenMapping()
+    num_classes: int = 1000
+    in_chans: int = 3
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    classes: tuple[str, ...] | None = None
+    classifier: str = "fc"
+    weights: str = "random"
+    weights_tag: str | None = None
+    hub_id: str | None = None
+    url: str | None = None
+    retrofit: RetrofitSpec | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    dataset_name: str | None = None
+
+    def __post_init__(self) -> None:
+        set_ = functools.partial(object.__setattr__, self)
+        if not isinstance(self.overrides, FrozenMapping):
+            set_("overrides", FrozenMapping(self.overrides))
+        set_("input_size", tuple(int(s) for s in self.input_size))
+        set_("mean", tuple(float(m) for m in self.mean))
+        set_("std", tuple(float(s) for s in self.std))
+        if self.classes is not None:
+            set_("classes", tuple(str(c) for c in self.classes))
+        if isinstance(self.retrofit, Mapping):
+            set_("retrofit", RetrofitSpec.from_mapping(self.retrofit))
+        if len(self.input_size) != 3 or min(self.input_size) < 1:
+            raise ValueError(f"ModelCard.input_size must be (C, H, W) with positive entries, got {self.input_size}")
+        c = self.input_size[0]
+        if len(self.mean) != c or len(self.std) != c:
+            raise ValueError(f"ModelCard.mean/std need {c} values (one per input channel), got "
+                             f"{len(self.mean)}/{len(self.std)}")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"ModelCard.crop_pct must lie in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"ModelCard.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                             f"got {self.interpolation!r}")
+        if self.weights not in WEIGHT_SOURCES:
+            raise ValueError(f"ModelCard.weights must be one of {', '.join(WEIGHT_SOURCES)}, got {self.weights!r}")
+
+    # ---- timm-style read access ----
+    def __getitem__(self, key: str) -> Any:
+        if key == "crop_mode":
+            return "center"
+        field = _TIMM_KEYS.get(key, key)
+        if field not in self._field_names():
+            raise KeyError(key)
+        return getattr(self, field)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (key == "crop_mode" or _TIMM_KEYS.get(key, key) in self._field_names())
+
+    def keys(self) -> list[str]:
+        return [*self._field_names(), "crop_mode", *_TIMM_KEYS]
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        """A copy with ``changes`` (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- serialisation ----
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data; :meth:`from_dict` reads it back to an equal card."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["retrofit"] = self.retrofit.to_dict() if self.retrofit is not None else None
+        return _plain(out, "card")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
+        """The card written by :meth:`to_dict`; unknown keys fail naming them."""
+        known = cls._field_names()
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise ValueError(f"model card: unknown key(s) {unknown}")
+        kw = dict(data)
+        kw["overrides"] = FrozenMapping({k: _unplain(v) for k, v in (kw.get("overrides") or {}).items()})
+        if kw.get("retrofit") is not None:
+            kw["retrofit"] = RetrofitSpec.from_mapping(kw["retrofit"])
+        return cls(**kw)
+
+    # ---- use ----
+    def build(self) -> nn.Module:
+        """The network this card describes (retrofitted blocks included), with fresh weights and
+        this card attached. Weights come from a checkpoint (:func:`senet.weights.checkpoint.load_model`)."""
+        from .registry import create_model
+
+        model = create_model(self.name, **self.overrides)
+        if self.retrofit is not None:
+            from .retrofit import retrofit_from_config
+
+            retrofit_from_config(model, self.retrofit.to_dict(), self.input_size)
+        return attach_card(model, self)
+
+    def eval_transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The evaluation view of this network: a decoded (C, H, W) image (float in [0, 1], or
+        ``uint8``) to the normalised network input (:func:`senet.data.transforms.eval_view`)."""
+        from ..data.transforms import eval_view
+
+        return functools.partial(eval_view, input_size=self.input_size, crop_pct=self.crop_pct,
+                                 interpolation=self.interpolation, mean=self.mean, std=self.std)
+
+
+def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:
+    """Set ``card`` as ``model.pretrained_cfg`` and ``model.default_cfg`` (timm's names); returns ``model``."""
+    model.pretrained_cfg = card
+    model.default_cfg = card
+    return model
+
+
+def card_of(model: nn.Module) -> ModelCard | None:
+    """The card attached to ``model`` (unwrapping a ``DistributedDataParallel``/compiled module), or None."""
+    for m in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
+        card = getattr(m, "pretrained_cfg", None)
+        if isinstance(card, ModelCard):
+            return card
+    return None
+
+
+def default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's mean/std (the paper's data, §5.1) for 3 channels; their averages for other counts."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
+
+
+def _argument(spec: "ModelSpec", overrides: Mapping[str, Any], name: str, fallback: Any) -> Any:
+    # The value the builder received: an override, a registered default, or the builder's own default.
+    if name in overrides:
+        return overrides[name]
+    if name in spec.defaults:
+        return spec.defaults[name]
+    param = inspect.signature(spec.builder).parameters.get(name)
+    return fallback if param is None or param.default is param.empty else param.default
+
+
+def card_for(spec: "ModelSpec", model: nn.Module, overrides: Mapping[str, Any],
+             cfg: "PretrainedConfig | None" = None, weights_file: str | None = None) -> ModelCard:
+    """The card of a model ``create_model`` just built from ``spec`` with ``overrides``: the
+    published weights' evaluation setup and ImageNet-1k names when ``cfg`` was loaded (also from
+    ``weights_file``, a local copy of them), else the registered input size and ImageNet statistics."""
+    in_chans = int(getattr(model, "in_chans", _argument(spec, overrides, "in_chans", spec.input_size[0])))
+    num_classes = int(getattr(model, "num_classes", _argument(spec, overrides, "num_classes", 1000)))
+    size = (in_chans, *(cfg.input_size[1:] if cfg is not None else spec.input_size[1:]))
+    mean, std = default_stats(in_chans)
+    common = dict(name=spec.name, overrides=overrides, num_classes=num_classes, in_chans=in_chans,
+                  input_size=size, classifier=getattr(model, "classifier_name", "fc"))
+    if cfg is None:
+        weights = "file" if weights_file else "random"
+        return ModelCard(**common, mean=mean, std=std, weights=weights, weights_tag=weights_file)
+    classes = None
+    if num_classes == cfg.num_classes:  # a replaced classifier predicts other, unnamed classes
+        from ..weights.pretrained import class_names
+
+        classes = class_names(cfg.labels)
+    if in_chans == len(cfg.mean):
+        mean, std = cfg.mean, cfg.std
+    return ModelCard(**common, mean=mean, std=std, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
+                     classes=classes, weights="file" if weights_file else "published",
+                     weights_tag=weights_file or cfg.tag, hub_id=cfg.hub_id, url=cfg.url)
