@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from typing import Any
 
 import torch
@@ -65,7 +66,7 @@ def use_fused(flag: bool | None, x: torch.Tensor) -> bool:
         return False
     if x.ndim != 4 or not _mergeable(x):
         return False
-    return triton_available()
+    return triton_available() and _kernels_vectorise(x)
 
 
 def _mergeable(x: torch.Tensor) -> bool:
@@ -93,58 +94,141 @@ def _like(x: torch.Tensor) -> torch.Tensor:
     return x if _mergeable(x) else x.contiguous()
 
 
+def _same_layout(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``t`` with ``ref``'s strides and a 16-byte aligned address (a copy only when it has neither):
+    the kernels walk every full-size tensor of a launch with one set of strides."""
+    if t.stride() == ref.stride() and t.data_ptr() % 16 == 0:
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+class _Link:
+    """Hands the scaling's backward (g', s) to the backward of the squeeze of the same ``u``.
+
+    ``u`` reaches the loss twice in an SE unit: through ``u * s`` and through the squeeze that
+    computes ``s``. Autograd would compute ``g' * s`` in one kernel and add the squeeze's broadcast
+    ``grad_z / HW`` with another full pass. Linked, the scaling's backward leaves grad_u to the
+    squeeze's backward, which runs after it (``s`` depends on the squeeze), and writes
+    ``g' * s + grad_z / HW`` in one kernel.
+    """
+
+    def __init__(self, u: torch.Tensor) -> None:
+        self.u = weakref.ref(u)
+        self.claimed = False
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _find_link(s: torch.Tensor, u: torch.Tensor) -> _Link | None:
+    """The unclaimed link of the fused squeeze of ``u`` that ``s`` was computed from, if any (a walk
+    of at most a few dozen autograd nodes: the excitation between them is a handful of ops)."""
+    stack, seen = [s.grad_fn], 0
+    while stack and seen < 64:
+        node = stack.pop()
+        seen += 1
+        if node is None:
+            continue
+        link = getattr(node, "senet_link", None)
+        if isinstance(link, _Link):
+            return link if link.u() is u and not link.claimed else None
+        stack.extend(f for f, _ in node.next_functions)
+    return None
+
+
 class _Squeeze(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, u: torch.Tensor) -> torch.Tensor:
-        from . import _triton_se
+    def forward(ctx: Any, u: torch.Tensor, link: _Link | None) -> torch.Tensor:
+        from . import _triton_se as K
 
         ctx.shape = u.shape
-        z = _triton_se.squeeze_mean(u).to(u.dtype)
+        ctx.senet_link = link
+        z, part = K.squeeze_buffers(u)
+        K.run(K.plan_squeeze(u, z, part))
         return z.view(u.shape[0], u.shape[1], 1, 1)
 
     @staticmethod
-    def backward(ctx: Any, gz: torch.Tensor) -> torch.Tensor:
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, gz: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        from . import _triton_se as K
+
         n, c, h, w = ctx.shape
+        link = ctx.senet_link
+        if link is not None and link.pending is not None:
+            gp, s2 = link.pending
+            link.pending = None
+            gu = torch.empty_like(gp)
+            K.run(K.plan_grad_u(gp, s2, gz.reshape(n, c).contiguous(), gu))
+            return gu, None
         # d mean / d u = 1/HW everywhere: a broadcast view, no HW-sized buffer (autograd adds it).
-        return (gz.reshape(n, c, 1, 1) / (h * w)).expand(n, c, h, w)
+        return (gz.reshape(n, c, 1, 1) / (h * w)).expand(n, c, h, w), None
 
 
 class _Apply(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, s: torch.Tensor | None, shortcut: torch.Tensor | None,
-                relu: bool) -> torch.Tensor:
-        from . import _triton_se
+                relu: bool, link: _Link | None) -> torch.Tensor:
+        from . import _triton_se as K
 
         s2 = s.reshape(u.shape[0], u.shape[1]).contiguous() if s is not None else None
-        y = _triton_se.apply(u, s2, shortcut, relu)
-        ctx.relu, ctx.has_res = relu, shortcut is not None
+        y = torch.empty_like(u)  # keeps u's memory format
+        K.run(K.plan_apply(u, s2, shortcut, y, relu))
+        if link is not None:
+            link.claimed = True
+        ctx.relu, ctx.has_res, ctx.link = relu, shortcut is not None, link
         ctx.s_shape = s.shape if s is not None else None
-        ctx.s_dtype = s.dtype if s is not None else None
         ctx.save_for_backward(y if relu else None, u if s is not None else None, s2)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        from . import _triton_se
+        from . import _triton_se as K
 
         y, u, s2 = ctx.saved_tensors
-        g = _like(g)
-        need_res = ctx.has_res and ctx.needs_input_grad[2]
+        g = _same_layout(_like(g), y if y is not None else u if u is not None else g)
+        need_u, need_s, need_r = ctx.needs_input_grad[:3]
+        need_r = need_r and ctx.has_res
         if s2 is None:
             if not ctx.relu:  # plain add: the gradient passes through unchanged
-                return g, None, g if ctx.has_res else None, None
-            _, _, gr = _triton_se.apply_backward(g, y, None, None, need_res=True)
-            return gr, None, gr if ctx.has_res else None, None
-        gu, gs, gr = _triton_se.apply_backward(g, y, u, s2, need_res)
-        gs = gs.to(ctx.s_dtype).reshape(ctx.s_shape) if ctx.needs_input_grad[1] else None
-        return gu, gs, gr, None
+                return g, None, g if ctx.has_res else None, None, None
+            gp, _, _, _ = K.backward_buffers(g, None, True, False)
+            K.run(K.plan_backward(g, y, None, None, gp, None, None, None))
+            return gp, None, gp if ctx.has_res else None, None, None
+        link = ctx.link if need_u else None
+        # Linked: write g' (unless it is g itself) for the shortcut and the squeeze's backward,
+        # which then writes grad_u; else write grad_u = g' * s here.
+        write_g = ctx.relu and (need_r or link is not None)
+        gp, gu, gs, part = K.backward_buffers(g, s2, write_g, need_u and link is None)
+        K.run(K.plan_backward(g, y if ctx.relu else None, u, s2, gp, gu, gs, part))
+        gprime = gp if ctx.relu else g
+        if link is not None:
+            link.pending = (gprime, s2)
+        gs = gs.reshape(ctx.s_shape) if need_s else None
+        return gu, gs, gprime if need_r else None, None, None
+
+
+def _reference(u: torch.Tensor, s: torch.Tensor | None, shortcut: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    """The PyTorch composition, for layouts the kernels would not vectorise (see :func:`use_fused`)."""
+    y = u if s is None else u * s.reshape(u.shape[0], u.shape[1], 1, 1)
+    if shortcut is not None:
+        y = y + shortcut
+    return torch.relu(y) if relu else y
+
+
+def _kernels_vectorise(u: torch.Tensor) -> bool:
+    from . import _triton_se
+
+    return _triton_se.vectorisable(u)
 
 
 def squeeze_mean(u: torch.Tensor) -> torch.Tensor:
     """Global average pooling (Eq. 2) of an (N, C, H, W) tensor as one Triton reduction;
-    returns (N, C, 1, 1) in ``u``'s dtype (the sum is accumulated in fp32)."""
-    return _Squeeze.apply(_like(u))
+    returns (N, C, 1, 1) in ``u``'s dtype (the sum is accumulated in fp32). Layouts the kernels
+    would not vectorise take ``u.mean``."""
+    u = _like(u)
+    if not _kernels_vectorise(u):
+        return u.mean((2, 3), keepdim=True)
+    link = _Link(u) if torch.is_grad_enabled() and u.requires_grad else None
+    return _Squeeze.apply(u, link)
 
 
 def se_apply(u: torch.Tensor, s: torch.Tensor, shortcut: torch.Tensor | None = None,
@@ -152,18 +236,29 @@ def se_apply(u: torch.Tensor, s: torch.Tensor, shortcut: torch.Tensor | None = N
     """``u * s`` (Eq. 4), plus ``shortcut`` and a ReLU when given (the residual unit's
     ``relu(u * s + shortcut)``), in one pass forward and one pass backward.
 
-    ``s`` has shape (N, C, 1, 1) or (N, C). The output has ``u``'s dtype and memory format.
+    ``s`` has shape (N, C, 1, 1) or (N, C). The output has ``u``'s dtype and memory format. When
+    ``s`` was computed from :func:`squeeze_mean` of the same ``u``, the backward writes grad_u once,
+    the squeeze's gradient included. Layouts the kernels would not vectorise take the PyTorch
+    composition.
     """
     _check(u, shortcut)
     if s.numel() != u.shape[0] * u.shape[1]:
         raise ValueError(f"se_apply: s must hold one value per (n, c) of u {tuple(u.shape)}, got {tuple(s.shape)}")
-    return _Apply.apply(_like(u), s, None if shortcut is None else _like(shortcut), relu)
+    u = _like(u)
+    if not _kernels_vectorise(u):
+        return _reference(u, s, shortcut, relu)
+    shortcut = None if shortcut is None else _same_layout(shortcut, u)
+    linked = torch.is_grad_enabled() and u.requires_grad and s.requires_grad
+    return _Apply.apply(u, s, shortcut, relu, _find_link(s, u) if linked else None)
 
 
 def add_relu(u: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(u + shortcut)``, the plain residual unit's end, with the same kernel as :func:`se_apply`."""
     _check(u, shortcut)
-    return _Apply.apply(_like(u), None, _like(shortcut), True)
+    u = _like(u)
+    if not _kernels_vectorise(u):
+        return _reference(u, None, shortcut, True)
+    return _Apply.apply(u, None, _same_layout(shortcut, u), True, None)
 
 
 def _check(u: torch.Tensor, shortcut: torch.Tensor | None) -> None:
