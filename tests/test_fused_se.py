@@ -327,15 +327,36 @@ def test_fused_flag_keeps_state_dict_and_registry_validates():
         create_model("se_resnet20", fused="on")
 
 
-def test_torch_compile_runs_reference_composition():
-    """Under torch.compile the model compiles (no graph break into Triton) and matches eager."""
+def test_torch_compile_runs_the_fused_operators(monkeypatch):
+    """With the fused flag on, a model compiles in one graph (the fused tail is a custom operator
+    Dynamo does not trace into), its kernels run, and it matches eager, gradients included."""
     torch.manual_seed(0)
     model = create_model("se_resnet20", layers=(1, 1, 1), num_classes=5, fused=True).to(DEVICE)
-    x = torch.randn(2, 3, 8, 8, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
+    torch._dynamo.reset()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    launches = count_launches(monkeypatch)
     out = compiled(x)
-    out.sum().backward()
-    torch.testing.assert_close(out, model(x), rtol=1e-4, atol=1e-5)
+    out.square().sum().backward()
+    assert {"_squeeze_kernel", "_apply_kernel", "_backward_kernel"} <= set(launches)
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    monkeypatch.undo()
+    eager = model(x)
+    eager.square().sum().backward()
+    torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-5)
+    for a, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_scale,relu", [(True, True), (True, False), (False, True)])
+def test_custom_operators_pass_opcheck(with_scale, relu):
+    """Schema, fake (meta) implementation and autograd registration of the operators torch.compile sees."""
+    u = make((2, 16, 4, 4), torch.float32, True)
+    s = torch.rand(2, 16, device=DEVICE, requires_grad=True) if with_scale else None
+    r = make((2, 16, 4, 4), torch.float32, True, seed=1)
+    torch.library.opcheck(torch.ops.senet.fused_se_apply.default, (u, s, r, relu))
+    torch.library.opcheck(torch.ops.senet.fused_squeeze_mean.default, (u,))
 
 
 def test_forward_hooks_on_se_still_fire():

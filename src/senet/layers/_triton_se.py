@@ -184,9 +184,10 @@ def strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(3) if t.shape[3] > 1 else t.stride(2)
 
 
-def vectorisable(t: torch.Tensor) -> bool:
-    """Whether the kernels compile to 16-byte accesses for ``t``'s layout (see module doc)."""
-    if t.ndim != 4 or t.data_ptr() % _ALIGN:
+def vectorisable(t: torch.Tensor, address: bool = True) -> bool:
+    """Whether the kernels compile to 16-byte accesses for ``t``'s layout (see module doc);
+    ``address=False`` leaves out the address check (a tensor being traced has none yet)."""
+    if t.ndim != 4 or address and t.data_ptr() % _ALIGN:
         return False
     sn, sc, shw = strides(t)
     n, c, h, w = t.shape

@@ -30,8 +30,10 @@ from torch import nn
 __all__ = ["use_fused", "triton_available", "set_fused", "squeeze_mean", "se_apply", "add_relu", "FUSED_ENV"]
 
 FUSED_ENV = "SENET_FUSED"
+_Tensor = torch.Tensor
 
 
+@torch.compiler.assume_constant_result  # Dynamo reads the answer instead of tracing the import
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
     """Whether Triton imports (it is an optional extra: ``pip install 'senet[gpu]'``)."""
@@ -47,9 +49,8 @@ def _interpreting() -> bool:
 
 
 def _exporting() -> bool:
-    # Under torch.compile the reference composition is what Inductor should see: it fuses the
-    # element-wise tail itself, and Dynamo cannot trace into the interpreter or the launchers.
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    # Exported graphs (TorchScript, torch.export, ONNX) must run without Triton: reference ops.
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
         return True
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch.export (newer torch)
     if is_exporting is not None and is_exporting():
@@ -62,11 +63,14 @@ def use_fused(flag: bool | None, x: torch.Tensor) -> bool:
     """Whether a module with fused flag ``flag`` takes the fused path for input ``x`` (see module doc)."""
     if flag is False or _exporting() or os.environ.get(FUSED_ENV, "1") == "0":
         return False
+    compiling = torch.compiler.is_compiling()
+    if compiling and flag is None:  # auto: Inductor fuses the reference composition itself
+        return False
     if x.device.type != "cuda" and not (flag is True and x.device.type == "cpu" and _interpreting()):
         return False
     if x.ndim != 4 or not _mergeable(x):
         return False
-    return triton_available() and _kernels_vectorise(x)
+    return triton_available() and _kernels_vectorise(x, address=not compiling)
 
 
 def _mergeable(x: torch.Tensor) -> bool:
@@ -214,10 +218,10 @@ def _reference(u: torch.Tensor, s: torch.Tensor | None, shortcut: torch.Tensor |
     return torch.relu(y) if relu else y
 
 
-def _kernels_vectorise(u: torch.Tensor) -> bool:
+def _kernels_vectorise(u: torch.Tensor, address: bool = True) -> bool:
     from . import _triton_se
 
-    return _triton_se.vectorisable(u)
+    return _triton_se.vectorisable(u, address)
 
 
 def squeeze_mean(u: torch.Tensor) -> torch.Tensor:
@@ -225,6 +229,8 @@ def squeeze_mean(u: torch.Tensor) -> torch.Tensor:
     returns (N, C, 1, 1) in ``u``'s dtype (the sum is accumulated in fp32). Layouts the kernels
     would not vectorise take ``u.mean``."""
     u = _like(u)
+    if torch.compiler.is_compiling():
+        return torch.ops.senet.fused_squeeze_mean(u)
     if not _kernels_vectorise(u):
         return u.mean((2, 3), keepdim=True)
     link = _Link(u) if torch.is_grad_enabled() and u.requires_grad else None
@@ -245,6 +251,8 @@ def se_apply(u: torch.Tensor, s: torch.Tensor, shortcut: torch.Tensor | None = N
     if s.numel() != u.shape[0] * u.shape[1]:
         raise ValueError(f"se_apply: s must hold one value per (n, c) of u {tuple(u.shape)}, got {tuple(s.shape)}")
     u = _like(u)
+    if torch.compiler.is_compiling():
+        return torch.ops.senet.fused_se_apply(u, s.reshape(u.shape[0], u.shape[1]), shortcut, relu)
     if not _kernels_vectorise(u):
         return _reference(u, s, shortcut, relu)
     shortcut = None if shortcut is None else _same_layout(shortcut, u)
@@ -256,6 +264,8 @@ def add_relu(u: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
     """``relu(u + shortcut)``, the plain residual unit's end, with the same kernel as :func:`se_apply`."""
     _check(u, shortcut)
     u = _like(u)
+    if torch.compiler.is_compiling():
+        return torch.ops.senet.fused_se_apply(u, None, shortcut, True)
     if not _kernels_vectorise(u):
         return _reference(u, None, shortcut, True)
     return _Apply.apply(u, None, _same_layout(shortcut, u), True, None)
@@ -267,3 +277,112 @@ def _check(u: torch.Tensor, shortcut: torch.Tensor | None) -> None:
     if shortcut is not None and (shortcut.shape != u.shape or shortcut.dtype != u.dtype):
         raise ValueError(f"fused SE: shortcut {tuple(shortcut.shape)} {shortcut.dtype} does not match "
                          f"u {tuple(u.shape)} {u.dtype}")
+
+
+# The same kernels as custom operators, for torch.compile: Dynamo and Inductor see an opaque op with
+# a shape function (register_fake) and a backward (register_autograd), not the Triton launchers.
+# Used only while compiling with the fused flag True; eager runs the autograd Functions above, which
+# also write the squeeze's gradient with grad_u (a link a traced graph cannot express).
+
+
+@torch.library.custom_op("senet::fused_squeeze_mean", mutates_args=())
+def _op_squeeze(u: _Tensor) -> _Tensor:
+    """:func:`squeeze_mean` as an operator: (N, C, 1, 1) in u's dtype."""
+    from . import _triton_se as K
+
+    if not K.vectorisable(u):
+        return u.mean((2, 3), keepdim=True)
+    z, part = K.squeeze_buffers(u)
+    K.run(K.plan_squeeze(u, z, part))
+    return z.view(u.shape[0], u.shape[1], 1, 1)
+
+
+@_op_squeeze.register_fake
+def _(u: _Tensor) -> _Tensor:
+    return u.new_empty((u.shape[0], u.shape[1], 1, 1))
+
+
+def _squeeze_setup(ctx: Any, inputs: tuple[Any, ...], output: _Tensor) -> None:
+    ctx.shape = inputs[0].shape
+
+
+def _squeeze_backward(ctx: Any, gz: _Tensor) -> _Tensor:
+    n, c, h, w = ctx.shape
+    return (gz.reshape(n, c, 1, 1) / (h * w)).expand(n, c, h, w)
+
+
+_op_squeeze.register_autograd(_squeeze_backward, setup_context=_squeeze_setup)
+
+
+@torch.library.custom_op("senet::fused_se_apply", mutates_args=())
+def _op_apply(u: _Tensor, s: _Tensor | None, shortcut: _Tensor | None, relu: bool) -> _Tensor:
+    """:func:`se_apply` as an operator; ``s`` is (N, C) or None (the plain ``add_relu``)."""
+    from . import _triton_se as K
+
+    if not K.vectorisable(u):
+        return _reference(u, s, shortcut, relu)
+    y = torch.empty_like(u)
+    r = None if shortcut is None else _same_layout(shortcut, u)
+    K.run(K.plan_apply(u, None if s is None else s.contiguous(), r, y, relu))
+    return y
+
+
+@_op_apply.register_fake
+def _(u: _Tensor, s: _Tensor | None, shortcut: _Tensor | None, relu: bool) -> _Tensor:
+    return torch.empty_like(u)
+
+
+@torch.library.custom_op("senet::fused_se_apply_backward", mutates_args=())
+def _op_apply_backward(g: _Tensor, y: _Tensor, u: _Tensor, s: _Tensor, relu: bool) -> tuple[_Tensor, _Tensor, _Tensor]:
+    """(grad_u, grad_s, grad_shortcut) of ``act(u * s + shortcut)``; ``y`` is the output (ReLU mask)."""
+    from . import _triton_se as K
+
+    g = _same_layout(_like(g), u)
+    if not K.vectorisable(u):  # the reference composition's gradients
+        gp = torch.where(y <= 0, 0, g) if relu else g.clone()
+        return gp * s[:, :, None, None], (gp * u).sum((2, 3)).to(s.dtype), gp
+    s = s.contiguous()
+    gp, gu, gs, part = K.backward_buffers(g, s, True, True)
+    K.run(K.plan_backward(g, y if relu else None, u, s, gp, gu, gs, part))
+    return gu, gs, gp
+
+
+@_op_apply_backward.register_fake
+def _(g: _Tensor, y: _Tensor, u: _Tensor, s: _Tensor, relu: bool) -> tuple[_Tensor, _Tensor, _Tensor]:
+    return torch.empty_like(u), s.new_empty(s.shape), torch.empty_like(u)
+
+
+@torch.library.custom_op("senet::fused_relu_backward", mutates_args=())
+def _op_relu_backward(g: _Tensor, y: _Tensor) -> _Tensor:
+    """The gradient of ``relu(u + shortcut)`` for both inputs, from the output ``y``."""
+    from . import _triton_se as K
+
+    g = _same_layout(_like(g), y)
+    if not K.vectorisable(y):
+        return torch.where(y <= 0, 0, g)
+    gp, _, _, _ = K.backward_buffers(g, None, True, False)
+    K.run(K.plan_backward(g, y, None, None, gp, None, None, None))
+    return gp
+
+
+@_op_relu_backward.register_fake
+def _(g: _Tensor, y: _Tensor) -> _Tensor:
+    return torch.empty_like(y)
+
+
+def _apply_setup(ctx: Any, inputs: tuple[Any, ...], output: _Tensor) -> None:
+    u, s, shortcut, relu = inputs
+    ctx.relu, ctx.has_s, ctx.has_res = relu, s is not None, shortcut is not None
+    ctx.save_for_backward(output, u if s is not None else None, s)
+
+
+def _apply_backward(ctx: Any, g: _Tensor) -> tuple[_Tensor | None, ...]:
+    y, u, s = ctx.saved_tensors
+    if not ctx.has_s:
+        gp = torch.ops.senet.fused_relu_backward(g, y) if ctx.relu else g
+        return gp, None, gp if ctx.has_res else None, None
+    gu, gs, gp = torch.ops.senet.fused_se_apply_backward(g, y, u, s, ctx.relu)
+    return gu, gs, gp if ctx.has_res else None, None
+
+
+_op_apply.register_autograd(_apply_backward, setup_context=_apply_setup)
