@@ -25,6 +25,7 @@ result directly in the output dtype.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 from typing import Any, Iterator
 
@@ -162,10 +163,53 @@ class Launch:
     def name(self) -> str:
         return self.kernel.fn.__name__ if hasattr(self.kernel, "fn") else self.kernel.__name__
 
+    def traffic(self) -> tuple[int, int]:
+        """(bytes read, bytes written) of global memory by this launch, each element once."""
+        a, k = self.args, self.constexprs
+        reads: list[Any]
+        writes: list[Any]
+        if self.name == "_squeeze_kernel":
+            reads, writes = [a[0]], [a[1]]
+        elif self.name == "_finish_kernel":
+            reads, writes = [a[0]], [a[1]]
+        elif self.name == "_apply_kernel":
+            reads = [a[0]] + [a[1]] * k["HAS_SCALE"] + [a[2]] * k["HAS_RES"]
+            writes = [a[3]]
+        elif self.name == "_backward_kernel":
+            reads = [a[0]] + [a[1]] * k["RELU"] + [a[2]] * k["HAS_SCALE"] + [a[3]] * (k["HAS_SCALE"] and k["WRITE_GU"])
+            writes = [a[4]] * k["WRITE_G"] + [a[5]] * k["WRITE_GU"] + [a[6]] * k["HAS_SCALE"]
+        elif self.name == "_grad_u_kernel":
+            reads, writes = [a[0], a[1], a[2]], [a[3]]
+        else:
+            raise ValueError(f"traffic: unknown kernel {self.name}")
+        return sum(t.numel() * t.element_size() for t in reads), sum(t.numel() * t.element_size() for t in writes)
+
+
+_RECORDER: contextvars.ContextVar[list[Launch] | None] = contextvars.ContextVar("senet_fused_se_launches",
+                                                                                  default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Launch]]:
+    """Collect every launch made inside the block (they still run; on meta tensors nothing runs)."""
+    plans: list[Launch] = []
+    token = _RECORDER.set(plans)
+    try:
+        yield plans
+    finally:
+        _RECORDER.reset(token)
+
 
 def launch(plan: Launch) -> None:
-    """Run one planned launch on the device of its first tensor argument (not the current device)."""
-    with device_of(next(a for a in plan.args if isinstance(a, torch.Tensor)).device):
+    """Run one planned launch on the device of its first tensor argument (not the current device).
+    On meta tensors (shapes only, as when counting bytes) there is nothing to compute."""
+    recorder = _RECORDER.get()
+    if recorder is not None:
+        recorder.append(plan)
+    device = next(a for a in plan.args if isinstance(a, torch.Tensor)).device
+    if device.type == "meta":
+        return
+    with device_of(device):
         plan.kernel[plan.grid](*plan.args, **plan.constexprs, num_warps=plan.num_warps)
 
 

@@ -10,11 +10,15 @@ pass. The tiny excitation FCs stay in PyTorch. The plain network's ``relu(u + sh
 the same kernel (no scaling), so an SE/plain ratio measures SE alone.
 
 Dispatch (:func:`use_fused`): the fused path runs when a module's ``fused`` flag allows it
-(``None``: on CUDA when Triton imports; ``True``: also on CPU under ``TRITON_INTERPRET=1``;
-``False``: never), never while tracing, scripting or exporting to ONNX (export needs the reference
-composition), nor under ``torch.compile`` (Inductor fuses the reference composition itself), and not
-when the environment sets ``SENET_FUSED=0``. :func:`set_fused` flips the
-flag on every module of a built model. Triton is imported lazily, on first use.
+(``None``: on CUDA when Triton imports; ``True``: also on CPU under ``TRITON_INTERPRET=1`` and on
+the meta device, where launches are only recorded (:mod:`senet.cost.counting` counts their bytes);
+``False``: never), never while tracing, scripting or exporting (TorchScript, torch.export, ONNX:
+an exported graph must run without Triton), and not when the environment sets ``SENET_FUSED=0``.
+Under ``torch.compile`` the auto flag keeps the reference composition (Inductor fuses it itself)
+and ``True`` runs the kernels as custom operators (``torch.ops.senet.*``). Only layouts the kernels
+compile to 16-byte accesses for are dispatched (docs/gpu.md); others keep the reference
+composition. :func:`set_fused` flips the flag on every module of a built model. Triton is imported
+lazily, on first use.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ def use_fused(flag: bool | None, x: torch.Tensor) -> bool:
     compiling = torch.compiler.is_compiling()
     if compiling and flag is None:  # auto: Inductor fuses the reference composition itself
         return False
-    if x.device.type != "cuda" and not (flag is True and x.device.type == "cpu" and _interpreting()):
+    forced_here = x.device.type == "cpu" and _interpreting() or x.device.type == "meta"  # meta: counting bytes
+    if x.device.type != "cuda" and not (flag is True and forced_here):
         return False
     if x.ndim != 4 or not _mergeable(x):
         return False
