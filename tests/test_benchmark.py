@@ -23,7 +23,7 @@ def test_benchmark_baseline_and_fused_both_modes():
                                "se_resnet20 [fused off]", "se_resnet20 without SE [fused off]"}
         # On a CPU the fused path runs only under Triton's interpreter (the suite switches it on in
         # conftest when Triton is installed); the benchmark must report which path each model took.
-        interpreted = use_fused(True, torch.zeros(1, 1, 2, 2))
+        interpreted = use_fused(True, torch.zeros(1, 16, 4, 4))
         for name, s in models.items():
             assert len(s["ms_per_step"]) == 2 and all(t > 0 for t in s["ms_per_step"])
             assert s["min_ms"] <= s["median_ms"] <= s["max_ms"]
@@ -83,3 +83,42 @@ def test_against_timm_names_and_missing_timm(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_timm)
     with pytest.raises(ValueError, match="needs timm"):
         benchmark("se_resnet20", against="timm", **TINY)
+
+
+def test_compiled_columns_give_se_over_plain_per_variant():
+    """torch.compile of the reference composition as extra columns, each with its own SE/plain
+    (aot_eager here: the plumbing, not Inductor's speed; the slow test below runs Inductor)."""
+    r = benchmark("se_resnet20", baseline=True, fused="off", compiled=["default"], compile_backend="aot_eager",
+                  mode="infer", **TINY)
+    block = r["results"]["infer"]
+    models = block["models"]
+    assert set(models) == {"se_resnet20 [fused off]", "se_resnet20 without SE [fused off]",
+                           "se_resnet20 [compile default]", "se_resnet20 without SE [compile default]"}
+    assert models["se_resnet20 [compile default]"]["variant"] == "compile default"
+    assert models["se_resnet20 [compile default]"]["fused_path"] is False  # Inductor gets the reference ops
+    by = block["se_over_plain"]["se_resnet20"]
+    assert set(by) == {"fused off", "compile default"}
+    assert by["compile default"] == pytest.approx(models["se_resnet20 [compile default]"]["median_ms"]
+                                                  / models["se_resnet20 without SE [compile default]"]["median_ms"])
+    assert r["config"]["compiled"] == ["default"] and r["config"]["compile_backend"] == "aot_eager"
+    with pytest.raises(ValueError, match="compiled"):
+        benchmark("se_resnet20", compiled=["fastest"], **TINY)
+
+
+def test_cli_compiled_columns(capsys):
+    code = main(["benchmark", "se_resnet20", "--baseline", "--fused", "off", "--compiled", "default",
+                 "--compile-backend", "aot_eager", "--mode", "infer", "--batch-size", "2", "--input-size", "16",
+                 "--rounds", "1", "--steps", "1", "--warmup", "0", "--device", "cpu", "--threads", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "se_resnet20 [compile default]" in out and "SE/plain se_resnet20: fused off" in out
+    assert "compile default" in out.split("SE/plain se_resnet20:")[1]
+
+
+@pytest.mark.slow
+def test_inductor_column_on_cpu():
+    """The real baseline: Inductor (default mode) on CPU, training step, beside eager."""
+    r = benchmark("se_resnet20", baseline=True, fused="off", compiled=["default"], mode="train",
+                  batch_size=2, input_size=(3, 16, 16), rounds=1, steps=1, warmup=1, device="cpu")
+    by = r["results"]["train"]["se_over_plain"]["se_resnet20"]
+    assert set(by) == {"fused off", "compile default"} and all(v > 0 for v in by.values())

@@ -1,6 +1,7 @@
 """``senet benchmark NAME [NAME...]``: images/s and ms/step of inference and training steps,
-SE against its plain twin (``--baseline``), fused against reference (``--fused both``), ours
-against timm (``--against timm``), all in interleaved rounds in one process."""
+SE against its plain twin (``--baseline``), fused against reference (``--fused both``), against
+``torch.compile`` of the reference (``--compiled default max-autotune``), ours against timm
+(``--against timm``), all in interleaved rounds in one process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cost.speed import FUSED, MODES, PRECISIONS, benchmark, format_benchmark
+from ..cost.speed import COMPILE_MODES, FUSED, MODES, PRECISIONS, benchmark, format_benchmark
 from .summary import parse_input_size
 
 
@@ -27,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
     p.add_argument("--fused", choices=FUSED, default="on",
                    help="fused SE operator on, off (reference composition) or both (default: on)")
+    p.add_argument("--compiled", nargs="+", choices=COMPILE_MODES, default=[], metavar="MODE",
+                   help="also time torch.compile of the reference composition in these modes "
+                   f"({', '.join(COMPILE_MODES)}), each a column with its own SE/plain")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compiled (default inductor)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
                            batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
                            channels_last=args.channels_last, compile=args.compile, fused=args.fused,
+                           compiled=args.compiled, compile_backend=args.compile_backend,
                            device=args.device, rounds=args.rounds, steps=args.steps, warmup=args.warmup)
     print(format_benchmark(result))
     if args.json_out is not None:

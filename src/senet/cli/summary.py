@@ -1,4 +1,5 @@
-"""``senet summary MODEL [MODEL...] [--baseline]``: parameters and multiply-adds side by side."""
+"""``senet summary MODEL [MODEL...] [--baseline] [--bytes]``: parameters, multiply-adds and bytes
+moved side by side (docs/cost.md)."""
 
 from __future__ import annotations
 
@@ -47,11 +48,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    metavar="KEY=VALUE", help="create_model keyword for every MODEL, e.g. --set se_reduction=8 "
                    "--set se_squeeze=max --set se_stages=[1,2,3] (repeatable; se=null is the plain net)")
     p.add_argument("--no-parts", action="store_true", help="totals only, no per-stage rows")
+    p.add_argument("--bytes", action="store_true",
+                   help="also count bytes read and written (inference, training step; eager and fused SE)")
+    p.add_argument("--bytes-dtype", choices=["fp32", "bf16", "fp16"], default="bf16",
+                   help="activation and weight dtype of the byte count (default bf16)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch of the byte count (default 1)")
+    p.add_argument("--channels-last", action="store_true", help="count bytes in channels_last memory format")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.bytes_dtype]
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    count = dict(traffic=args.bytes, dtype=dtype, batch=args.batch_size, channels_last=args.channels_last)
     costs = {}
     for name in args.models:
         spec = get_model_spec(name)
@@ -60,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
         extra = {"in_chans": size[0]} if size[0] != spec.input_size[0] else {}
         extra.update(dict(args.overrides))
         label = name + "".join(f" {k}={v}" for k, v in args.overrides)
-        costs[label] = complexity(create_model(name, **extra), size)
+        costs[label] = complexity(create_model(name, **extra), size, **count)
         if args.baseline and spec.has_se:
             extra = {k: v for k, v in extra.items() if not k.startswith("se_")}
-            costs[f"{name} without SE"] = complexity(create_model(name, **{**extra, "se": None}), size)
+            costs[f"{name} without SE"] = complexity(create_model(name, **{**extra, "se": None}), size, **count)
     if args.json:
         print(json.dumps({k: v.as_dict() for k, v in costs.items()}, indent=2))
     else:

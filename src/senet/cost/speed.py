@@ -4,8 +4,10 @@
 The paper's claim to check is the price of SE (§4: +0.26% FLOPs, about +10% GPU training time for
 SE-ResNet-50). ``baseline=True`` times each SE model with its exact plain twin
 (``create_model(name, se=None)``) and reports the SE/plain ratio; ``fused="both"`` times the fused
-SE operator against the reference PyTorch composition; ``against="timm"`` adds timm's model of the
-same architecture. Every model runs in every round, one after the other, so drifts of clock and
+SE operator against the reference PyTorch composition (eager); ``compiled=("default",
+"max-autotune")`` adds the same network under ``torch.compile`` in those modes, on the reference
+composition that Inductor fuses itself (the baseline a fused operator has to beat, docs/gpu.md);
+``against="timm"`` adds timm's model of the same architecture. Every model runs in every round, one after the other, so drifts of clock and
 temperature hit all of them alike; the median over rounds is the figure, min/max the spread.
 """
 
@@ -25,11 +27,12 @@ from ..device import resolve_device
 from ..layers.fused_se import set_fused, triton_available, use_fused
 from ..layers.se import check_choice
 
-__all__ = ["benchmark", "format_benchmark", "timm_name", "MODES", "PRECISIONS", "FUSED"]
+__all__ = ["benchmark", "format_benchmark", "timm_name", "MODES", "PRECISIONS", "FUSED", "COMPILE_MODES"]
 
 MODES = ("infer", "train", "both")
 PRECISIONS = ("fp32", "bf16", "fp16")
 FUSED = ("on", "off", "both")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -47,30 +50,35 @@ class _Entry:
     se: bool
     fused: str | None  # "on" / "off" for senet models
     build: Callable[[], nn.Module]
+    variant: str = ""  # "fused on", "fused off", "compile <mode>"; "" for timm
+    compile_mode: str | None = None  # torch.compile mode of this entry alone
 
 
 def _entries(names: Sequence[str], baseline: bool, against: str | None, fused: str,
-             num_classes: int | None) -> list[_Entry]:
+             num_classes: int | None, compiled: Sequence[str] = ()) -> list[_Entry]:
     from ..models.registry import create_model, get_model_spec
 
     extra = {} if num_classes is None else {"num_classes": num_classes}
-    flags = ("on", "off") if fused == "both" else (fused,)
+    variants = [f"fused {f}" for f in (("on", "off") if fused == "both" else (fused,))]
+    variants += [f"compile {m}" for m in compiled]
     entries: list[_Entry] = []
 
-    def ours(name: str, has_se: bool, flag: str, **kw: Any) -> _Entry:
-        suffix = f" [fused {flag}]" if len(flags) > 1 else ""
+    def ours(name: str, has_se: bool, variant: str, **kw: Any) -> _Entry:
+        suffix = f" [{variant}]" if len(variants) > 1 else ""
         label = (name if not kw else f"{name} without SE") + suffix
+        flag = variant == "fused on"  # compiled: the reference composition, which Inductor fuses
 
         def build() -> nn.Module:
-            return set_fused(create_model(name, **kw, **extra), flag == "on")
-        return _Entry(label, "senet", name, has_se, flag, build)
+            return set_fused(create_model(name, **kw, **extra), flag)
+        mode = variant.split(" ", 1)[1] if variant.startswith("compile") else None
+        return _Entry(label, "senet", name, has_se, "on" if flag else "off", build, variant, mode)
 
     for name in names:
         spec = get_model_spec(name)
-        for flag in flags:
-            entries.append(ours(name, spec.has_se, flag))
+        for variant in variants:
+            entries.append(ours(name, spec.has_se, variant))
             if baseline and spec.has_se:
-                entries.append(ours(name, False, flag, se=None))
+                entries.append(ours(name, False, variant, se=None))
         if against == "timm":
             tname = timm_name(name)
             entries.append(_Entry(f"timm {tname}", "timm", tname, spec.has_se, None, _timm_builder(tname, extra)))
@@ -100,11 +108,15 @@ def _sync(device: torch.device) -> None:
 class _Runner:
     """One model, ready to time: inference (``inference_mode``) or a training step with SGD."""
 
-    def __init__(self, model: nn.Module, mode: str, x: torch.Tensor, precision: str, compile: bool) -> None:
+    def __init__(self, model: nn.Module, mode: str, x: torch.Tensor, precision: str, compile_mode: str | None,
+                 backend: str = "inductor") -> None:
         self.mode, self.x, self.device = mode, x, x.device
         self.dtype = _DTYPES.get(precision)
         self.model = model.train(mode == "train")
-        self.fn = torch.compile(model) if compile else model
+        if compile_mode is None:
+            self.fn: Callable[..., torch.Tensor] = model
+        else:  # "default" is torch.compile's own default mode
+            self.fn = torch.compile(model, backend=backend, mode=None if compile_mode == "default" else compile_mode)
         self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4) \
             if mode == "train" else None
         self.scaler = torch.amp.GradScaler(x.device.type, enabled=self.dtype == torch.float16 and mode == "train")
@@ -157,7 +169,7 @@ def _ratios(entries: list[_Entry], stats: dict[str, dict[str, Any]]) -> dict[str
         med = stats[e.label]["median_ms"]
         if e.source == "senet" and e.se:
             for p in entries:
-                if p.source == e.source and not p.se and p.name == e.name and p.fused == e.fused:
+                if p.source == e.source and not p.se and p.name == e.name and p.variant == e.variant:
                     out[f"{e.label} / {p.label} (time)"] = med / stats[p.label]["median_ms"]
         if "[fused on]" in e.label and e.label.replace("fused on", "fused off") in by:
             ref = e.label.replace("fused on", "fused off")  # > 1: the fused path is faster
@@ -186,6 +198,8 @@ def benchmark(
     channels_last: bool = False,
     compile: bool = False,
     fused: str = "on",
+    compiled: Sequence[str] = (),
+    compile_backend: str = "inductor",
     device: str | torch.device | None = None,
     rounds: int = 10,
     steps: int = 5,
@@ -203,6 +217,8 @@ def benchmark(
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast. channels_last: NHWC memory format.
         compile: ``torch.compile`` each model. fused: the fused SE operator ``"on"``, ``"off"``
             (reference composition) or ``"both"`` (each model timed both ways).
+        compiled: ``torch.compile`` modes (:data:`COMPILE_MODES`) to time the reference
+            composition in besides, each a column of its own; ``compile_backend`` their backend.
         device: default CUDA when available. rounds x steps: timed steps per model, after
             ``warmup`` untimed ones. num_classes: classifier width (default: each model's own).
 
@@ -217,6 +233,11 @@ def benchmark(
     check_choice("mode", mode, MODES)
     check_choice("precision", precision, PRECISIONS)
     check_choice("fused", fused, FUSED)
+    compiled = [compiled] if isinstance(compiled, str) else list(compiled)
+    for m in compiled:
+        check_choice("compiled", m, COMPILE_MODES)
+    if len(set(compiled)) != len(compiled):
+        raise ValueError(f"compiled lists a mode twice: {compiled}")
     if against not in (None, "timm"):
         raise ValueError(f"against={against!r} is not supported; allowed: 'timm'")
     for arg, value, low in (("batch_size", batch_size, 1), ("rounds", rounds, 1), ("steps", steps, 1),
@@ -225,7 +246,7 @@ def benchmark(
             raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
     device = resolve_device(device)  # the forms, and CUDA/MPS present, checked as everywhere
     size = tuple(input_size or get_model_spec(names[0]).input_size)
-    entries = _entries(names, baseline, against, fused, num_classes)
+    entries = _entries(names, baseline, against, fused, num_classes, compiled)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(seed)
     x = torch.randn(batch_size, *size, device=device).contiguous(memory_format=fmt)
@@ -233,16 +254,20 @@ def benchmark(
     result: dict[str, Any] = {
         "config": dict(models=names, baseline=baseline, against=against, mode=mode, batch_size=batch_size,
                        input_size=list(size), precision=precision, channels_last=channels_last, compile=compile,
-                       fused=fused, device=str(device), rounds=rounds, steps=steps, warmup=warmup),
+                       fused=fused, compiled=compiled, compile_backend=compile_backend, device=str(device),
+                       rounds=rounds, steps=steps, warmup=warmup),
         "environment": _environment(device),
         "results": {},
     }
+    # Whether the fused kernels run on this device at all (a layout they vectorise: 16 channels).
+    fused_here = use_fused(True, torch.zeros(1, 16, 4, 4, device=device).contiguous(memory_format=fmt))
     for m in ("infer", "train") if mode == "both" else (mode,):
         runners = {}
         for e in entries:
             torch.manual_seed(seed)
             model = e.build().to(device, memory_format=fmt)
-            runners[e.label] = _Runner(model, m, x, precision, compile)
+            mode_ = e.compile_mode if e.compile_mode is not None else ("default" if compile else None)
+            runners[e.label] = _Runner(model, m, x, precision, mode_, compile_backend)
         for r in runners.values():
             for _ in range(warmup):
                 r.step()
@@ -253,13 +278,27 @@ def benchmark(
                 times[label].append(r.time(steps))
         stats = {label: _stats(ms, batch_size) for label, ms in times.items()}
         for e in entries:
-            stats[e.label].update(source=e.source, model=e.name, se=e.se, fused=e.fused,
-                                  fused_path=e.fused == "on" and use_fused(True, x) if e.source == "senet" else None)
-        result["results"][m] = {"models": stats, "ratios": _ratios(entries, stats)}
+            stats[e.label].update(source=e.source, model=e.name, se=e.se, fused=e.fused, variant=e.variant,
+                                  fused_path=e.fused == "on" and fused_here if e.source == "senet" else None)
+        result["results"][m] = {"models": stats, "ratios": _ratios(entries, stats),
+                                "se_over_plain": _se_over_plain(entries, stats)}
         del runners
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result
+
+
+def _se_over_plain(entries: list[_Entry], stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """SE/plain time per model and variant (eager fused, eager reference, each compile mode)."""
+    out: dict[str, dict[str, float]] = {}
+    for e in entries:
+        if e.source != "senet" or not e.se:
+            continue
+        for p in entries:
+            if p.source == "senet" and not p.se and p.name == e.name and p.variant == e.variant:
+                key = e.variant or "eager"
+                out.setdefault(e.name, {})[key] = stats[e.label]["median_ms"] / stats[p.label]["median_ms"]
+    return out
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
@@ -295,4 +334,6 @@ def format_benchmark(result: dict[str, Any]) -> str:
                          f"{s['min_ms']:>9.2f}{s['max_ms']:>9.2f}  {path}")
         for k, v in block["ratios"].items():
             lines.append(f"  {k}: {v:.3f}x")
+        for name, by in block.get("se_over_plain", {}).items():
+            lines.append(f"  SE/plain {name}: " + " | ".join(f"{k} {v:.3f}x" for k, v in by.items()))
     return "\n".join(lines)
