@@ -1,6 +1,9 @@
 """prepare_for_inference: the folded channels_last path, compiled where measured to pay, equal to eager."""
 
 import dataclasses
+import importlib.util
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,3 +85,38 @@ def test_compiled_path_equals_eager_and_reports_its_cost(mode):
         want = model(x)
     assert (fast(x) - want).abs().max().item() <= 1e-3
     assert fast(x[:1]).shape == (1, 10)  # another size: the eager folded network, no recompilation
+
+
+def _bench_script():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cpu_inference.py"
+    spec = importlib.util.spec_from_file_location("bench_cpu_inference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_bench(capsys, paths):
+    bench = _bench_script()
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--models", "se_resnet20", "resnet20", "--size", "32", "--batches", "2", "--rounds", "1",
+                           "--threads", str(threads), "--paths", *paths]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out
+
+
+def test_cpu_inference_benchmark_runs_at_toy_size(capsys):
+    text = _run_bench(capsys, ["eager", "folded", "export", "ort_fp32", "ort_int8"])
+    assert "se_resnet20, batch 2:" in text and "resnet20, batch 2:" in text
+    for path in ("eager", "folded", "export", "ort_int8"):
+        assert re.search(rf"  {path} +[\d.]+ ms  x[\d.]+ of ort_fp32", text), path
+    assert re.search(r"se_resnet20/resnet20 at batch 2: eager [\d.]+, folded [\d.]+", text)
+
+
+@pytest.mark.slow
+def test_cpu_inference_benchmark_compiled_paths_at_toy_size(capsys):
+    pytest.importorskip("torchao")
+    text = _run_bench(capsys, ["compiled", "default", "int8", "ort_fp32"])
+    for path in ("compiled", "default", "int8"):
+        assert re.search(rf"  {path} +[\d.]+ ms  x[\d.]+ of ort_fp32", text), path
