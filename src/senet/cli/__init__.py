@@ -20,7 +20,7 @@ from .pipes import quiet_on_broken_pipe
 
 # Imported lazily so that `senet models` does not pay for the training stack.
 COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report",
-            "benchmark", "export")
+            "benchmark", "export", "quantize")
 
 
 def build_parser() -> argparse.ArgumentParser:

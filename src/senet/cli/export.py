@@ -1,4 +1,4 @@
-"""``senet export NAME_OR_CHECKPOINT --format onnx|torchscript --out FILE``: a checked export."""
+"""``senet export NAME_OR_CHECKPOINT --format onnx|pt2|torchscript --out FILE``: a checked export."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "the largest difference is within the tolerance.")
     p.add_argument("source", metavar="NAME_OR_CHECKPOINT",
                    help="a registered model name, a .safetensors checkpoint or a run directory")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default: onnx")
-    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (e.g. model.onnx, model.pt)")
+    p.add_argument("--format", choices=("onnx", "pt2", "torchscript"), default=None,
+                   help="pt2 is a torch.export program (default: from the --out extension, .onnx, .pt2 or .pt; "
+                        "else onnx)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the file to write (e.g. model.onnx, model.pt2, model.pt)")
     p.add_argument("--input-size", nargs="+", metavar="N", default=None,
                    help="S, CxHxW or C H W (default: the model's or checkpoint's own input size)")
     p.add_argument("--dynamic-batch", action="store_true", help="variable batch size (checked at two sizes)")
@@ -45,10 +48,11 @@ def parse_size_words(words: list[str] | None) -> tuple[int, int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..deploy.export import export
+    from ..deploy.export import export, format_for_path
 
+    fmt = args.format or format_for_path(args.out)
     try:
-        result = export(args.source, args.out, args.format, input_size=parse_size_words(args.input_size),
+        result = export(args.source, args.out, fmt, input_size=parse_size_words(args.input_size),
                         dynamic_batch=args.dynamic_batch, opset=args.opset, check=not args.no_check,
                         tolerance=args.tolerance, rtol=args.rtol, overrides=dict(args.overrides) or None,
                         dynamo=args.dynamo)

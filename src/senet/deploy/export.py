@@ -1,9 +1,13 @@
-"""Export a network to ONNX or TorchScript, checked against eager PyTorch.
+"""Export a network to ONNX, ``torch.export`` (``.pt2``) or TorchScript, checked against eager PyTorch.
 
 Every export runs on the CPU in eval mode with the reference composition of each block (a fused
 GPU path, where a model has one, is switched off first), then is loaded back and run on random
-input beside the eager model: onnxruntime for ONNX, the loaded TorchScript module for
-TorchScript. The file appears at ``path`` only once that check has passed.
+input beside the eager model: onnxruntime for ONNX, ``torch.export.load`` for ``.pt2``, the
+loaded TorchScript module for TorchScript. The file appears at ``path`` only once that check has
+passed.
+
+``format="pt2"`` saves an ``ExportedProgram`` (``torch.export.save``), the graph format PyTorch
+supports going forward (TorchScript is deprecated upstream); see docs/deploy.md.
 
 ONNX is written by PyTorch's TorchScript-based exporter (``dynamo=False``): it needs no package
 beyond onnx/onnxruntime, takes seconds, and handles every family and SE option of the package.
@@ -24,9 +28,12 @@ from torch import nn
 
 from .inference import card_or_default, resolve_model
 
-__all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL"]
+__all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL",
+           "format_for_path"]
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "pt2", "torchscript")
+# The format a file name implies, for callers (the CLI) that let the extension choose.
+_EXTENSIONS = {".onnx": "onnx", ".pt2": "pt2", ".pt": "torchscript"}
 DEFAULT_OPSET = 17  # supported by every onnxruntime release of the last years
 TOLERANCE = 1e-4  # max abs difference on fp32 logits ...
 # ... plus this fraction of the largest |logit|. fp32 carries ~7 significant digits, so two correct
@@ -135,6 +142,27 @@ def _run_onnx(path: Path) -> Any:
     return lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
 
 
+def format_for_path(path: str | os.PathLike[str], default: str = "onnx") -> str:
+    """The export format a file name implies: ``.onnx``, ``.pt2`` (``torch.export``) or ``.pt``
+    (TorchScript); ``default`` for any other name."""
+    return _EXTENSIONS.get(Path(path).suffix.lower(), default)
+
+
+def _write_pt2(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+    # The batch is the only dynamic dimension: the models check their input sizes in Python,
+    # which torch.export records as guards on the example's spatial size.
+    shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    program = torch.export.export(model, (x,), dynamic_shapes=shapes)
+    torch.export.save(program, str(path))
+
+
+def _run_pt2(path: Path) -> Any:
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as e:  # a corrupt or incompatible archive: say which step failed
+        raise ExportCheckError(f"torch.export.load cannot load the .pt2 export: {str(e).splitlines()[0]}") from e
+
+
 def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
     # Tracing records what the Python forward does, so blocks with Python control flow (SE
     # positions, optional shortcuts) export as they run; torch.jit.script would have to compile them.
@@ -146,7 +174,8 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
            input_size: int | Sequence[int] | None = None, dynamic_batch: bool = False, opset: int | None = None,
            check: bool = True, tolerance: float = TOLERANCE, rtol: float = RTOL,
            overrides: Mapping[str, Any] | None = None, dynamo: bool = False, seed: int = 0) -> ExportResult:
-    """Export ``model`` (a module, a registered name or a checkpoint) to ``path`` as ONNX or TorchScript.
+    """Export ``model`` (a module, a registered name or a checkpoint) to ``path`` as ONNX, a
+    ``torch.export`` program (``format="pt2"``) or TorchScript.
 
     Args:
         input_size: (C, H, W) or a side S (default: the model's or checkpoint's own size).
@@ -174,7 +203,7 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     opset = DEFAULT_OPSET if opset is None else int(opset)
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; give the file to write, e.g. {path / ('model.onnx' if format == 'onnx' else 'model.pt')}")
+        raise ValueError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2'}.get(format, 'pt'))}")
     if format == "onnx" and check:  # fail before the (slow) export if the checker is missing
         _require("onnx", "checking an ONNX export")
         _require("onnxruntime", "checking an ONNX export")
@@ -189,12 +218,15 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     x = torch.randn(export_batch, *size, generator=gen)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    # torch.export.save/load want the .pt2 ending, whatever name the user gave.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{'.pt2' if format == 'pt2' else path.suffix}")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             _silence_expected_warnings()
             if format == "onnx":
                 _write_onnx(net, x, tmp, dynamic_batch, opset, dynamo)
+            elif format == "pt2":
+                _write_pt2(net, x, tmp, dynamic_batch)
             else:
                 _write_torchscript(net, x, tmp)
         diff = scale = None
@@ -203,6 +235,9 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
             if format == "onnx":
                 run = _run_onnx(tmp)
                 runtime = "onnxruntime"
+            elif format == "pt2":
+                run = _run_pt2(tmp)
+                runtime = "the program loaded by torch.export.load"
             else:
                 with warnings.catch_warnings():
                     _silence_expected_warnings()

@@ -1,0 +1,156 @@
+"""The fastest native CPU inference path: BN folded, channels_last, ``inference_mode``, and
+``torch.compile`` (Inductor's CPU backend, weights frozen) where a measurement says it pays.
+
+:func:`prepare_for_inference` turns a trained network into a module for serving. The compiled
+variant is chosen per batch size by timing, not by guess: with ``compile="auto"`` the network
+is compiled once for that batch size, both variants are timed on the example batch, and the
+faster is kept; the compile cost and both timings are in ``.inference_report``. Inductor
+specialises a compiled graph to its input shape, so only batches of the calibrated size use
+it; any other size runs the folded eager network (no silent recompilation). See docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .fold import fold_for_inference
+
+__all__ = ["prepare_for_inference", "FastInference", "InferenceReport", "COMPILE_CHOICES"]
+
+COMPILE_CHOICES = ("auto", True, False)
+# Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
+# so it may differ by rounding that grows with the logits, as an export does (deploy/export.py).
+TOLERANCE, RTOL = 1e-3, 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceReport:
+    """What :func:`prepare_for_inference` chose and measured (times in milliseconds per batch)."""
+
+    batch_size: int
+    input_size: tuple[int, int, int]
+    compiled: bool  # whether batches of ``batch_size`` run the compiled graph
+    compile_requested: str  # "auto", "on" or "off"
+    compile_seconds: float | None  # the one-time cost of compiling (None: not compiled)
+    eager_ms: float | None  # the folded channels_last network, median of the calibration rounds
+    compiled_ms: float | None
+    max_abs_diff: float  # largest difference from the unmodified eval-mode network on the example
+
+    def summary(self) -> str:
+        c, h, w = self.input_size
+        text = f"inference path for batch {self.batch_size} at {c}x{h}x{w}: BN folded, channels_last"
+        text += ", torch.compile (Inductor)" if self.compiled else ", eager"
+        if self.compile_seconds is not None:
+            text += f"; compiling took {self.compile_seconds:.1f} s"
+        if self.eager_ms is not None and self.compiled_ms is not None:
+            text += f"; measured {self.eager_ms:.1f} ms eager vs {self.compiled_ms:.1f} ms compiled per batch"
+        return text + f"; max abs difference from eager {self.max_abs_diff:.2g}"
+
+
+class FastInference(nn.Module):
+    """A folded network that runs its input as channels_last under ``inference_mode``, through a
+    compiled graph for batches of the calibrated size. Made by :func:`prepare_for_inference`."""
+
+    def __init__(self, net: nn.Module, compiled: Callable[[torch.Tensor], torch.Tensor] | None,
+                 report: InferenceReport) -> None:
+        super().__init__()
+        self.net = net
+        # Not a submodule: the compiled wrapper holds ``net`` again, and state_dict keys stay ``net.*``.
+        object.__setattr__(self, "_compiled", compiled)
+        self.inference_report = report
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self._compiled is not None and x.shape[0] == self.inference_report.batch_size:
+                return self._compiled(x)
+            return self.net(x)
+
+
+def _median_ms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[int, int, int]:
+    if example is not None:
+        return tuple(int(s) for s in example.shape[1:])  # type: ignore[return-value]
+    cfg = getattr(model, "pretrained_cfg", None)
+    size = getattr(cfg, "input_size", None) or (cfg.get("input_size") if isinstance(cfg, dict) else None)
+    if size is not None:
+        return tuple(int(s) for s in size)  # type: ignore[return-value]
+    side = max(224, int(getattr(model, "min_input_size", 0)))
+    return int(getattr(model, "in_chans", 3)), side, side
+
+
+def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str | bool = "auto",
+                          example: torch.Tensor | None = None, rounds: int = 3,
+                          check: bool = True) -> FastInference:
+    """The fastest native CPU path for ``model`` at ``batch_size`` (the caller's model is untouched).
+
+    BatchNorm is folded into the convolutions (:func:`senet.fold_for_inference`), weights and
+    inputs are channels_last, and forward runs under ``torch.inference_mode``. ``compile``:
+    ``False`` stops there; ``True`` also compiles with Inductor (weights frozen into the graph);
+    ``"auto"`` compiles, times both on ``example`` for ``rounds`` rounds after a warm-up, and
+    keeps the compiled graph only if it is faster. ``example`` is a batch of the shape to serve
+    (default: random images of the model card's input size). With ``check=True`` the output on
+    ``example`` must equal the eval-mode model's within fp32 rounding, else ``RuntimeError``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"prepare_for_inference expects an nn.Module, got {type(model).__name__}")
+    if compile not in COMPILE_CHOICES or isinstance(compile, int) and not isinstance(compile, bool):
+        raise ValueError(f"compile={compile!r} is not supported; allowed values: 'auto', True, False")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if example is not None and (example.ndim != 4 or example.shape[0] != batch_size):
+        raise ValueError(f"example must be a batch of {batch_size} images (N, C, H, W), "
+                         f"got shape {tuple(example.shape)}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    size = _input_size(model, example)
+    x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
+    x = x.detach().float().cpu()
+    with torch.no_grad():
+        reference = model.eval()(x) if check else None
+    net = fold_for_inference(model, example_input=x[:1], check=False).cpu().float()
+    net = net.to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last)
+
+    compiled = None
+    compile_seconds = eager_ms = compiled_ms = None
+    if compile is not False:
+        compiled = torch.compile(net, dynamic=False, options={"freezing": True})
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(xc)  # the first call compiles
+        compile_seconds = time.perf_counter() - start
+        if compile == "auto":
+            with torch.inference_mode():
+                net(xc)  # warm-up: oneDNN primitives are created on the first call
+                eager_ms = _median_ms(net, xc, rounds)
+                compiled_ms = _median_ms(compiled, xc, rounds)
+            if compiled_ms >= eager_ms:
+                compiled = None
+    requested = {"auto": "auto", True: "on", False: "off"}[compile]
+    diff = 0.0
+    fast = FastInference(net, compiled, InferenceReport(batch_size, size, compiled is not None, requested,
+                                                        compile_seconds, eager_ms, compiled_ms, 0.0))
+    if reference is not None:
+        got = fast(x)
+        diff = (got.float() - reference.float()).abs().max().item()
+        allowed = TOLERANCE + RTOL * reference.abs().max().item()
+        if not diff <= allowed:
+            raise RuntimeError(f"the prepared {type(model).__name__} differs from eager by {diff:.3g} "
+                               f"(> {allowed:.3g}); use compile=False, and please report this model")
+        fast.inference_report = dataclasses.replace(fast.inference_report, max_abs_diff=diff)
+    return fast
