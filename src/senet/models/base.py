@@ -125,6 +125,15 @@ class ModelBase(nn.Module):
         whose children are exactly consecutive steps (``blocks.0``, ``blocks.1``, ...) is called
         as a whole, so hooks and cost counting see the same module calls as the layout suggests."""
         self.stem_steps, self.stage_steps = list(stem), list(stages)
+        # Stages proper: runs of stage steps, each ending at a feature level (or the last step);
+        # the unit of activation checkpointing and of the coarse groups of ``group_matcher``.
+        points = {f["module"] for f in self.feature_info}
+        self._segments: list[list[str]] = [[]]
+        for name in self.stage_steps:
+            self._segments[-1].append(name)
+            if name in points:
+                self._segments.append([])
+        self._segments = [seg for seg in self._segments if seg]
         steps, calls, i = self.stem_steps + self.stage_steps, [], 0
         while i < len(steps):
             top = steps[i].split(".", 1)[0]
@@ -188,11 +197,15 @@ class ModelBase(nn.Module):
 
     # ----- forward ----------------------------------------------------------------------------
 
-    def _run(self, name: str, x: torch.Tensor, stage: bool) -> torch.Tensor:
-        module = self.get_submodule(name)
-        if stage and self.grad_checkpointing and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            return checkpoint(module, x, use_reentrant=False)
-        return module(x)
+    def _run_steps(self, names: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+        for name in names:
+            x = self.get_submodule(name)(x)
+        return x
+
+    def _run_stage(self, names: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return checkpoint(self._run_steps, names, x, use_reentrant=False)
+        return self._run_steps(names, x)
 
     def _norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.get_submodule(self.norm_name)(x) if self.norm_name else x
@@ -201,10 +214,9 @@ class ModelBase(nn.Module):
         """The stem, then every stage in order, then the final norm (if any)."""
         check_input(self, x)
         if self.grad_checkpointing:
-            for name in self.stem_steps:
-                x = self._run(name, x, stage=False)
-            for name in self.stage_steps:
-                x = self._run(name, x, stage=True)
+            x = self._run_steps(self.stem_steps, x)
+            for names in self._segments:
+                x = self._run_stage(names, x)
         else:
             for name in self._calls:
                 x = self.get_submodule(name)(x)
@@ -241,9 +253,9 @@ class ModelBase(nn.Module):
         stop = intermediates_only or stop_early
         check_input(self, x)
         intermediates: list[torch.Tensor] = []
-        steps = [(n, False) for n in self.stem_steps] + [(n, True) for n in self.stage_steps]
-        for name, stage in steps:
-            x = self._run(name, x, stage)
+        # the stem step by step (it may hold a level), then each stage (ending at a level)
+        for name, stage in [(n, False) for n in self.stem_steps] + [(seg[-1], seg) for seg in self._segments]:
+            x = self._run_stage(stage, x) if stage else self.get_submodule(name)(x)
             if name in wanted:
                 intermediates.append(self._norm(x) if norm and name == self._final_step else x)
             if stop and name == last:
@@ -276,25 +288,31 @@ class ModelBase(nn.Module):
     # ----- training helpers -------------------------------------------------------------------
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Activation checkpointing of each stage (``torch.utils.checkpoint``, non-reentrant):
-        stage activations are recomputed in the backward pass; gradients are unchanged."""
+        """Activation checkpointing of each stage (``torch.utils.checkpoint``, non-reentrant; a
+        stage is the run of steps up to the next ``feature_info`` level): its activations are
+        recomputed in the backward pass instead of stored; gradients are unchanged."""
         self.grad_checkpointing = bool(enable)
 
     def group_matcher(self, coarse: bool = False) -> dict[str, str | list[tuple[str, tuple[int]]]]:
         """Regexes on parameter names (timm's format, for layer-wise LR decay): ``stem``; ``blocks``
-        as ``(regex, (ordinal,))`` pairs, one per stage (``coarse``) or per block of a stage;
+        as ``(regex, (ordinal,))`` pairs, one per stage (``coarse``) or per block with weights;
         ``head`` (final norm, pre-logits and classifier)."""
         def prefix(names: Sequence[str]) -> str:
             return r"^(?:" + "|".join(re.escape(n) for n in names) + r")\."
 
-        blocks: list[tuple[str, tuple[int]]] = []
-        for name in self.stage_steps:
-            module = self.get_submodule(name)
-            children = [n for n, m in module.named_children() if any(True for _ in m.parameters())]
-            if coarse or not isinstance(module, nn.Sequential) or not children:
-                blocks.append((prefix([name]), (len(blocks),)))
-            else:
-                blocks += [(prefix([f"{name}.{c}"]), (len(blocks) + i,)) for i, c in enumerate(children)]
+        parts: list[list[str]] = []
+        for seg in self._segments:
+            if coarse:
+                parts.append(seg)
+                continue
+            for name in seg:
+                module = self.get_submodule(name)
+                children = [n for n, m in module.named_children() if any(True for _ in m.parameters())]
+                if isinstance(module, nn.Sequential) and children:
+                    parts += [[f"{name}.{c}"] for c in children]
+                elif any(True for _ in module.parameters()):
+                    parts.append([name])
+        blocks = [(prefix(names), (i,)) for i, names in enumerate(parts)]
         head = ["pre_logits", self.classifier_name] + ([self.norm_name] if self.norm_name else [])
         return {"stem": prefix(self.stem_steps), "blocks": blocks, "head": prefix(head)}
 

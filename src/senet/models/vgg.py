@@ -1,5 +1,5 @@
 """Plain convolutional stacks: VGG-16 with and without BN (Simonyan & Zisserman 2015; paper
-Table 2 "VGG-16 (BN)") and the 10-layer CIFAR network of the transfer-learning seed study.
+Table 2 "VGG-16 (BN)") and a 10-layer CIFAR network (nine conv-BN-ReLU units, used for transfer).
 
 SE sits after the non-linearity of each convolution (paper §5.1, "SE-VGG-16": VGG has no
 residual branch, so every conv-BN-ReLU unit is recalibrated, Fig. 2's principle of SE on a
@@ -29,7 +29,7 @@ __all__ = ["VGG", "VGG16", "CIFAR10_LAYER"]
 Layer = Union[int, str]
 # Configuration "D" of Simonyan & Zisserman: 13 convs; "M" is a 2x2 max-pool.
 VGG16: tuple[Layer, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-# Seed 003's CIFAR network: 3 conv-BN-ReLU at 64, avg-pool, 3 at 128, avg-pool, 3 at 256 ("A": 2x2 avg-pool).
+# The 10-layer CIFAR network: 3 conv-BN-ReLU at 64, avg-pool, 3 at 128, avg-pool, 3 at 256 ("A": 2x2 avg-pool).
 CIFAR10_LAYER: tuple[Layer, ...] = (64, 64, 64, "A", 128, 128, 128, "A", 256, 256, 256)
 HEADS = ("mlp", "gap")
 
@@ -65,7 +65,7 @@ class VGG(ModelBase):
         norm: BN after each convolution (VGG-16-BN, the paper's Table 2 baseline).
         conv_bias: biases on the convolutions (VGG and Keras do; off is usual before BN).
         head: ``"mlp"`` (VGG's fc6/fc7 with 4096 units, then the classifier) or ``"gap"``
-            (global average pooling straight into the classifier, seed 003's CIFAR/transfer head).
+            (global average pooling straight into the classifier: the 10-layer CIFAR network's head).
         mlp_width: units of fc6/fc7. drop_rate: dropout in the head (timm: 0; VGG: 0.5).
         eps: BN epsilon.
         se: SE options, or ``None`` for the plain network.
