@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import senet
-from senet.models.features import FeatureExtractor
 from senet.models.registry import get_model_spec
 
 # One model per family and per block/stem kind; the registry-wide forward check is test_all_models.
@@ -31,9 +30,10 @@ def test_head_features_and_feature_info(name):
         feats = model.forward_features(x)
         out = model(x)
         assert torch.allclose(model.forward_head(feats), out, atol=1e-6)
+        assert feats.shape[1] == model.num_features
         pooled = model.forward_head(feats, pre_logits=True)
-        assert pooled.shape == (2, model.num_features)
-        levels = FeatureExtractor(model)(x)  # what create_model(name, features_only=True) returns
+        assert pooled.shape == (2, model.head_hidden_size)
+        levels = model.forward_intermediates(x, intermediates_only=True)  # what features_only returns
     info = model.feature_info
     assert [m.shape[1] for m in levels] == info.channels()
     assert [f["module"] for f in info] == info.module_name()

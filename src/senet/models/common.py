@@ -1,6 +1,6 @@
-"""Small building blocks shared by the non-residual families (Inception, VGG, MobileNet,
-ShuffleNet, DenseNet): conv-BN-ReLU units, an activation followed by an SE slot, and the
-He initialisation of the paper (§5.1) that leaves SE blocks at PyTorch's defaults.
+"""Small building blocks shared by the families: conv-BN-ReLU units, an activation followed by
+an SE slot, the input and argument checks, ``feature_info`` entries, and the one weight
+initialisation of the package (He init of the paper, §5.1, leaving SE blocks at PyTorch's defaults).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch import nn
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 from .features import FeatureInfo
 
-__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "PooledClassifier", "feature", "stage_ends", "he_init", "check_common", "check_input"]
+__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "feature", "stage_ends", "he_init", "check_common", "check_input"]
 
 
 class ConvBnAct(nn.Module):
@@ -57,8 +57,8 @@ class BatchNormReLU(nn.BatchNorm2d):
 
 def he_init(model: nn.Module) -> None:
     """He (MSRA) init of every convolution (paper §5.1), unit/zero BN, and a small normal init of
-    linear classifiers. SE FCs keep PyTorch's default init, as in :class:`~senet.models.ResNet`:
-    fan-out He init of a 1x1 conv feeding the gate would start most sigmoids saturated."""
+    linear classifiers. SE FCs keep PyTorch's default init: fan-out He init of a 1x1 conv
+    feeding the gate would start most sigmoids saturated."""
     se_parts = {id(m) for se in model.modules() if isinstance(se, SqueezeExcite) for m in se.modules()}
     for m in model.modules():
         if id(m) in se_parts:
@@ -110,48 +110,3 @@ def stage_ends(steps: list[tuple[str, int, int]]) -> FeatureInfo:
         if i + 1 == len(steps) or steps[i + 1][2] > 1:
             info.append(feature(chs, reduction, name))
     return info
-
-
-class PooledClassifier(nn.Module):
-    """Base of the zoo networks: ``forward_features`` -> global average pool -> dropout -> linear.
-
-    A subclass builds its trunk, calls :meth:`add_head`, and sets ``feature_info`` (see
-    :mod:`senet.models.features`); ``head_name`` is the classifier's key in timm's layout
-    (``fc``, ``classifier``, ``classif``) so pretrained weights load. The backbone interface
-    (``forward_features``, ``forward_head``, ``reset_classifier``) is timm's.
-    """
-
-    head_name = "fc"
-    in_chans: int
-    feature_info: list[dict]
-
-    @property
-    def classifier_name(self) -> str:
-        return self.head_name
-
-    def add_head(self, channels: int, num_classes: int, drop_rate: float) -> None:
-        self.num_features = channels
-        self.num_classes = num_classes
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.add_module(self.head_name, nn.Linear(channels, num_classes))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` outputs; 0 removes it (forward gives pooled features)."""
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        self.num_classes = num_classes
-        layer = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        self.add_module(self.head_name, layer)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool, dropout and the classifier; ``pre_logits=True`` stops before it."""
-        x = self.drop(self.global_pool(x).flatten(1))
-        return x if pre_logits else getattr(self, self.head_name)(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        return self.forward_head(self.forward_features(x))

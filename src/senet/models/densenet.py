@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import BatchNormReLU, PooledClassifier, check_common, he_init, stage_ends
+from .base import ModelBase
+from .common import BatchNormReLU, check_common, stage_ends
 
 __all__ = ["DenseNet", "DEPTHS", "PLACEMENTS"]
 
@@ -78,7 +79,7 @@ class Transition(nn.Sequential):
         self.pool = nn.AvgPool2d(2, stride=2)
 
 
-class DenseNet(PooledClassifier):
+class DenseNet(ModelBase):
     """DenseNet-BC for ImageNet-size input.
 
     Args:
@@ -91,7 +92,7 @@ class DenseNet(PooledClassifier):
     """
 
     min_input_size = 32
-    head_name = "classifier"
+    classifier_name = "classifier"
 
     def __init__(self, layers: Sequence[int] = DEPTHS[121], *, num_classes: int = 1000, in_chans: int = 3,
                  drop_rate: float = 0.0, growth: int = 32, stem_width: int = 64, bn_size: int = 4,
@@ -123,9 +124,7 @@ class DenseNet(PooledClassifier):
                 c = cout
         self.features.add_module(f"norm{len(layers) + 1}", BatchNormReLU(c))
         steps.append((f"features.norm{len(layers) + 1}", c, 1))
-        self.add_head(c, num_classes, drop_rate)
-        self.feature_info = stage_ends(steps)
-        he_init(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        names = [f"features.{n}" for n, _ in self.features.named_children()]
+        self.init_layout(names[:3], names[3:], stage_ends(steps))
+        self.init_head(c, num_classes, drop_rate)
+        self.init_weights()

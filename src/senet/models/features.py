@@ -1,10 +1,10 @@
 """``features_only`` backbones: the feature maps of selected stages, for detectors and segmenters.
 
 Semantics follow timm: ``model.feature_info`` lists the points where a stage's output can be
-taken (``num_chs``, ``reduction`` = stride w.r.t. the input, ``module`` = the submodule whose
-output it is), and ``out_indices`` selects among them (negative indices count from the end).
-The wrapper records those outputs with forward hooks while the network's own
-``forward_features`` runs, so every family works without being restructured.
+taken (``num_chs``, ``reduction`` = stride w.r.t. the input, ``module`` = the step whose output
+it is), and ``out_indices`` selects among them (negative indices count from the end).
+:class:`FeatureBackbone` prunes the network past the deepest selected level and runs its
+``forward_intermediates``; its state_dict keys are the network's own (docs/backbones.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-__all__ = ["FeatureInfo", "FeatureExtractor"]
+__all__ = ["FeatureInfo", "FeatureBackbone", "select"]
 
 
 class FeatureInfo(list):
@@ -30,8 +30,8 @@ class FeatureInfo(list):
         return [f["module"] for f in self]
 
 
-def select(info: Sequence[dict[str, Any]], out_indices: Sequence[int] | None) -> list[int]:
-    """Normalised, validated indices into ``info`` (default: all of them)."""
+def select(info: Sequence[dict[str, Any]], out_indices: int | Sequence[int] | None) -> list[int]:
+    """Normalised, validated ``out_indices`` into ``info`` (default: all of them; an int is one level)."""
     n = len(info)
     if out_indices is None:
         return list(range(n))
@@ -48,30 +48,38 @@ def select(info: Sequence[dict[str, Any]], out_indices: Sequence[int] | None) ->
     return sorted(idx)
 
 
-class FeatureExtractor(nn.Module):
-    """Wraps a network; ``forward(x)`` returns the list of the selected stages' feature maps
-    (shallow to deep). ``feature_info`` lists only the selected levels."""
+class FeatureBackbone(nn.Module):
+    """A network pruned to its feature levels ``out_indices``; ``forward(x)`` returns their maps,
+    shallow to deep, and stops after the deepest one.
 
-    def __init__(self, model: nn.Module, out_indices: Sequence[int] | None = None) -> None:
+    The network's head (and final norm) are pruned with ``prune_intermediate_layers``; its
+    remaining children become this module's children under their own names, so the state_dict
+    keys are the network's (a classifier checkpoint loads with ``strict=False``, only the pruned
+    keys unexpected). ``feature_info`` lists the selected levels.
+    """
+
+    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] | None = None) -> None:
         super().__init__()
-        info = model.feature_info
-        self.out_indices = tuple(select(info, out_indices))
-        self.feature_info = FeatureInfo(dict(info[i]) for i in self.out_indices)
-        self.model = model
-        self._names = [f["module"] for f in self.feature_info]
-        for name in self._names:
-            model.get_submodule(name)  # fail now on a wrong module name
+        self.out_indices = tuple(select(model.feature_info, out_indices))
+        model.prune_intermediate_layers(list(self.out_indices), prune_norm=True, prune_head=True)
+        if next(model.named_parameters(recurse=False), None) or next(model.named_buffers(recurse=False), None):
+            raise ValueError(f"{type(model).__name__} holds tensors outside its submodules; features_only "
+                             "needs every weight inside a stem or stage module")
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        self.__dict__["model"] = model  # the same modules; not registered, so keys get no "model." prefix
+        self.feature_info = type(model.feature_info)(dict(model.feature_info[i]) for i in self.out_indices)
+        self.in_chans = model.in_chans
+        self.min_input_size = getattr(model, "min_input_size", 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        from .common import check_input
+        return self.model.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True)
 
-        check_input(self.model, x)
-        found: dict[str, torch.Tensor] = {}
-        handles = [self.model.get_submodule(n).register_forward_hook(
-            lambda m, i, o, n=n: found.__setitem__(n, o)) for n in self._names]
-        try:
-            self.model.forward_features(x)
-        finally:
-            for h in handles:
-                h.remove()
-        return [found[n] for n in self._names]
+    def train(self, mode: bool = True) -> "FeatureBackbone":
+        super().train(mode)
+        self.model.training = mode
+        return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the network's stages (see ``ModelBase.set_grad_checkpointing``)."""
+        self.model.set_grad_checkpointing(enable)

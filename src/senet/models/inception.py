@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import ConvBnAct, PooledClassifier, check_common, he_init, stage_ends
+from .base import ModelBase
+from .common import ConvBnAct, check_common, stage_ends
 
 __all__ = ["Conv", "Pool", "InceptionModule", "Inception", "bn_inception_spec", "inception_v3_spec"]
 
@@ -203,7 +204,7 @@ def _module_stride(branches: Sequence[Branch]) -> int:
 SPECS = {"bn_inception": bn_inception_spec, "inception_v3": inception_v3_spec}
 
 
-class Inception(PooledClassifier):
+class Inception(ModelBase):
     """An Inception network: a stem of convs and pools, Inception modules with an SE slot each,
     global average pooling and a linear classifier (``fc``).
 
@@ -245,12 +246,6 @@ class Inception(PooledClassifier):
             self.module_names.append(name)
             c = module.out_channels
             steps.append((name, c, _module_stride(branches)))
-        self.stem_names = [name for name, _ in stem]
-        self.add_head(c, num_classes, drop_rate)
-        self.feature_info = stage_ends(steps)
-        he_init(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in (*self.stem_names, *self.module_names):
-            x = getattr(self, name)(x)
-        return x
+        self.init_layout([name for name, _ in stem], self.module_names, stage_ends(steps))
+        self.init_head(c, num_classes, drop_rate)
+        self.init_weights()

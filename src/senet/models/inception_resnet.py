@@ -18,11 +18,14 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import ConvBnAct, PooledClassifier, check_common, he_init, stage_ends
+from .base import ModelBase
+from .common import ConvBnAct, check_common, stage_ends
 
 __all__ = ["InceptionResNetV2"]
 
 EPS = 1e-3  # the TensorFlow-trained weights' BN epsilon
+STEM = ["conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "maxpool_5a"]
+STAGES = ["mixed_5b", "repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2", "block8", "conv2d_7b"]
 
 
 def cba(cin: int, cout: int, kernel: int | tuple[int, int] = 1, stride: int = 1,
@@ -84,7 +87,7 @@ def block8(se: SEConfig | None, scale: float = 0.20, act: bool = True) -> Residu
     ], 448, scale, se, act)
 
 
-class InceptionResNetV2(PooledClassifier):
+class InceptionResNetV2(ModelBase):
     """Inception-ResNet-v2 for 299x299 input (needs at least 75x75).
 
     Args:
@@ -93,7 +96,7 @@ class InceptionResNetV2(PooledClassifier):
     """
 
     min_input_size = 75
-    head_name = "classif"
+    classifier_name = "classif"
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  se: SEConfig | None = None) -> None:
@@ -129,16 +132,9 @@ class InceptionResNetV2(PooledClassifier):
         self.repeat_2 = nn.Sequential(*[block8(se) for _ in range(9)])
         self.block8 = block8(se, scale=1.0, act=False)  # the last block: unscaled, no ReLU
         self.conv2d_7b = cba(2080, 1536)
-        self.add_head(1536, num_classes, drop_rate)
-        self.feature_info = stage_ends([
+        self.init_layout(STEM, STAGES, stage_ends([
             ("conv2d_1a", 32, 2), ("conv2d_2b", 64, 1), ("maxpool_3a", 64, 2), ("conv2d_4a", 192, 1),
             ("maxpool_5a", 192, 2), ("repeat", 320, 1), ("mixed_6a", 1088, 2), ("repeat_1", 1088, 1),
-            ("mixed_7a", 2080, 2), ("conv2d_7b", 1536, 1)])
-        he_init(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a",
-                     "maxpool_5a", "mixed_5b", "repeat", "mixed_6a", "repeat_1", "mixed_7a", "repeat_2",
-                     "block8", "conv2d_7b"):
-            x = getattr(self, name)(x)
-        return x
+            ("mixed_7a", 2080, 2), ("conv2d_7b", 1536, 1)]))
+        self.init_head(1536, num_classes, drop_rate)
+        self.init_weights()

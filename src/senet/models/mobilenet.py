@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, check_choice, make_se
-from .common import PooledClassifier, check_common, he_init, stage_ends
+from .base import ModelBase
+from .common import check_common, stage_ends
 
 __all__ = ["MobileNetV1", "STAGES"]
 
@@ -43,7 +44,7 @@ class DepthwiseSeparable(nn.Module):
         return self.se(self.act2(self.bn2(self.conv_pw(x))))
 
 
-class MobileNetV1(PooledClassifier):
+class MobileNetV1(ModelBase):
     """MobileNetV1 (width 1.0): a 3x3 stride-2 stem and 13 depthwise-separable blocks.
 
     Args:
@@ -55,7 +56,7 @@ class MobileNetV1(PooledClassifier):
     """
 
     min_input_size = 32
-    head_name = "classifier"
+    classifier_name = "classifier"
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
                  act: str = "relu6", eps: float = 1e-5, se: SEConfig | None = None, stem_se: bool = False) -> None:
@@ -79,11 +80,8 @@ class MobileNetV1(PooledClassifier):
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
-        self.add_head(cin, num_classes, drop_rate)
-        self.feature_info = stage_ends([("stem_se", stem, 2)] + [
-            (f"blocks.{i}", cout, stride) for i, (cout, _, stride) in enumerate(STAGES)])
-        he_init(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem_se(self.act1(self.bn1(self.conv_stem(x))))
-        return self.blocks(x)
+        self.init_layout(["conv_stem", "bn1", "act1", "stem_se"], [f"blocks.{i}" for i in range(len(STAGES))],
+                         stage_ends([("stem_se", stem, 2)] + [
+                             (f"blocks.{i}", cout, stride) for i, (cout, _, stride) in enumerate(STAGES)]))
+        self.init_head(cin, num_classes, drop_rate)
+        self.init_weights()

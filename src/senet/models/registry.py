@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from torch import nn
 
 from ..layers.se import SEConfig
+from .features import FeatureBackbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..weights.pretrained import PretrainedConfig
@@ -256,8 +257,9 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     ``pretrained=True`` loads the model's published weights (see :mod:`senet.weights.pretrained`),
     ``pretrained="file"`` a local file in the model's layout. ``num_classes=0`` drops the
     classifier (the model returns pooled features). ``features_only=True`` returns a
-    :class:`~senet.models.features.FeatureExtractor` giving the feature maps of the stages
-    ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end).
+    :class:`~senet.models.features.FeatureBackbone` giving the feature maps of the stages
+    ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end),
+    with the model's own state_dict keys (docs/backbones.md).
     """
     from ..weights.pretrained import load_pretrained
     from .card import attach_card, card_for
@@ -280,7 +282,5 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     attach_card(model, card_for(spec, model, {**overrides, **({"num_classes": 0} if headless else {})}, cfg,
                                 weights_file))
     if features_only:
-        from .features import FeatureExtractor
-
-        return FeatureExtractor(model, out_indices)
+        return FeatureBackbone(model, out_indices)
     return model

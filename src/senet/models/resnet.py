@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 from ..layers import fused_se
 from ..layers.se import SEConfig, SqueezeExcite, check_choice, make_se
-from .common import check_input
+from .base import ModelBase
+from .common import check_common, he_init, stage_ends
 
 __all__ = ["ResNet", "BLOCKS", "STEMS"]
 
@@ -104,8 +105,12 @@ class Block(nn.Module):
     def residual(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def entry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual branch's input and the shortcut."""
+        return x, x if self.downsample is None else self.downsample(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        x, shortcut = self.entry(x)
         if self.position == "pre":  # SE-PRE: recalibrate the unit's input, identity untouched
             x = self.se(x)
         out = self.residual(x)
@@ -116,7 +121,7 @@ class Block(nn.Module):
         out = out + shortcut
         if not self.preact:
             out = self.act_out(out)
-        if self.position == "post":  # SE-POST: after the addition (and its ReLU)
+        if self.position == "post":  # SE-POST: after the addition (and its ReLU, if any)
             out = self.se(out)
         return out
 
@@ -209,24 +214,10 @@ class PreActBlock(Block):
         self.se = make_se(se, se_channels)
         self.downsample = make_shortcut(shortcut, cin, cout, stride, down_kernel, norm=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def entry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The projection shortcut sees the pre-activated input, as in the original code.
         pre = self.act1(self.bn1(x))
-        if self.downsample is not None:
-            shortcut = self.downsample(pre)
-        else:
-            shortcut = x
-        if self.position == "pre":
-            pre = self.se(pre)
-        out = self.residual(pre)
-        if self.position == "standard":
-            return merge_branches(self.se, out, shortcut, None, self.fused)
-        if self.position == "identity":
-            shortcut = self.se(shortcut)
-        out = out + shortcut
-        if self.position == "post":
-            out = self.se(out)
-        return out
+        return pre, x if self.downsample is None else self.downsample(pre)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
@@ -251,7 +242,7 @@ BLOCKS = {
 STEMS = ("7x7", "deep", "cifar")
 
 
-class ResNet(nn.Module):
+class ResNet(ModelBase):
     """The residual family: ResNet, ResNeXt, SE-ResNet, SE-ResNeXt, SENet-154, CIFAR ResNets.
 
     Args:
@@ -311,10 +302,7 @@ class ResNet(nn.Module):
         check_choice("down_kernel", down_kernel, (1, 3))
         if len(layers) != len(widths) or not all(n >= 1 for n in layers):
             raise ValueError(f"layers={tuple(layers)} must give >= 1 unit for each of the {len(widths)} widths")
-        if num_classes < 1 or in_chans < 1:
-            raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        check_common(num_classes, in_chans, drop_rate)
         self.in_chans = in_chans
         make_block, expansion = BLOCKS[block]
         preact = block.startswith("preact")
@@ -329,10 +317,10 @@ class ResNet(nn.Module):
                 *conv_bn(stem_width, stem_width, 3), nn.ReLU(inplace=True),
                 nn.Conv2d(stem_width, 2 * stem_width, 3, padding=1, bias=False),
             )
-            stem_out = 2 * stem_width
+            stem_out, stem_stride = 2 * stem_width, 2
         else:
-            kernel, stride = (7, 2) if stem == "7x7" else (3, 1)
-            self.conv1 = nn.Conv2d(in_chans, stem_width, kernel, stride=stride, padding=kernel // 2, bias=False)
+            kernel, stem_stride = (7, 2) if stem == "7x7" else (3, 1)
+            self.conv1 = nn.Conv2d(in_chans, stem_width, kernel, stride=stem_stride, padding=kernel // 2, bias=False)
             stem_out = stem_width
         # Pre-activation nets normalise at the start of each unit instead (He et al. 2016b).
         self.bn1 = nn.Identity() if preact else nn.BatchNorm2d(stem_out)
@@ -343,6 +331,7 @@ class ResNet(nn.Module):
             self.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         else:
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        steps = [("act1", stem_out, stem_stride), ("maxpool", stem_out, 1 if stem == "cifar" else 2)]
 
         cin = stem_out
         self.stage_names: list[str] = []
@@ -364,27 +353,22 @@ class ResNet(nn.Module):
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*units))
             self.stage_names.append(name)
+            steps.append((name, cin, 2 if i else 1))
 
         self.final_norm = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True)) if preact else nn.Identity()
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.num_features = cin
-        self.fc = nn.Linear(cin, num_classes)
+        # feature_info: the stem's activation and each stage's output (a detector's C2..C5 are the
+        # last four for the ImageNet networks).
+        self.init_layout(["conv1", "bn1", "act1", "maxpool"], self.stage_names, stage_ends(steps),
+                         norm="final_norm" if preact else None)
+        self.init_head(cin, num_classes, drop_rate)
         self.reset_parameters(zero_init_last)
         fused_se.set_fused(self, fused)
 
     def reset_parameters(self, zero_init_last: bool = False) -> None:
-        """He (MSRA) initialisation of convolutions (paper §5.1), unit BN; optionally zero the last BN
-        of each residual branch so every unit starts as the identity (Goyal et al. 2017)."""
-        # SE FCs keep PyTorch's default init: He init with fan_out on a 1x1 conv feeding the
-        # gate would start most sigmoids saturated.
-        se_parts = {id(p) for m in self.modules() if isinstance(m, SqueezeExcite) for p in m.modules()}
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and id(m) not in se_parts:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        """He (MSRA) initialisation of the paper (§5.1, SE at PyTorch's defaults: ``he_init``);
+        optionally zero the last BN of each residual branch so every unit starts as the identity
+        (Goyal et al. 2017)."""
+        he_init(self)
         if zero_init_last:
             for m in self.modules():
                 last = getattr(m, "bn3", None) if isinstance(m, Bottleneck) else getattr(m, "bn2", None)
@@ -394,50 +378,3 @@ class ResNet(nn.Module):
     def stages(self) -> list[nn.Sequential]:
         """The residual stages in order (layer1, layer2, ...)."""
         return [getattr(self, n) for n in self.stage_names]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for stage in self.stages():
-            x = stage(x)
-        return self.final_norm(x)
-
-    classifier_name = "fc"
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool, dropout and ``fc``; ``pre_logits=True`` stops before ``fc``."""
-        x = self.dropout(self.global_pool(x).flatten(1))
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh ``fc`` for ``num_classes`` outputs; 0 removes it (forward gives pooled features)."""
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    @property
-    def num_classes(self) -> int:
-        return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
-
-    @property
-    def feature_info(self) -> list[dict]:
-        """timm's ``feature_info``: the stem's activation and each stage's output, with channels and
-        stride (a detector's C2..C5 are the last four for the ImageNet networks)."""
-        from .common import stage_ends
-
-        convs = [m for m in self.conv1.modules() if isinstance(m, nn.Conv2d)]
-        stride = 1
-        for c in convs:
-            stride *= c.stride[0]
-        chs, pooled = convs[-1].out_channels, not isinstance(self.maxpool, nn.Identity)
-        steps = [("act1", chs, stride), ("maxpool", chs, 2 if pooled else 1)]
-        for i, name in enumerate(self.stage_names):
-            last = [m for n, m in getattr(self, name)[-1].named_modules()
-                    if isinstance(m, nn.Conv2d) and not n.startswith(("se", "downsample"))][-1]
-            steps.append((name, last.out_channels, 2 if i else 1))
-        return stage_ends(steps)
-
-

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig, make_se
-from .common import PooledClassifier, check_common, he_init, stage_ends
+from .base import ModelBase
+from .common import check_common, stage_ends
 
 __all__ = ["ShuffleNetV1", "STAGE_WIDTHS"]
 
@@ -70,7 +71,7 @@ class ShuffleUnit(nn.Module):
         return self.act_out(out)
 
 
-class ShuffleNetV1(PooledClassifier):
+class ShuffleNetV1(ModelBase):
     """ShuffleNetV1 at 1x width: 3x3 stride-2 stem (24 channels), max-pool, three stages of
     4/8/4 units, global pooling and a linear classifier.
 
@@ -103,11 +104,8 @@ class ShuffleNetV1(PooledClassifier):
                 units.append(ShuffleUnit(cin, cout, 2 if j == 0 else 1, groups, first_groups, se))
                 cin = cout
             self.add_module(f"stage{i + 2}", nn.Sequential(*units))
-        self.add_head(cin, num_classes, drop_rate)
-        self.feature_info = stage_ends([("act1", stem, 2), ("maxpool", stem, 2)] + [
-            (f"stage{i + 2}", c, 2) for i, c in enumerate(STAGE_WIDTHS[groups])])
-        he_init(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        return self.stage4(self.stage3(self.stage2(x)))
+        self.init_layout(["conv1", "bn1", "act1", "maxpool"], [f"stage{i + 2}" for i in range(len(REPEATS))],
+                         stage_ends([("act1", stem, 2), ("maxpool", stem, 2)] + [
+                             (f"stage{i + 2}", c, 2) for i, c in enumerate(STAGE_WIDTHS[groups])]))
+        self.init_head(cin, num_classes, drop_rate)
+        self.init_weights()

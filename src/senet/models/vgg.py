@@ -1,5 +1,5 @@
 """Plain convolutional stacks: VGG-16 with and without BN (Simonyan & Zisserman 2015; paper
-Table 2 "VGG-16 (BN)") and the 10-layer CIFAR network of the transfer-learning seed study.
+Table 2 "VGG-16 (BN)") and a 10-layer CIFAR network (nine conv-BN-ReLU units, used for transfer).
 
 SE sits after the non-linearity of each convolution (paper §5.1, "SE-VGG-16": VGG has no
 residual branch, so every conv-BN-ReLU unit is recalibrated, Fig. 2's principle of SE on a
@@ -21,14 +21,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.se import SEConfig, check_choice
-from .common import ActSE, check_common, check_input, he_init, stage_ends
+from .base import ModelBase
+from .common import ActSE, check_common, stage_ends
 
 __all__ = ["VGG", "VGG16", "CIFAR10_LAYER"]
 
 Layer = Union[int, str]
 # Configuration "D" of Simonyan & Zisserman: 13 convs; "M" is a 2x2 max-pool.
 VGG16: tuple[Layer, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-# Seed 003's CIFAR network: 3 conv-BN-ReLU at 64, avg-pool, 3 at 128, avg-pool, 3 at 256 ("A": 2x2 avg-pool).
+# The 10-layer CIFAR network: 3 conv-BN-ReLU at 64, avg-pool, 3 at 128, avg-pool, 3 at 256 ("A": 2x2 avg-pool).
 CIFAR10_LAYER: tuple[Layer, ...] = (64, 64, 64, "A", 128, 128, 128, "A", 256, 256, 256)
 HEADS = ("mlp", "gap")
 
@@ -55,20 +56,7 @@ class ConvMlp(nn.Module):
         return self.act2(self.fc2(self.drop(self.act1(self.fc1(x)))))
 
 
-class Classifier(nn.Module):
-    """Global average pooling, dropout and the final linear layer (``head.fc``)."""
-
-    def __init__(self, cin: int, num_classes: int, drop_rate: float) -> None:
-        super().__init__()
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.global_pool(x).flatten(1)))
-
-
-class VGG(nn.Module):
+class VGG(ModelBase):
     """A VGG-style stack of 3x3 conv(-BN)-ReLU units with SE after each non-linearity.
 
     Args:
@@ -77,13 +65,14 @@ class VGG(nn.Module):
         norm: BN after each convolution (VGG-16-BN, the paper's Table 2 baseline).
         conv_bias: biases on the convolutions (VGG and Keras do; off is usual before BN).
         head: ``"mlp"`` (VGG's fc6/fc7 with 4096 units, then the classifier) or ``"gap"``
-            (global average pooling straight into the classifier, seed 003's CIFAR/transfer head).
+            (global average pooling straight into the classifier: the 10-layer CIFAR network's head).
         mlp_width: units of fc6/fc7. drop_rate: dropout in the head (timm: 0; VGG: 0.5).
         eps: BN epsilon.
         se: SE options, or ``None`` for the plain network.
     """
 
     min_input_size = 32
+    classifier_name = "head.fc"
 
     def __init__(self, layers: Sequence[Layer] = VGG16, *, num_classes: int = 1000, in_chans: int = 3,
                  norm: bool = False, conv_bias: bool = True, head: str = "mlp", mlp_width: int = 4096,
@@ -113,39 +102,11 @@ class VGG(nn.Module):
         widths = [0] * len(units)  # output channels after each unit
         for i, u in enumerate(units):
             widths[i] = u.out_channels if isinstance(u, nn.Conv2d) else (widths[i - 1] if i else in_chans)
-        self.feature_info = stage_ends([(f"features.{i}", widths[i], 2 if isinstance(u, (nn.MaxPool2d, nn.AvgPool2d))
-                                         else 1) for i, u in enumerate(units)])
-        if head == "mlp":
-            self.pre_logits: nn.Module = ConvMlp(cin, mlp_width, drop_rate)
-            cin = mlp_width
-        else:
-            self.pre_logits = nn.Identity()
-        self.num_features = cin
-        self.num_classes = num_classes
-        self.head = Classifier(cin, num_classes, drop_rate)
-        he_init(self)
-
-    classifier_name = "head.fc"
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last convolutional stage's map (timm's VGG: fc6/fc7 belong to the head)."""
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """fc6/fc7 (as convolutions), global pooling, dropout and the classifier;
-        ``pre_logits=True`` returns the pooled ``num_features``-wide vector before it."""
-        x = self.pre_logits(x)
-        if not pre_logits:
-            return self.head(x)  # called as a module, so cost counting attributes it to the head
-        return self.head.drop(self.head.global_pool(x).flatten(1))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` outputs; 0 removes it (forward gives pooled features)."""
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(self, x)
-        return self.forward_head(self.forward_features(x))
+        info = stage_ends([(f"features.{i}", widths[i], 2 if isinstance(u, (nn.MaxPool2d, nn.AvgPool2d)) else 1)
+                           for i, u in enumerate(units)])
+        names = [f"features.{i}" for i in range(len(units))]
+        self.init_layout(names[:1], names[1:], info)
+        # timm's VGG: fc6/fc7 (as convolutions) are the head's pre-logits, before the pooling.
+        mlp = ConvMlp(cin, mlp_width, drop_rate) if head == "mlp" else None
+        self.init_head(cin, num_classes, drop_rate, pre_logits=mlp, hidden_size=mlp_width if mlp else cin)
+        self.init_weights()

@@ -1,8 +1,8 @@
-"""Registered non-residual and multi-branch networks of paper Table 2 and the seed studies:
-VGG-16 with and without BN, BN-Inception, Inception-v3, Inception-ResNet-v2, DenseNet-121/169/201
-and seed 003's 10-layer CIFAR network. Every SE model has its plain twin (the same builder with
-``se=None``). SE options follow the paper (r = 16, FC biases as in the authors' Caffe models)
-unless a seed fixes them (r = 8 for the CIFAR network).
+"""Registered non-residual and multi-branch networks: VGG-16 with and without BN, BN-Inception,
+Inception-v3 and Inception-ResNet-v2 of paper Table 2, and two extras, DenseNet-121/169/201 and a
+10-layer CIFAR network (docs/fidelity.md lists their costs). Every SE model has its plain twin
+(the same builder with ``se=None``). SE options follow the paper (r = 16, FC biases as in the
+authors' Caffe models), except r = 8 for the 10-layer CIFAR network.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ _pair("inception_resnet_v2", InceptionResNetV2, family="inception", input_size=(
 for depth, layers in DEPTHS.items():
     _pair(f"densenet{depth}", DenseNet, family="densenet", layers=layers,
           description=f"DenseNet-{depth} (k=32, BC; SE on each dense layer's new maps), timm layout",
-          source="seed 004; timm densenet" + str(depth))
+          source="not in the paper (docs/fidelity.md); timm densenet" + str(depth))
 
 _pair("cifar_convnet10", VGG, family="cifar", layers=CIFAR10_LAYER, norm=True, head="gap", num_classes=10,
       input_size=(3, 32, 32), se=SEConfig(reduction=8),
       description="10-layer CIFAR ConvNet of the transfer-learning study (conv-BN-ReLU x9, GAP; SE r=8 after each)",
-      source="seed 003")
+      source="this project (conv-BN-ReLU x9 with SE r=8, for transfer; docs/backbones.md)")
