@@ -1,5 +1,5 @@
 """The model card: attached to every model, serialised into checkpoints, and the one evaluation view
-that eval, predict and export read (docs/models-and-weights.md)."""
+that eval, predict and export read (docs/models.md)."""
 
 import dataclasses
 import json

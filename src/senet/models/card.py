@@ -1,4 +1,4 @@
-"""The model card: one frozen record that travels with a network (docs/models-and-weights.md).
+"""The model card: one frozen record that travels with a network (docs/models.md).
 
 Every model that :func:`~senet.models.registry.create_model` builds carries a :class:`ModelCard`
 as ``model.pretrained_cfg`` (``model.default_cfg`` is the same object, timm's names). It says
@@ -141,7 +141,7 @@ _TIMM_KEYS = {"architecture": "name", "tag": "weights_tag", "hf_hub_id": "hub_id
 
 @dataclasses.dataclass(frozen=True)
 class ModelCard:
-    """How to rebuild, feed and read a network (docs/models-and-weights.md, "The model card").
+    """How to rebuild, feed and read a network (docs/models.md, "The model card").
 
     ``name``/``overrides``: the registered model and its ``create_model`` keywords; ``retrofit``:
     blocks inserted afterwards. ``input_size`` (C, H, W), ``mean``/``std``, ``crop_pct`` and

@@ -21,7 +21,7 @@ truncated, overwritten or bit-flipped file is refused with :class:`CheckpointErr
 file and what is wrong) instead of loading altered weights. A file without the hash (written
 before it existed, or edited) still loads, with a warning naming it: its content is unverified.
 Checkpoints written before the model card (metadata with ``model``/``overrides``/``classes``...)
-are read into a card. See docs/models-and-weights.md, "Checkpoints".
+are read into a card. See docs/models.md, "Checkpoints".
 """
 
 from __future__ import annotations

@@ -1,0 +1,31 @@
+"""The package's shape: `import senet` stays light, serving never imports training, no import cycles."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_senet_loads_no_training_data_or_plotting_module():
+    loaded = _loaded_after("import senet")
+    heavy = [m for m in loaded if m.startswith(("senet.train", "senet.data", "senet.experiments", "senet.analysis",
+                                                "senet.cli", "matplotlib", "PIL", "yaml", "triton"))]
+    assert heavy == []
+
+
+def test_the_package_has_no_import_cycle():
+    spec = importlib.util.spec_from_file_location("senet_import_graph", ROOT / "tools" / "import_graph.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    graph = tool.graph()
+    assert "senet.models.registry" in graph and graph["senet.models.resnet"]  # the reader found the package
+    assert tool.cycles(tool.without_package_reexports(graph)) == []
