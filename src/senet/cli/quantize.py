@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ..deploy.export import export
     from ..deploy.inference import looks_like_path, resolve_model
     from ..deploy.quantize import dataset_tensors, onnx_top1, quantize_and_measure, quantize_onnx, save_quantized
-    from ..weights.checkpoint import checkpoint_dataset
+    from ..analysis.evaluate import card_dataset
 
     for flag, value in (("--calibration-images", args.calibration_images), ("--batch-size", args.batch_size),
                         ("--eval-images", args.eval_images)):
@@ -58,15 +58,15 @@ def run(args: argparse.Namespace) -> int:
     steps = (300 if args.gate == "hard_sigmoid" else 0) if steps is None else steps
     overrides = dict(args.overrides)
     if looks_like_path(args.source):
-        model, meta = resolve_model(args.source, overrides or None)
-        train = checkpoint_dataset(meta, args.data, "train", args.root)
-        test = checkpoint_dataset(meta, args.data, "test", args.root)
+        model = resolve_model(args.source, overrides or None)
+        train = card_dataset(model.pretrained_cfg, args.data, "train", args.root)
+        test = card_dataset(model.pretrained_cfg, args.data, "test", args.root)
     else:
         train = load_dataset(args.data or "bundled", "train", root=args.root)
         test = load_dataset(args.data or "bundled", "test", root=args.root)
         overrides.setdefault("num_classes", len(train.classes))
         overrides.setdefault("in_chans", train.input_size[0] if hasattr(train, "input_size") else 3)
-        model, meta = resolve_model(args.source, overrides)
+        model = resolve_model(args.source, overrides)
     calibration, _ = dataset_tensors(train, args.calibration_images)
     images, labels = dataset_tensors(test, args.eval_images)
     finetune_data = dataset_tensors(train) if steps else None
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:  # the optional extra is missing: one line naming it
         print(f"senet quantize: error: {e}", file=sys.stderr)
         return 2
-    print(f"{meta.get('model', args.source)} on {test.name}")
+    print(f"{model.pretrained_cfg.name} on {test.name}")
     print(report.summary())
     if args.out:
         print(f"wrote {save_quantized(quantized, images[:args.batch_size], args.out)}")
