@@ -12,13 +12,51 @@ Public API::
     senet.fold_for_inference(model)          # BatchNorm folded into convs, dropout removed
 """
 
-from .cost.counting import Complexity, complexity
-from .deploy.export import export
-from .deploy.fold import fold_for_inference
-from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
-from .models.registry import create_model, get_model_spec, list_models, register_model
-from .models.retrofit import RetrofitReport, keras_param_count, retrofit
-from .weights.convert import WeightLoadError, load_weights
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. They are imported on first use (PEP 562), so that `import senet`
+# and the CLI's start-up (`senet --help`) do not pay for importing torch.
+_EXPORTS = {
+    "Complexity": "cost.counting", "complexity": "cost.counting",
+    "export": "deploy.export",
+    "fold_for_inference": "deploy.fold",
+    "ConstantGate": "layers.se", "SEConfig": "layers.se", "SqueezeExcite": "layers.se", "se_width": "layers.se",
+    "create_model": "models.registry", "get_model_spec": "models.registry", "list_models": "models.registry",
+    "register_model": "models.registry",
+    "RetrofitReport": "models.retrofit", "keras_param_count": "models.retrofit", "retrofit": "models.retrofit",
+    "WeightLoadError": "weights.convert", "load_weights": "weights.convert",
+}
+
+if TYPE_CHECKING:
+    from .cost.counting import Complexity, complexity
+    from .deploy.export import export
+    from .deploy.fold import fold_for_inference
+    from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
+    from .models.registry import create_model, get_model_spec, list_models, register_model
+    from .models.retrofit import RetrofitReport, keras_param_count, retrofit
+    from .weights.convert import WeightLoadError, load_weights
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:  # a sub-package, e.g. senet.models (imported eagerly before)
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'senet' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

@@ -16,9 +16,11 @@ import importlib
 import sys
 from typing import Sequence
 
+from .common import finish_args, join_input_size_words
 from .pipes import quiet_on_broken_pipe
 
-# Imported lazily so that `senet models` does not pay for the training stack.
+# Each command module imports its library code inside run(), so that `senet --help` and
+# `senet CMD --help` print without importing torch.
 COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report",
             "benchmark", "export")
 
@@ -41,10 +43,26 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsErr
                NotADirectoryError, PermissionError)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; a command's options may come before, between or after its positional
+    arguments (``senet predict se_resnet50 --set k=v img.png``: ``parse_intermixed_args``)."""
+    argv = join_input_size_words(sys.argv[1:] if argv is None else argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    # The first word that is not a top-level option names the command.
+    at = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    if at is None or argv[at] not in sub.choices or any(w != "--debug" for w in argv[:at]):
+        return parser.parse_args(argv)  # help, a missing or unknown command: argparse's own words
+    command = sub.choices[argv[at]]
+    args = command.parse_intermixed_args(argv[at + 1:])
+    args.debug = "--debug" in argv[:at]
+    args.command = argv[at]
+    return finish_args(args, command)
+
+
 @quiet_on_broken_pipe  # `senet models | head`: no traceback
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # the reader went away (`senet models | head`): quiet_on_broken_pipe ends quietly

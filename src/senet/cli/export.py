@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .summary import parse_input_size, parse_override
+from .common import add_input_size_argument
+from .summary import parse_override
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a registered model name, a .safetensors checkpoint or a run directory")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default: onnx")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (e.g. model.onnx, model.pt)")
-    p.add_argument("--input-size", nargs="+", metavar="N", default=None,
-                   help="S, CxHxW or C H W (default: the model's or checkpoint's own input size)")
+    add_input_size_argument(p, "the model's or checkpoint's own input size")
     p.add_argument("--dynamic-batch", action="store_true", help="variable batch size (checked at two sizes)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--dynamo", action="store_true", help="ONNX via the torch.export-based exporter (needs onnxscript)")
@@ -33,22 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_size_words(words: list[str] | None) -> tuple[int, int, int] | None:
-    """``["224"]``, ``["3x224x224"]`` or ``["3", "224", "224"]`` -> (3, 224, 224)."""
-    if not words:
-        return None
-    text = words[0] if len(words) == 1 else "x".join(words)
-    try:
-        return parse_input_size(text)
-    except argparse.ArgumentTypeError as e:
-        raise ValueError(f"--input-size: {e}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..deploy.export import export
 
     try:
-        result = export(args.source, args.out, args.format, input_size=parse_size_words(args.input_size),
+        result = export(args.source, args.out, args.format, input_size=args.input_size,
                         dynamic_batch=args.dynamic_batch, opset=args.opset, check=not args.no_check,
                         tolerance=args.tolerance, rtol=args.rtol, overrides=dict(args.overrides) or None,
                         dynamo=args.dynamo)

@@ -5,21 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cost.counting import complexity, format_complexity
-from ..models.registry import create_model, get_model_spec
-
-
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    """``224`` -> (3, 224, 224); ``1x28x28`` -> (1, 28, 28)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or CxHxW") from None
-    if len(parts) == 1:
-        return (3, parts[0], parts[0])
-    if len(parts) == 3:
-        return (parts[0], parts[1], parts[2])
-    raise argparse.ArgumentTypeError(f"input size {text!r} is not N or CxHxW")
+from .common import add_input_size_argument, parse_input_size  # noqa: F401 - parse_input_size: older import path
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -41,8 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Count parameters and multiply-adds (paper §4, Tables 2-3).")
     p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names")
     p.add_argument("--baseline", action="store_true", help="add each SE model's plain baseline (same net, se=None)")
-    p.add_argument("--input-size", type=parse_input_size, default=None,
-                   help="N or CxHxW (default: the model's own, 224 for ImageNet nets, 32 for CIFAR nets)")
+    add_input_size_argument(p, "the model's own, 224 for ImageNet nets, 32 for CIFAR nets")
     p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
                    metavar="KEY=VALUE", help="create_model keyword for every MODEL, e.g. --set se_reduction=8 "
                    "--set se_squeeze=max --set se_stages=[1,2,3] (repeatable; se=null is the plain net)")
@@ -52,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cost.counting import complexity, format_complexity  # here: `senet --help` must not import torch
+    from ..models.registry import create_model, get_model_spec
+
     costs = {}
     for name in args.models:
         spec = get_model_spec(name)

@@ -6,8 +6,6 @@ import argparse
 import sys
 import time
 
-from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
-from ..train.distributed import barrier, cleanup, setup_from_env
 from .common import add_device_argument, resolve_device
 
 
@@ -52,6 +50,10 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `senet --help` must not import torch.
+    from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
+    from ..train.distributed import barrier, cleanup, setup_from_env
+
     overrides = _flag_overrides(args) + list(args.overrides)
     if args.resume:
         if args.config or args.out or args.overwrite:
