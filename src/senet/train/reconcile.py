@@ -31,6 +31,10 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     problems: list[str] = []
     for tag in ("last", "best"):
         path = checkpoint_paths(run_dir, tag)[1]
+        for p in checkpoint_paths(run_dir, tag):
+            if p.is_dir():  # it could be neither read nor rewritten
+                raise IsADirectoryError(f"{p} is a directory, not a checkpoint file; move it away "
+                                        f"(mv {p} {p}.moved) and resume again")
         try:
             state = load_state(run_dir, tag)
         except FileNotFoundError:
