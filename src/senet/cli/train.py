@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
     from ..train.config import check_resume_changes
     from ..train.distributed import barrier, cleanup, setup_from_env
+    from ..train.reconcile import has_checkpoint
     from ..train.threads import busy_cpu_note
 
     overrides = _flag_overrides(args) + list(args.overrides)
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                              "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
         run_cfg = resume_config(args.resume)
         cfg = apply_overrides(run_cfg, overrides)
-        check_resume_changes(run_cfg, cfg)  # e.g. another optimiser or model: refused before any work
+        if has_checkpoint(args.resume):  # (a run without one starts over: anything may change)
+            check_resume_changes(run_cfg, cfg)  # e.g. another optimiser or model: refused before any work
         run_dir = args.resume
     ranks, device = setup_from_env(str(resolve_device(args.device)))
     try:

@@ -54,8 +54,8 @@ class _BaseLoader:
         self.padding = padded_size(n, world_size) - n
         if self.drop_last and self.shard_size < batch_size:
             raise ValueError(
-                f"batch_size={batch_size} exceeds the {self.shard_size} training samples rank {rank} sees per "
-                f"epoch, so no full batch is left; use a batch_size of at most {self.shard_size} "
+                f"batch_size={batch_size} exceeds the {self.shard_size} samples rank {rank} sees per epoch, "
+                f"so no full batch is left; use a batch_size of at most {self.shard_size} "
                 f"(senet train --batch-size) or drop_last=False"
             )
         self.epoch = 0

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,7 +30,7 @@ from .metrics import TrainMeter, evaluate, summarize
 from .optim import build_optimizer, restore_optimizer
 from .plots import plot_curves
 from .progress import Reporter, TerminalReporter
-from .reconcile import load_resume_state, reconcile_run_dir
+from .reconcile import has_checkpoint, load_resume_state, reconcile_run_dir
 from .rundir import environment, write_metrics, write_report, write_run_files
 from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir, remove_stale_temp_files, results_in
 from .schedule import lr_at
@@ -132,7 +131,7 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
     with ``resume=True`` then starts it over). Raises :class:`RunDirError` while another process
     holds the run."""
     run_dir = Path(run_dir)
-    if _has_checkpoint(run_dir):
+    if has_checkpoint(run_dir):
         return config_from_dict(load_resume_state(run_dir)[0]["config"])
     last = checkpoint_paths(run_dir, "last")[1]
     if not run_dir.is_dir():
@@ -150,11 +149,6 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
         detail = " ".join(str(e).split())
         raise ConfigError(f"{run_dir / 'config.yaml'} is not a valid config: {detail}") from None
     return config_from_dict(data)
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds anything in place of a checkpoint state (even a damaged one)."""
-    return any(os.path.lexists(checkpoint_paths(run_dir, tag)[1]) for tag in ("last", "best"))
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -198,7 +192,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     if resume and not run_dir.is_dir():
         raise FileNotFoundError(f"no checkpoint to resume from: {run_dir} is not a directory")
     with RunLock(run_dir):
-        if resume and not _has_checkpoint(run_dir):  # stopped before its first checkpoint: nothing to continue
+        if resume and not has_checkpoint(run_dir):  # stopped before its first checkpoint: nothing to continue
             remove_stale_temp_files(run_dir)
             if results_in(run_dir):
                 raise RunDirError(f"no checkpoint to resume from in {run_dir}, which holds other files "

@@ -20,9 +20,14 @@ from ..weights.checkpoint import CheckpointError, checkpoint_paths, load_state, 
 from .plots import plot_curves
 from .rundir import write_metrics
 
-__all__ = ["load_resume_state", "reconcile_run_dir", "best_epoch"]
+__all__ = ["load_resume_state", "reconcile_run_dir", "best_epoch", "has_checkpoint"]
 
 _NOT_STATE = ("model", "meta")
+
+
+def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``run_dir`` holds anything in place of a checkpoint state (even a damaged one)."""
+    return any(os.path.lexists(checkpoint_paths(run_dir, tag)[1]) for tag in ("last", "best"))
 
 
 def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], str, list[str]]:
