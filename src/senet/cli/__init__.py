@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Sequence
 
@@ -80,9 +81,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# ".NAME.tmp-PID" (senet.weights.checkpoint.atomic_write_bytes) or ".STEM.tmp-PID.SUFFIX" (export).
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp-\d+(?P<suffix>\.[^./]+)?$")
+
+
+def asked_path(path: str) -> str:
+    """The file a hidden temporary file stands in for (``dir/.x.onnx.tmp-12`` -> ``dir/x.onnx``)."""
+    head, _, name = path.rpartition("/")
+    m = _TEMP_NAME.match(name)
+    if not m:
+        return path
+    return f"{head}/" * bool(head) + m["stem"] + (m["suffix"] or "")
+
+
 def describe_error(e: BaseException) -> tuple[int, str]:
     """The exit status and the one line ``senet CMD:`` prints for ``e``."""
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.filename:  # an atomic write names its hidden temporary file: name the target
+        asked = asked_path(str(e.filename))
+        msg = f"cannot write {asked}: {e.strerror or msg}" if asked != str(e.filename) else msg
     msg = msg.strip() or type(e).__name__  # (a message that lists items, e.g. weight keys, keeps its lines)
     if isinstance(e, USER_ERRORS):
         return 2, f"error: {msg}"

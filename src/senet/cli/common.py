@@ -84,6 +84,22 @@ def join_input_size_words(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def output_file(text: str) -> str:
+    """An ``--out FILE`` argument: its folder must exist and be writable (a typo must not create
+    folders anywhere, and a read-only destination fails before any work, naming FILE)."""
+    import os
+
+    parent = os.path.dirname(os.path.abspath(text)) or "."
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} is not writable "
+                                         "(read-only file system or permissions)")
+    return text
+
+
 def finish_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
     """Run the sub-command's post-parse step (e.g. merging the two checkpoint spellings)."""
     finish = getattr(args, "finish", None)

@@ -216,6 +216,15 @@ def _model_overrides(v: Mapping[str, Any]) -> str | None:
         n = v.get(key)
         if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
             raise ConfigError(f"config key 'model.overrides.{key}' must be an integer >= 1, got {n!r}")
+    se_options = {k: val for k, val in v.items() if k.startswith("se_")}
+    if se_options:  # the SE block's own checks, reported under the key the user wrote
+        from ..layers.se import SEConfig  # here: the layers need torch, a config alone does not
+
+        for key, value in se_options.items():
+            try:
+                SEConfig().replace(**{key[3:]: tuple(value) if isinstance(value, list) else value})
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"config key 'model.overrides.{key}' = {value!r}: {e}") from None
     return None
 
 

@@ -295,7 +295,8 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
             "dataset": train_set.name, "model_params": params, **resumed}))
     report.start({"model": cfg.model.name, "params": params, "dataset": train_set.name, "device": str(device),
                   "precision": str(amp_dtype or torch.float32).replace("torch.", ""), "epochs": cfg.epochs,
-                  "steps": steps, "batch_size": cfg.batch_size, "world_size": ranks.world_size, "run_dir": run_dir})
+                  "steps": steps, "batch_size": cfg.batch_size, "world_size": ranks.world_size, "run_dir": run_dir,
+                  "classes": len(train_set.classes)})
 
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     title = f"{cfg.model.name} on {train_set.name}"
@@ -368,8 +369,9 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
 
         best = min(history, key=lambda r: r["top1_err"]) if history else {}
         final = history[-1] if history else {}
-        summary = (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%, top-5 error "
-                   f"{final.get('top5_err', float('nan')):.2f}%; best top-1 error "
+        top5 = (f", top-5 error {final.get('top5_err', float('nan')):.2f}%" if len(train_set.classes) > 5
+                else f" (top-5 error not shown: {len(train_set.classes)} classes)")
+        summary = (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%{top5}; best top-1 error "
                    f"{best.get('top1_err', float('nan')):.2f}% (epoch {best.get('epoch', '-')}) on {test_set.name}")
         if main and run_dir is not None and history:
             writer.submit(functools.partial(write_report, run_dir, title, list(history), summary))

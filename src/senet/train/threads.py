@@ -53,9 +53,10 @@ def applies_threads(fn: F) -> F:
 
 def cpu_busy(load: float, cores: int, threads: int) -> bool:
     """Whether ``threads`` compute threads would oversubscribe ``cores`` cores that already run
-    ``load`` (the 1-minute load average, which counts this process once: it is subtracted)."""
+    ``load`` (the 1-minute load average, which counts this process once: it is subtracted), with
+    at least one core's worth of work from other processes."""
     others = max(load - 1.0, 0.0)
-    return threads > 1 and others + threads > cores
+    return threads > 1 and others >= 1.0 and others + threads > cores
 
 
 def busy_cpu_note(threads: int = 0) -> str | None:
