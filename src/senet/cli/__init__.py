@@ -52,7 +52,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     # The first word that is not a top-level option names the command.
     at = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
     if at is None or argv[at] not in sub.choices or any(w != "--debug" for w in argv[:at]):
-        return parser.parse_args(argv)  # help, a missing or unknown command: argparse's own words
+        return finish_args(parser.parse_args(argv), parser)  # help, a missing or unknown command: argparse's words
     command = sub.choices[argv[at]]
     args = command.parse_intermixed_args(argv[at + 1:])
     args.debug = "--debug" in argv[:at]

@@ -1,4 +1,5 @@
-"""``senet excitations CHECKPOINT`` (or ``--checkpoint PATH``): per-class excitation statistics of a trained SE network (§7.2)."""
+"""``senet excitations CHECKPOINT`` (or ``--checkpoint PATH``): per-class excitation statistics of a
+trained SE network (§7.2)."""
 
 from __future__ import annotations
 
