@@ -61,23 +61,39 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     return (parts[0], parts[1], parts[2])
 
 
+class _InputSize(argparse.Action):
+    """``--input-size`` as one word (``224``, ``3x224x224``) or three (``3 224 224``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        words = [values] if isinstance(values, str) else list(values)
+        try:
+            size = parse_input_size("x".join(words) if len(words) == 3 else " ".join(words))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+        setattr(namespace, self.dest, size)
+
+
 def add_input_size_argument(p: argparse.ArgumentParser, default_help: str) -> None:
-    """``--input-size``: ``N``, ``CxHxW`` or ``C H W`` (three words, see :func:`join_input_size_words`)."""
-    p.add_argument("--input-size", type=parse_input_size, default=None, metavar="SIZE",
+    """``--input-size``: ``N``, ``CxHxW`` or ``C H W`` (see :func:`join_input_size_words`)."""
+    p.add_argument("--input-size", nargs="+", action=_InputSize, default=None, metavar="SIZE",
                    help=f"{INPUT_SIZE_FORMS} (default: {default_help})")
 
 
 def join_input_size_words(argv: Sequence[str]) -> list[str]:
-    """``--input-size 3 224 224`` -> ``--input-size 3x224x224``: the three-word spelling takes
-    exactly three integers, so a positional argument after ``--input-size N`` stays positional."""
+    """``--input-size 3 224 224`` -> ``--input-size=3x224x224`` and ``--input-size 32`` ->
+    ``--input-size=32``: one attached word, so that a positional argument after the size stays
+    positional (``senet summary --input-size 32 se_resnet20``)."""
     out, i = [], 0
     argv = list(argv)
     while i < len(argv):
-        word = argv[i]
-        nxt = argv[i + 1:i + 4]
+        word, nxt = argv[i], argv[i + 1:i + 4]
         if word == "--input-size" and len(nxt) == 3 and all(w.isdigit() for w in nxt):
             out.append(f"--input-size={'x'.join(nxt)}")
             i += 4
+        elif word == "--input-size" and nxt and not nxt[0].startswith("-"):
+            out.append(f"--input-size={nxt[0]}")
+            i += 2
         else:
             out.append(word)
             i += 1
@@ -90,8 +106,6 @@ def output_file(text: str) -> str:
     import os
 
     parent = os.path.dirname(os.path.abspath(text)) or "."
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
     if not os.path.isdir(parent):
         raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} does not exist (create it first)")
     if not os.access(parent, os.W_OK | os.X_OK):
