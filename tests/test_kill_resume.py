@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,7 +50,11 @@ POINTS = [("last_state.pt", 3, "after"),       # final epoch: state written, wei
           ("curves.png", 2, "after"),          # before the report (the plot is redrawn at most every
                                                # 5 s and after the last epoch: at least twice here)
           ("report.md", 1, "during"),
-          ("last_state.pt", 2, "during")]      # mid-run
+          ("last_state.pt", 2, "during"),      # mid-run
+          # The very first writes, before any checkpoint: the directory holds only bookkeeping.
+          ("config.yaml", 1, "during"),
+          ("env.json", 1, "during"),
+          ("last_state.pt", 1, "during")]      # the first state file's temp write
 
 
 def _table(path):
@@ -123,9 +128,15 @@ def test_kill_at_every_write_point_then_resume_equals_an_uninterrupted_run(tmp_p
     assert torch.load(tmp_path / "k1/checkpoints/best_state.pt", weights_only=True)["epoch"] == 2
     assert len((tmp_path / "k3/metrics.csv").read_text().splitlines()) == 3 and list(tmp_path.glob("k3/.*.tmp-*"))
     assert not (tmp_path / "k5/report.md").exists()
+    for i in (8, 9, 10):  # killed during a first write: its temp file is left, and no checkpoint
+        assert list(tmp_path.glob(f"k{i}/**/.*.tmp-*")) and not list(tmp_path.glob(f"k{i}/checkpoints/*_state.pt"))
     for run in [tmp_path / f"k{i}" for i in procs] + [tmp_path / f"r{j}" for j in range(2)]:
-        if not list(run.glob("checkpoints/*_state.pt")):  # killed before the first checkpoint: start afresh
-            fit(tiny_config(), run, device="cpu", overwrite=True)
-        else:
-            fit(tiny_config(), run, device="cpu", resume=True)
+        if not list(run.glob("checkpoints/*_state.pt")):
+            # Killed before the first checkpoint: reusable by a new run (no --overwrite needed) and
+            # resumable (which starts over); both give the uninterrupted run.
+            copy = run.with_name(run.name + "-new")
+            shutil.copytree(run, copy)
+            fit(tiny_config(), copy, device="cpu")
+            _assert_same_run(copy, straight)
+        fit(tiny_config(), run, device="cpu", resume=True)
         _assert_same_run(run, straight)

@@ -130,20 +130,21 @@ def test_progress_reads_the_running_means_only_when_it_refreshes(monkeypatch):
 
 def test_senet_train_picks_the_gpu_recipe_on_cuda_and_says_so(monkeypatch, capsys):
     """A CUDA-free fake: the device setup answers 'cuda' and fit only records what it was given."""
-    import senet.cli.train as cli_train
+    import senet.train
+    import senet.train.distributed
     from senet.cli import main
     from senet.train.distributed import RankInfo
 
-    seen = {}
-    monkeypatch.setattr(cli_train, "setup_from_env", lambda device: (RankInfo(), torch.device("cuda")))
-    monkeypatch.setattr(cli_train, "fit", lambda cfg, run_dir, **kw: seen.update(cfg=cfg, device=kw["device"]))
+    seen = {}  # (senet train imports these when it runs, so that its --help needs no torch)
+    monkeypatch.setattr(senet.train.distributed, "setup_from_env", lambda device: (RankInfo(), torch.device("cuda")))
+    monkeypatch.setattr(senet.train, "fit", lambda cfg, run_dir, **kw: seen.update(cfg=cfg, device=kw["device"]))
     assert main(["train", "--epochs", "1", "--out", "unused"]) == 0
     assert seen["cfg"] == load_config("bundled_gpu", ["epochs=1"]) and seen["device"].type == "cuda"
     assert "bundled_gpu" in capsys.readouterr().out
     # A named recipe, or the CPU, keeps what was asked for.
     assert main(["train", "--config", "bundled", "--epochs", "1", "--out", "unused"]) == 0
     assert seen["cfg"] == load_config("bundled", ["epochs=1"])
-    monkeypatch.setattr(cli_train, "setup_from_env", lambda device: (RankInfo(), torch.device("cpu")))
+    monkeypatch.setattr(senet.train.distributed, "setup_from_env", lambda device: (RankInfo(), torch.device("cpu")))
     assert main(["train", "--epochs", "1", "--out", "unused"]) == 0
     assert seen["cfg"] == load_config("bundled", ["epochs=1"]) and "bundled_gpu" not in capsys.readouterr().out
 

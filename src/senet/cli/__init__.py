@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Sequence
 
+from .common import finish_args, join_input_size_words
 from .pipes import quiet_on_broken_pipe
 
-# Imported lazily so that `senet models` does not pay for the training stack.
+# Each command module imports its library code inside run(), so that `senet --help` and
+# `senet CMD --help` print without importing torch.
 COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report",
             "benchmark", "export", "quantize")
 
@@ -41,10 +44,26 @@ USER_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsErr
                NotADirectoryError, PermissionError)
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; a command's options may come before, between or after its positional
+    arguments (``senet predict se_resnet50 --set k=v img.png``: ``parse_intermixed_args``)."""
+    argv = join_input_size_words(sys.argv[1:] if argv is None else argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    # The first word that is not a top-level option names the command.
+    at = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    if at is None or argv[at] not in sub.choices or any(w != "--debug" for w in argv[:at]):
+        return finish_args(parser.parse_args(argv), parser)  # help, a missing or unknown command: argparse's words
+    command = sub.choices[argv[at]]
+    args = command.parse_intermixed_args(argv[at + 1:])
+    args.debug = "--debug" in argv[:at]
+    args.command = argv[at]
+    return finish_args(args, command)
+
+
 @quiet_on_broken_pipe  # `senet models | head`: no traceback
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # the reader went away (`senet models | head`): quiet_on_broken_pipe ends quietly
@@ -62,9 +81,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# ".NAME.tmp-PID" (senet.weights.checkpoint.atomic_write_bytes) or ".STEM.tmp-PID.SUFFIX" (export).
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp-\d+(?P<suffix>\.[^./]+)?$")
+
+
+def asked_path(path: str) -> str:
+    """The file a hidden temporary file stands in for (``dir/.x.onnx.tmp-12`` -> ``dir/x.onnx``)."""
+    head, _, name = path.rpartition("/")
+    m = _TEMP_NAME.match(name)
+    if not m:
+        return path
+    return f"{head}/" * bool(head) + m["stem"] + (m["suffix"] or "")
+
+
 def describe_error(e: BaseException) -> tuple[int, str]:
     """The exit status and the one line ``senet CMD:`` prints for ``e``."""
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and e.filename:  # an atomic write names its hidden temporary file: name the target
+        asked = asked_path(str(e.filename))
+        msg = f"cannot write {asked}: {e.strerror or msg}" if asked != str(e.filename) else msg
     msg = msg.strip() or type(e).__name__  # (a message that lists items, e.g. weight keys, keeps its lines)
     if isinstance(e, USER_ERRORS):
         return 2, f"error: {msg}"

@@ -6,7 +6,6 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from ..experiments import load_sweep
 from .sweeps import add_run_arguments, execute
 
 
@@ -29,6 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..experiments import load_sweep  # here: `senet --help` must not import torch
+
+    if not Path(args.sweep).is_file() and args.sweep not in shipped_sweeps():
+        raise FileNotFoundError(f"no sweep file or shipped sweep named {args.sweep!r}; shipped: "
+                                f"{', '.join(shipped_sweeps())}")
     sweep = load_sweep(args.sweep)
     out = Path(args.out or f"runs/ablate-{Path(args.sweep).stem}")
     baseline = args.baseline or sweep.cells[0].label

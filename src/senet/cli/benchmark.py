@@ -9,8 +9,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cost.speed import COMPILE_MODES, FUSED, MODES, PRECISIONS, benchmark, format_benchmark
-from .summary import parse_input_size
+from .common import add_input_size_argument
+
+# senet.cost.speed's choices, written out so that `senet benchmark --help` needs no torch (tests/test_cli.py checks
+# that they agree).
+MODES = ("infer", "train", "both")
+PRECISIONS = ("fp32", "bf16", "fp16")
+FUSED = ("on", "off", "both")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="store_true", help="add each SE model's plain twin (se=None) and the ratio")
     p.add_argument("--against", choices=["timm"], default=None, help="add timm's model of the same architecture")
     p.add_argument("--mode", choices=MODES, default="both", help="inference, training step, or both (default)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--input-size", type=parse_input_size, default=None, help="N or CxHxW (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    add_input_size_argument(p, "the model's own")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16/fp16 autocast")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
@@ -42,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cost.speed import benchmark, format_benchmark  # here: `senet --help` must not import torch
     from ..device import intra_op_threads
 
     if args.threads is not None and args.threads < 1:
@@ -50,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
                            batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
                            channels_last=args.channels_last, compile=args.compile, fused=args.fused,
-                           compiled=args.compiled, compile_backend=args.compile_backend,
-                           device=args.device, rounds=args.rounds, steps=args.steps, warmup=args.warmup)
+                           compiled=args.compiled, compile_backend=args.compile_backend, device=args.device, rounds=args.rounds, steps=args.steps, warmup=args.warmup)
     print(format_benchmark(result))
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,26 +1,123 @@
-"""Arguments several sub-commands share, declared once."""
+"""Arguments several sub-commands share, declared once, spelled the same everywhere.
+
+Nothing here imports torch: ``senet --help`` and every ``senet CMD --help`` print without it.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any, Sequence
 
-import torch
-
-from ..device import resolve_device as _resolve_device
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)"
+INPUT_SIZE_FORMS = "N (3xNxN), CxHxW or C H W"
 
 
 def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a .safetensors checkpoint or a run directory (its best checkpoint)")
+    """The checkpoint as the first positional argument (``senet eval RUN``) or ``--checkpoint RUN``;
+    either way it ends up in ``args.checkpoint``."""
+    what = "a .safetensors checkpoint or a run directory (its best checkpoint)"
+    p.add_argument("checkpoint", nargs="?", default=argparse.SUPPRESS, metavar="CHECKPOINT", help=what)
+    p.add_argument("--checkpoint", dest="checkpoint_option", default=None, metavar="PATH",
+                   help="the same, as an option")
+    p.set_defaults(finish=_merge_checkpoint)
+
+
+def _merge_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    positional, option = getattr(args, "checkpoint", None), args.checkpoint_option
+    if positional is not None and option is not None and positional != option:
+        parser.error(f"two checkpoints given: {positional} and --checkpoint {option}; give one")
+    if positional is None and option is None:
+        parser.error("give the checkpoint: a run directory or .safetensors file (positionally or --checkpoint)")
+    args.checkpoint = positional if positional is not None else option
+    del args.checkpoint_option
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
-def resolve_device(name: str | None) -> torch.device:
+def resolve_device(name: str | None) -> "torch.device":
     """``--device`` checked against this machine (``senet.device.resolve_device``), or CUDA when
     available, else the CPU."""
+    from ..device import resolve_device as _resolve_device  # here: `senet --help` must not import torch
+
     return _resolve_device(name)
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``224`` -> (3, 224, 224); ``1x28x28`` (or ``1 28 28``, ``1,28,28``) -> (1, 28, 28)."""
+    words = text.lower().replace(",", "x").replace(" ", "x").split("x")
+    try:
+        parts = [int(p) for p in words if p]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = [3, parts[0], parts[0]]
+    if len(parts) != 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not {INPUT_SIZE_FORMS} (positive integers)")
+    return (parts[0], parts[1], parts[2])
+
+
+class _InputSize(argparse.Action):
+    """``--input-size`` as one word (``224``, ``3x224x224``) or three (``3 224 224``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        words = [values] if isinstance(values, str) else list(values)
+        try:
+            size = parse_input_size("x".join(words) if len(words) == 3 else " ".join(words))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+        setattr(namespace, self.dest, size)
+
+
+def add_input_size_argument(p: argparse.ArgumentParser, default_help: str) -> None:
+    """``--input-size``: ``N``, ``CxHxW`` or ``C H W`` (see :func:`join_input_size_words`)."""
+    p.add_argument("--input-size", nargs="+", action=_InputSize, default=None, metavar="SIZE",
+                   help=f"{INPUT_SIZE_FORMS} (default: {default_help})")
+
+
+def join_input_size_words(argv: Sequence[str]) -> list[str]:
+    """``--input-size 3 224 224`` -> ``--input-size=3x224x224`` and ``--input-size 32`` ->
+    ``--input-size=32``: one attached word, so that a positional argument after the size stays
+    positional (``senet summary --input-size 32 se_resnet20``)."""
+    out, i = [], 0
+    argv = list(argv)
+    while i < len(argv):
+        word, nxt = argv[i], argv[i + 1:i + 4]
+        if word == "--input-size" and len(nxt) == 3 and all(w.isdigit() for w in nxt):
+            out.append(f"--input-size={'x'.join(nxt)}")
+            i += 4
+        elif word == "--input-size" and nxt and not nxt[0].startswith("-"):
+            out.append(f"--input-size={nxt[0]}")
+            i += 2
+        else:
+            out.append(word)
+            i += 1
+    return out
+
+
+def output_file(text: str) -> str:
+    """An ``--out FILE`` argument: its folder must exist and be writable (a typo must not create
+    folders anywhere, and a read-only destination fails before any work, naming FILE)."""
+    import os
+
+    parent = os.path.dirname(os.path.abspath(text)) or "."
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} is not writable "
+                                         "(read-only file system or permissions)")
+    return text
+
+
+def finish_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+    """Run the sub-command's post-parse step (e.g. merging the two checkpoint spellings)."""
+    finish = getattr(args, "finish", None)
+    if finish is not None:
+        finish(args, parser)
+        del args.finish
+    return args

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..experiments import DEFAULT_MODELS, comparison_sweep
 from .sweeps import add_run_arguments, execute
+
+# senet.experiments.DEFAULT_MODELS, written out so that `senet compare --help` needs no torch (tests/test_cli.py
+# checks that they agree).
+DEFAULT_MODELS = ("resnet20", "se_resnet20")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..experiments import comparison_sweep  # here: `senet --help` must not import torch
+
     seeds = range(args.seeds) if args.seeds is not None else range(3)
     sweep = comparison_sweep(args.models, recipe=args.config, seeds=list(seeds))
     out = Path(args.out or f"runs/compare-{'-'.join(args.models)}")

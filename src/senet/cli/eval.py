@@ -1,4 +1,4 @@
-"""``senet eval --checkpoint PATH``: loss, top-1 and top-5 error of a trained network."""
+"""``senet eval CHECKPOINT`` (or ``--checkpoint PATH``): loss, top-1 and top-5 error of a trained network."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_checkpoint_argument(p)
     p.add_argument("--data", help="dataset spec (default: the training dataset stored in the checkpoint)")
     p.add_argument("--root", help="download/cache folder for cifar10/cifar100")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="evaluate even when --data has other classes or channels than the checkpoint")
     add_device_argument(p)

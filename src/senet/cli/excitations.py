@@ -1,4 +1,5 @@
-"""``senet excitations --checkpoint PATH``: per-class excitation statistics of a trained SE network (§7.2)."""
+"""``senet excitations CHECKPOINT`` (or ``--checkpoint PATH``): per-class excitation statistics of a
+trained SE network (§7.2)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "last stage's gates fixed at 1 or at their means.")
     add_checkpoint_argument(p)
     p.add_argument("--data", help="dataset spec (default: the training dataset stored in the checkpoint)")
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--split", default="test", choices=("train", "test"),
+                   help="the dataset split whose images are recorded (default: test)")
     p.add_argument("--root", help="download/cache folder for cifar10/cifar100")
     p.add_argument("--out", help="output directory (default: <run dir>/excitations or ./excitations)")
     p.add_argument("--classes", default=None, help="comma-separated class indices to plot (default: the first 4)")
     p.add_argument("--tol", type=float, default=0.05, help="'near identity' means a gate within TOL of 1")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
     add_device_argument(p)
     p.set_defaults(func=run)
 

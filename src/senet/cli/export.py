@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import Iterator
 
-from .summary import parse_input_size, parse_override
+from .common import add_input_size_argument, output_file
+from .summary import parse_override
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx", "pt2", "torchscript"), default=None,
                    help="pt2 is a torch.export program (default: from the --out extension, .onnx, .pt2 or .pt; "
                         "else onnx)")
-    p.add_argument("--out", required=True, metavar="FILE",
-                   help="the file to write (e.g. model.onnx, model.pt2, model.pt)")
-    p.add_argument("--input-size", nargs="+", metavar="N", default=None,
-                   help="S, CxHxW or C H W (default: the model's or checkpoint's own input size)")
+    p.add_argument("--out", required=True, type=output_file, metavar="FILE",
+                   help="the file to write (e.g. model.onnx, model.pt2, model.pt), in an existing folder")
+    add_input_size_argument(p, "the model's or checkpoint's own input size")
     p.add_argument("--dynamic-batch", action="store_true", help="variable batch size (checked at two sizes)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 17; the TorchScript-based exporter supports 7-20, --dynamo up to 23)")
     p.add_argument("--dynamo", action="store_true", help="ONNX via the torch.export-based exporter (needs onnxscript)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="allowed abs difference on logits of magnitude <= 1 (default 1e-4)")
@@ -36,28 +39,59 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_size_words(words: list[str] | None) -> tuple[int, int, int] | None:
-    """``["224"]``, ``["3x224x224"]`` or ``["3", "224", "224"]`` -> (3, 224, 224)."""
-    if not words:
-        return None
-    text = words[0] if len(words) == 1 else "x".join(words)
+def _check_opset(opset: int | None, dynamo: bool) -> None:
+    try:  # the exporter's own limits (a private module: skipped if it moves)
+        from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    except ImportError:
+        return
+    top = ONNX_MAX_OPSET if dynamo else ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    if opset is not None and not ONNX_MIN_OPSET <= opset <= top:
+        raise ValueError(f"--opset {opset}: the {'dynamo' if dynamo else 'TorchScript-based'} ONNX exporter supports "
+                         f"opsets {ONNX_MIN_OPSET}-{top}" + ("" if dynamo or opset < top else "; --dynamo goes higher"))
+
+
+@contextlib.contextmanager
+def _no_graph_dump() -> Iterator[None]:
+    # torch's TorchScript-based exporter switches its C++ log on whatever its setting (it tests the
+    # function `_jit_is_onnx_log_enabled`, not its result) and so prints the whole graph on an error.
+    import torch
+
+    saved = getattr(torch._C, "_jit_onnx_log", None)
+    if saved is None:
+        yield
+        return
+    torch._C._jit_onnx_log = lambda *args: None
     try:
-        return parse_input_size(text)
-    except argparse.ArgumentTypeError as e:
-        raise ValueError(f"--input-size: {e}") from None
+        yield
+    finally:
+        torch._C._jit_onnx_log = saved
 
 
 def run(args: argparse.Namespace) -> int:
+    import warnings
+
     from ..deploy.export import export, format_for_path
 
     fmt = args.format or format_for_path(args.out)
+    if fmt == "onnx":
+        _check_opset(args.opset, args.dynamo)
     try:
-        result = export(args.source, args.out, fmt, input_size=parse_size_words(args.input_size),
-                        dynamic_batch=args.dynamic_batch, opset=args.opset, check=not args.no_check,
-                        tolerance=args.tolerance, rtol=args.rtol, overrides=dict(args.overrides) or None,
-                        dynamo=args.dynamo)
+        with warnings.catch_warnings(), _no_graph_dump():  # the exporter's advice is about its API, not ours
+            warnings.filterwarnings("ignore", module=r"torch\.onnx\..*")
+            result = export(args.source, args.out, fmt, input_size=args.input_size,
+                            dynamic_batch=args.dynamic_batch, opset=args.opset, check=not args.no_check,
+                            tolerance=args.tolerance, rtol=args.rtol, overrides=dict(args.overrides) or None,
+                            dynamo=args.dynamo)
     except ImportError as e:  # a missing optional extra: one line naming it
         print(f"senet export: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if not any(c.__name__ == "OnnxExporterError" for c in type(e).__mro__):
+            raise
+        # torch's message carries the whole graph; its first clause says what failed.
+        reason = str(e).split("[Caused by")[0].strip().splitlines()[0]
+        at = f" at --opset {args.opset}" if args.opset is not None else ""
+        raise ValueError(f"the ONNX exporter cannot express this model{at}: {reason}"
+                         + ("; try a higher --opset (default 17)" if args.opset is not None else "")) from None
     print(result.summary())
     return 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..models.registry import get_model_spec, list_models
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models", description="List registered models.")
@@ -16,6 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models.registry import get_model_spec, list_models  # here: `senet --help` must not import torch
+
     names = list_models(args.pattern, family=args.family)
     if not names:
         families = sorted({get_model_spec(n).family for n in list_models()})

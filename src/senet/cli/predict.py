@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import DEVICE_HELP
+from .common import output_file
 from .summary import parse_override
 
 
@@ -22,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the checkpoint (or run directory); then every INPUT is an image, folder or glob")
     p.add_argument("--top-k", "--top", dest="top_k", type=int, default=5, help="classes per image (default 5)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--out", default=None, metavar="FILE", help="also write the predictions to FILE (.csv or .json)")
-    p.add_argument("--device", default=None, help=DEVICE_HELP.replace("cuda if available", "cpu"))
+    p.add_argument("--out", default=None, type=output_file, metavar="FILE",
+                   help="also write the predictions to FILE (.csv or .json), in an existing folder")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="create_model keyword when predicting with a model name")
     p.set_defaults(func=run)

@@ -6,21 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cost.counting import complexity, format_complexity
-from ..models.registry import create_model, get_model_spec
-
-
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    """``224`` -> (3, 224, 224); ``1x28x28`` -> (1, 28, 28)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r} is not N or CxHxW") from None
-    if len(parts) == 1:
-        return (3, parts[0], parts[0])
-    if len(parts) == 3:
-        return (parts[0], parts[1], parts[2])
-    raise argparse.ArgumentTypeError(f"input size {text!r} is not N or CxHxW")
+from .common import add_input_size_argument, parse_input_size  # noqa: F401 - parse_input_size: older import path
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -42,29 +28,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Count parameters and multiply-adds (paper §4, Tables 2-3).")
     p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names")
     p.add_argument("--baseline", action="store_true", help="add each SE model's plain baseline (same net, se=None)")
-    p.add_argument("--input-size", type=parse_input_size, default=None,
-                   help="N or CxHxW (default: the model's own, 224 for ImageNet nets, 32 for CIFAR nets)")
+    add_input_size_argument(p, "the model's own, 224 for ImageNet nets, 32 for CIFAR nets")
     p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
                    metavar="KEY=VALUE", help="create_model keyword for every MODEL, e.g. --set se_reduction=8 "
                    "--set se_squeeze=max --set se_stages=[1,2,3] (repeatable; se=null is the plain net)")
     p.add_argument("--no-parts", action="store_true", help="totals only, no per-stage rows")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--bytes", action="store_true",
                    help="also count bytes read and written (inference, training step; eager and fused SE)")
     p.add_argument("--bytes-dtype", choices=["fp32", "bf16", "fp16"], default="bf16",
                    help="activation and weight dtype of the byte count (default bf16)")
     p.add_argument("--batch-size", type=int, default=1, help="batch of the byte count (default 1)")
     p.add_argument("--channels-last", action="store_true", help="count bytes in channels_last memory format")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # here, as the imports below: `senet --help` must not import torch
+
+    from ..cost.counting import complexity, format_complexity
+    from ..models.registry import create_model, get_model_spec
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.bytes_dtype]
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     count = dict(traffic=args.bytes, dtype=dtype, batch=args.batch_size, channels_last=args.channels_last)
+
     costs = {}
     for name in args.models:
         spec = get_model_spec(name)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..experiments import run_sweep, train_run, write_sweep_report
-from ..experiments.sweep import Sweep
 from .common import add_device_argument, resolve_device
+
+if TYPE_CHECKING:
+    from ..experiments.sweep import Sweep
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +25,7 @@ def execute(sweep: Sweep, out: Path, args: argparse.Namespace, baseline: str | N
             cells: list[str] | None = None) -> int:
     from dataclasses import replace
 
+    from ..experiments import run_sweep, train_run, write_sweep_report  # here: `senet --help` must not import torch
     from ..train import Reporter, TerminalReporter
 
     if args.seeds is not None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 
-from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
-from ..train.distributed import barrier, cleanup, setup_from_env
 from .common import add_device_argument, resolve_device
 
 
@@ -52,12 +51,22 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `senet --help` must not import torch.
+    from ..train import NonFiniteLossError, TerminalReporter, apply_overrides, fit, load_config, resume_config
+    from ..train.config import check_resume_changes
+    from ..train.distributed import barrier, cleanup, setup_from_env
+    from ..train.reconcile import has_checkpoint
+    from ..train.threads import busy_cpu_note
+
     overrides = _flag_overrides(args) + list(args.overrides)
     if args.resume:
         if args.config or args.out or args.overwrite:
             raise ValueError("--resume continues a run with its own config and directory; "
                              "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
-        cfg = apply_overrides(resume_config(args.resume), overrides)
+        run_cfg = resume_config(args.resume)
+        cfg = apply_overrides(run_cfg, overrides)
+        if has_checkpoint(args.resume):  # (a run without one starts over: anything may change)
+            check_resume_changes(run_cfg, cfg)  # e.g. another optimiser or model: refused before any work
         run_dir = args.resume
     ranks, device = setup_from_env(str(resolve_device(args.device)))
     try:
@@ -69,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
             if gpu_default and ranks.is_main:
                 print(f"no recipe named, running on CUDA: using recipe bundled_gpu (batch {cfg.batch_size}, "
                       f"lr {cfg.optim.lr:g}, {cfg.epochs} epochs)")
+        note = busy_cpu_note(cfg.threads) if device.type == "cpu" and ranks.is_main else None
+        if note:
+            print(f"note: {note}")
         fit(cfg, run_dir, device=device, resume=bool(args.resume), overwrite=args.overwrite,
             reporter=TerminalReporter())
         # Leave together: rank 0 may still be writing checkpoints and plots, and tearing the gloo
@@ -81,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:  # an optional extra switched on but not installed (--tensorboard)
         print(f"senet train: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every finished epoch is checkpointed: say how to go on
+        if args.debug:
+            raise
+        if ranks.is_main:
+            print(f"senet train: interrupted; resume with: senet train --resume {shlex.quote(str(run_dir))}",
+                  file=sys.stderr)
+        return 130
     finally:
         cleanup()
     return 0

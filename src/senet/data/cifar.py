@@ -220,7 +220,7 @@ def load_cifar(
             raise DatasetNotFoundError(
                 f"{source.title} not found under {base}. Put {source.archive} (from {url}, MD5 {md5}) or its "
                 f"extracted {source.folder}/ folder there, pass root=<archive or folder>, or download=True "
-                f"(--download) when online"
+                f"(senet train: --set data.download=true) when online"
             )
         # root names the archive itself (".../cifar-10-python.tar.gz") or the folder to hold it.
         dest = base if base.name.endswith((".tar.gz", ".tgz")) else base / source.archive

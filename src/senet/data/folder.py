@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..layers.se import check_choice
+from .images import CorruptImageError, decode_image
 from .seeding import generator_for
 from .transforms import cutout, eval_view, hflip, random_resized_crop
 
@@ -28,21 +29,12 @@ EMPTY_CLASSES = ("warn", "error")  # a class folder of train/ without images: sk
 _SPLIT_DIRS = {"train": "train", "test": "val"}
 
 
-class CorruptImageError(ValueError):
-    """An image file that Pillow cannot decode; the message names the file."""
-
-
 def _decode(path: Path) -> torch.Tensor:
-    """Decode ``path`` to a ``uint8`` (3, H, W) RGB tensor; any failure names the file."""
-    from PIL import Image  # Pillow is needed only by image folders
+    """Decode ``path`` to a ``uint8`` (3, H, W) RGB tensor; any failure names the file.
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")  # also forces the full decode, so truncation fails here
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            return data.view(img.height, img.width, 3).permute(2, 0, 1).contiguous()
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise CorruptImageError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+    Every Pillow mode is read right: 16-bit and float images scaled, not clipped, and
+    transparent pixels composited on white (``senet.data.images``)."""
+    return decode_image(path)
 
 
 class ImageFolderDataset(Dataset):
@@ -52,7 +44,8 @@ class ImageFolderDataset(Dataset):
     are ``(x, label)``: x a float32 (3, ``image_size``, ``image_size``) tensor normalised with
     ImageNet statistics; training items use the random-size crop and flip of §5.1, test items the
     resize-to-256 + centre-224 crop (scaled for other ``image_size``). Grey or palette images are
-    converted to RGB.
+    converted to RGB; 16-bit, float and CMYK images are scaled and transparent ones composited on
+    white (``senet.data.images``).
 
     A file Pillow cannot decode raises :class:`CorruptImageError` naming it
     (``on_corrupt="error"``), or is reported in a warning and replaced by the next decodable

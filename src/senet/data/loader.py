@@ -55,7 +55,8 @@ class _BaseLoader:
         if self.drop_last and self.shard_size < batch_size:
             raise ValueError(
                 f"batch_size={batch_size} exceeds the {self.shard_size} samples rank {rank} sees per epoch, "
-                f"so drop_last would leave no batch; use a smaller batch_size or drop_last=False"
+                f"so no full batch is left; use a batch_size of at most {self.shard_size} "
+                f"(senet train --batch-size) or drop_last=False"
             )
         self.epoch = 0
 
@@ -217,7 +218,19 @@ def make_loader(
     common = dict(train=train, device=device, seed=seed, augment=augment, rank=rank, world_size=world_size,
                   drop_last=drop_last)
     if isinstance(dataset, ArrayDataset):
+        if train:
+            _check_augment_fits(augment or AugmentConfig(), dataset.images.shape[-2:])
         return DeviceLoader(dataset, batch_size, **common)  # type: ignore[arg-type]
     if isinstance(dataset, ImageFolderDataset):
         return FolderLoader(dataset, batch_size, num_workers=num_workers, **common)  # type: ignore[arg-type]
     raise TypeError(f"make_loader needs an ArrayDataset or ImageFolderDataset, got {type(dataset).__name__}")
+
+
+def _check_augment_fits(augment: AugmentConfig, size: tuple[int, int]) -> None:
+    """Refuse padding or cutout larger than the images: they would mostly train on zeros (and a
+    huge padding allocates a huge padded batch)."""
+    h, w = size
+    for key, value in (("data.crop_padding", augment.crop_padding), ("data.cutout", augment.cutout)):
+        if value > max(h, w):
+            raise ValueError(f"{key}={value} is larger than the images ({h}x{w}); use at most {max(h, w)} "
+                             f"(0 turns it off)")

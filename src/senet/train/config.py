@@ -24,6 +24,9 @@ __all__ = [
     "RULES",
     "check_config",
     "check_model_fits_data",
+    "check_resume_changes",
+    "config_changes",
+    "RESUME_FIXED",
     "ModelConfig",
     "DataConfig",
     "OptimConfig",
@@ -213,6 +216,15 @@ def _model_overrides(v: Mapping[str, Any]) -> str | None:
         n = v.get(key)
         if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
             raise ConfigError(f"config key 'model.overrides.{key}' must be an integer >= 1, got {n!r}")
+    se_options = {k: val for k, val in v.items() if k.startswith("se_")}
+    if se_options:  # the SE block's own checks, reported under the key the user wrote
+        from ..layers.se import SEConfig  # here: the layers need torch, a config alone does not
+
+        for key, value in se_options.items():
+            try:
+                SEConfig().replace(**{key[3:]: tuple(value) if isinstance(value, list) else value})
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"config key 'model.overrides.{key}' = {value!r}: {e}") from None
     return None
 
 
@@ -310,6 +322,40 @@ def check_model_fits_data(cfg: TrainConfig, num_classes: int, in_chans: int) -> 
         if given is not None and given != actual:
             raise ConfigError(f"config key 'model.overrides.{key}' is {given!r} but the dataset has {actual} "
                               f"{what}; drop the override (the data sets it)")
+
+
+#: What a resumed run cannot change: the network and its weights' shapes, the data it learns, and the
+#: optimiser's class and parameter groups (its saved state would not fit). Everything else may change
+#: with ``--resume RUN --set KEY=VALUE`` (optimiser hyperparameters are applied to the restored optimiser).
+RESUME_FIXED = ("model.name", "model.overrides", "model.retrofit", "data.dataset", "data.image_size", "optim.name",
+                "optim.decay_norm_and_bias")
+
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` for every field that differs (entries of the
+    free-form mappings, such as ``model.overrides.se_reduction``, one by one; an entry that one
+    side lacks shows as ``"<unset>"``)."""
+    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(config_to_dict(old)), flat(config_to_dict(new))
+    unset = "<unset>"
+    return {k: (a.get(k, unset), b.get(k, unset)) for k in [*a, *(k for k in b if k not in a)]
+            if a.get(k, unset) != b.get(k, unset)}
+
+
+def check_resume_changes(run: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Refuse a resumed config ``new`` that changes a :data:`RESUME_FIXED` field of the run's own
+    ``run``, naming the field and both values; return the changes that are allowed."""
+    changes = config_changes(run, new)
+    for key, (was, now) in changes.items():
+        if any(key == f or key.startswith(f + ".") for f in RESUME_FIXED):
+            raise ConfigError(f"config key {key!r} cannot change on resume: the run has {was!r}, got {now!r}; "
+                              f"start a new run (--out) to change it")
+    return changes
 
 
 # --- conversion between dicts and dataclasses, with type checks ---------------------------------

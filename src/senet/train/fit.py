@@ -22,19 +22,19 @@ from torch.nn import functional as F
 from ..layers.se import check_choice
 from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..models.registry import create_model, get_model_spec
-from ..weights.checkpoint import CheckpointMeta, save_checkpoint
-from .config import TrainConfig, config_from_dict, config_to_dict, dump_config
-from .config import check_config, check_model_fits_data
+from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
+from .config import ConfigError, TrainConfig, config_from_dict, config_to_dict, dump_config
+from .config import check_config, check_model_fits_data, check_resume_changes
 from ..device import resolve_device
 from .distributed import all_reduce_sum, any_across_ranks, rank_info
 from .metrics import TrainMeter, evaluate, summarize
-from .optim import build_optimizer
+from .optim import build_optimizer, restore_optimizer
 from .plots import plot_curves
 from .progress import Reporter, TerminalReporter
-from .reconcile import load_resume_state, reconcile_run_dir
+from .reconcile import has_checkpoint, load_resume_state, reconcile_run_dir
 from .rng import capture_rng, restore_rng
 from .rundir import environment, write_metrics, write_report, write_run_files
-from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir
+from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir, remove_stale_temp_files, results_in
 from .schedule import lr_at
 from .threads import applies_threads
 from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
@@ -124,8 +124,29 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
 
 
 def resume_config(run_dir: str | Path) -> TrainConfig:
-    """The config a run was started with, read from its ``last`` checkpoint (``best`` if that is damaged)."""
-    return config_from_dict(load_resume_state(run_dir)[0]["config"])
+    """The config a run was started with, read from its ``last`` checkpoint (``best`` if that is
+    damaged); for a run stopped before its first checkpoint, from its ``config.yaml`` (``fit``
+    with ``resume=True`` then starts it over). Raises :class:`RunDirError` while another process
+    holds the run."""
+    run_dir = Path(run_dir)
+    if has_checkpoint(run_dir):
+        return config_from_dict(load_resume_state(run_dir)[0]["config"])
+    last = checkpoint_paths(run_dir, "last")[1]
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no checkpoint to resume from: {run_dir} is not a directory")
+    with RunLock(run_dir):  # a live run that has not checkpointed yet: "in use by pid N"
+        pass
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {last} does not exist and {run_dir} has no "
+                                f"config.yaml; start a new run into it with senet train --out {run_dir}")
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        detail = " ".join(str(e).split())
+        raise ConfigError(f"{run_dir / 'config.yaml'} is not a valid config: {detail}") from None
+    return config_from_dict(data)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -169,6 +190,16 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
     if resume and not run_dir.is_dir():
         raise FileNotFoundError(f"no checkpoint to resume from: {run_dir} is not a directory")
     with RunLock(run_dir):
+        if resume and not has_checkpoint(run_dir):  # stopped before its first checkpoint: nothing to continue
+            remove_stale_temp_files(run_dir)
+            if results_in(run_dir):
+                raise RunDirError(f"no checkpoint to resume from in {run_dir}, which holds other files "
+                                  f"({', '.join(results_in(run_dir)[:4])}); replace it with senet train --out "
+                                  f"{run_dir} --overwrite, or choose another --out")
+            resume = False
+            reporter = TerminalReporter() if reporter is None else reporter
+            reporter.message(f"{run_dir} has no checkpoint yet (stopped before its first epoch ended): "
+                             "starting the run over")
         prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
         try:
             return _fit(cfg, run_dir, device=device, resume=resume, stop_after=stop_after, reporter=reporter)
@@ -220,9 +251,10 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
     optimizer = build_optimizer(model, cfg.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    start, history = 0, []
+    start, history, resumed = 0, [], {}
     if resume:
         state, tag, notes = load_resume_state(run_dir)
+        check_resume_changes(config_from_dict(state["config"]), cfg)  # before any file is touched
         for note in notes:
             report.message(note)
         if main:  # before training on, make every file agree with the state (a kill may have split them)
@@ -231,14 +263,16 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
         from ..weights.convert import load_weights
 
         load_weights(model, state["model"], source="senet")  # the state file is self-contained
-        optimizer.load_state_dict(state["optimizer"])
+        changed = restore_optimizer(optimizer, state["optimizer"])  # with cfg's hyperparameters, not the saved
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         start, history = state["epoch"], list(state["history"])
         if cfg.epochs < start:
             raise ValueError(f"{run_dir} has already trained {start} epochs; epochs={cfg.epochs} would shorten it. "
                              f"Resume with epochs >= {start} (more epochs extend the run)")
-        report.message(f"resumed from {run_dir} after epoch {start}")
+        said = "; ".join(f"optim {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        report.message(f"resumed from {run_dir} after epoch {start}" + (f"; applied {said}" if said else ""))
+        resumed = {"resumed_after_epoch": start, "resume_changed": {k: list(v) for k, v in changed.items()}}
 
     net: nn.Module = model
     if ranks.world_size > 1:
@@ -257,10 +291,11 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
     if main and run_dir is not None:
         write_run_files(run_dir, dump_config(cfg), environment(device, {
             "world_size": ranks.world_size, "precision": str(amp_dtype or torch.float32).replace("torch.", ""),
-            "dataset": train_set.name, "model_params": params}))
+            "dataset": train_set.name, "model_params": params, **resumed}))
     report.start({"model": cfg.model.name, "params": params, "dataset": train_set.name, "device": str(device),
                   "precision": str(amp_dtype or torch.float32).replace("torch.", ""), "epochs": cfg.epochs,
-                  "steps": steps, "batch_size": cfg.batch_size, "world_size": ranks.world_size, "run_dir": run_dir})
+                  "steps": steps, "batch_size": cfg.batch_size, "world_size": ranks.world_size, "run_dir": run_dir,
+                  "classes": len(train_set.classes)})
 
     end = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     title = f"{cfg.model.name} on {train_set.name}"
@@ -333,8 +368,9 @@ def _fit(cfg: TrainConfig, run_dir: str | Path | None, *, device: torch.device,
 
         best = min(history, key=lambda r: r["top1_err"]) if history else {}
         final = history[-1] if history else {}
-        summary = (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%, top-5 error "
-                   f"{final.get('top5_err', float('nan')):.2f}%; best top-1 error "
+        top5 = (f", top-5 error {final.get('top5_err', float('nan')):.2f}%" if len(train_set.classes) > 5
+                else f" (top-5 error not shown: {len(train_set.classes)} classes)")
+        summary = (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%{top5}; best top-1 error "
                    f"{best.get('top1_err', float('nan')):.2f}% (epoch {best.get('epoch', '-')}) on {test_set.name}")
         if main and run_dir is not None and history:
             writer.submit(functools.partial(write_report, run_dir, title, list(history), summary))

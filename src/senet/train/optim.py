@@ -16,7 +16,7 @@ from torch import nn
 from ..layers.se import check_choice
 from .config import OptimConfig
 
-__all__ = ["param_groups", "build_optimizer", "OPTIMIZERS"]
+__all__ = ["param_groups", "build_optimizer", "restore_optimizer", "OPTIMIZERS"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
@@ -54,3 +54,23 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Load a saved optimiser ``state`` into ``optimizer`` (built from the current config) but keep
+    the current config's hyperparameters (weight decay, momentum, betas...): ``load_state_dict``
+    alone would bring back the saved ones. The learning rate is the schedule's (``lr_at``) and is
+    left as saved. Returns ``{name: (saved, now)}`` for each hyperparameter that changed."""
+    wanted = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    changed: dict[str, tuple[Any, Any]] = {}
+    for group, settings in zip(optimizer.param_groups, wanted):
+        for key, value in settings.items():
+            if _plain(group.get(key)) != _plain(value):
+                changed.setdefault(key, (group.get(key), value))
+                group[key] = value
+    return changed
+
+
+def _plain(value: Any) -> Any:  # saved betas may come back as a list
+    return tuple(value) if isinstance(value, (list, tuple)) else value

@@ -47,6 +47,7 @@ class TerminalReporter(Reporter):
         self.tty = self.stream.isatty() if tty is None else tty
         self.bar: Any = None
         self.epochs = 0
+        self.top5 = True  # top-5 error means something only with more than 5 classes
         self._shown = -float("inf")  # time.monotonic() of the last read of the running means
 
     def _print(self, text: str) -> None:
@@ -57,6 +58,7 @@ class TerminalReporter(Reporter):
 
     def start(self, info: Mapping[str, Any]) -> None:
         self.epochs = info["epochs"]
+        self.top5 = info.get("classes", 6) > 5
         self._print(f"training {info['model']} ({info['params']:,} parameters) on {info['dataset']}")
         self._print(f"  device {info['device']}, precision {info['precision']}, world size {info['world_size']}, "
                     f"{info['epochs']} epochs x {info['steps']} steps, batch {info['batch_size']}")
@@ -83,12 +85,13 @@ class TerminalReporter(Reporter):
             self.bar = None
         self._print(f"epoch {m['epoch']:>3d}/{self.epochs}  lr {m['lr']:.2e}  train loss {m['train_loss']:.4f}  "
                     f"train err {m['train_err']:.2f}%  val loss {m['val_loss']:.4f}  top-1 err {m['top1_err']:.2f}%  "
-                    f"top-5 err {m['top5_err']:.2f}%  {m['time_s']:.1f}s  {m['images_per_s']:.0f} img/s")
+                    + (f"top-5 err {m['top5_err']:.2f}%  " if self.top5 else "")
+                    + f"{m['time_s']:.1f}s  {m['images_per_s']:.0f} img/s")
 
     def message(self, text: str) -> None:
         self._print(text)
 
     def end(self, history: list[Mapping[str, Any]], summary: str) -> None:
         if history:
-            self._print("\n" + format_table(history))
+            self._print("\n" + format_table(history, top5=self.top5))
         self._print(summary)

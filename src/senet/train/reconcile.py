@@ -23,9 +23,14 @@ from ..weights.checkpoint import (UNVERIFIED, CheckpointError, CheckpointMeta, c
 from .plots import plot_curves
 from .rundir import write_metrics
 
-__all__ = ["load_resume_state", "reconcile_run_dir", "best_epoch"]
+__all__ = ["load_resume_state", "reconcile_run_dir", "best_epoch", "has_checkpoint"]
 
 _NOT_STATE = ("model", "meta", UNVERIFIED)
+
+
+def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``run_dir`` holds anything in place of a checkpoint state (even a damaged one)."""
+    return any(os.path.lexists(checkpoint_paths(run_dir, tag)[1]) for tag in ("last", "best"))
 
 
 def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], str, list[str]]:
@@ -34,6 +39,10 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
     problems: list[str] = []
     for tag in ("last", "best"):
         path = checkpoint_paths(run_dir, tag)[1]
+        for p in checkpoint_paths(run_dir, tag):
+            if p.is_dir():  # it could be neither read nor rewritten
+                raise IsADirectoryError(f"{p} is a directory, not a checkpoint file; move it away "
+                                        f"(mv {p} {p}.moved) and resume again")
         try:
             state = load_state(run_dir, tag)
         except FileNotFoundError:

@@ -89,14 +89,16 @@ def write_metrics(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> None:
     atomic_write_bytes(run_dir / "metrics.jsonl", lines.encode())
 
 
-def format_table(history: Sequence[Mapping[str, Any]]) -> str:
-    """The per-epoch table (errors in percent), as printed at the end of a run and in report.md."""
+def format_table(history: Sequence[Mapping[str, Any]], top5: bool = True) -> str:
+    """The per-epoch table (errors in percent), as printed at the end of a run and in report.md;
+    ``top5=False`` shows "-" for the top-5 error (5 classes or fewer: it is always 0)."""
     head = f"{'epoch':>5} {'lr':>9} {'train loss':>10} {'train acc':>9} {'train err':>9} " \
            f"{'val loss':>8} {'top-1 err':>9} {'top-5 err':>9} {'time s':>7} {'img/s':>7}"
     rows = [head, "-" * len(head)]
     for m in history:
+        top5_text = f"{m['top5_err']:>9.2f}" if top5 else f"{'-':>9}"
         rows.append(f"{m['epoch']:>5d} {m['lr']:>9.2e} {m['train_loss']:>10.4f} {m['train_acc']:>9.2f} "
-                    f"{m['train_err']:>9.2f} {m['val_loss']:>8.4f} {m['top1_err']:>9.2f} {m['top5_err']:>9.2f} "
+                    f"{m['train_err']:>9.2f} {m['val_loss']:>8.4f} {m['top1_err']:>9.2f} {top5_text} "
                     f"{m['time_s']:>7.1f} {m['images_per_s']:>7.0f}")
     return "\n".join(rows)
 

@@ -15,13 +15,16 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RunDirError", "RunLock", "LOCK_NAME", "prepare_run_dir", "describe_os_error"]
+__all__ = ["RunDirError", "RunLock", "LOCK_NAME", "prepare_run_dir", "describe_os_error", "remove_stale_temp_files",
+           "results_in"]
 
 LOCK_NAME = ".senet.lock"
-# What a run writes before its first epoch ends: a directory holding only these has nothing to lose.
-_SETUP_FILES = {LOCK_NAME, "config.yaml", "env.json"}
 # Everything senet train writes into a run directory (what --overwrite removes).
 RUN_FILES = ("config.yaml", "env.json", "metrics.csv", "metrics.jsonl", "curves.png", "report.md")
+# What a run writes before its first checkpoint: a directory holding only these (and an empty
+# report, written when the first epoch diverges) has nothing to lose.
+_SETUP_FILES = {LOCK_NAME, "config.yaml", "env.json"}
+_CHECKPOINT_FILES = ("last_state.pt", "last.safetensors", "best_state.pt", "best.safetensors")
 
 
 class RunDirError(ValueError):
@@ -90,14 +93,76 @@ class RunLock:
         self.release()
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temp_files(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files (``.NAME.tmp-PID``) that killed writes left in ``run_dir`` and
+    its ``checkpoints/``; return them. Call with the lock held: the run's own files are written
+    only by the lock's holder, so their temporary files are stale whatever their pid; any other
+    temporary file is removed only when process PID is gone."""
+    run_dir = Path(run_dir)
+    ours = set(RUN_FILES) | set(_CHECKPOINT_FILES)
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(".*.tmp-*"):
+            name, _, pid = path.name[1:].rpartition(".tmp-")
+            if name in ours or (pid.isdigit() and not _pid_alive(int(pid))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _empty_report(path: Path) -> bool:
+    """Whether ``report.md`` tabulates no epoch (a run that diverged in its first epoch)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    fences = [i for i, line in enumerate(lines) if line.startswith("```")]
+    # The table is the first fenced block: a header and a rule, then one line per epoch.
+    return len(fences) >= 2 and fences[1] - fences[0] - 1 <= 2
+
+
+def results_in(run_dir: str | os.PathLike[str]) -> list[str]:
+    """The entries of ``run_dir`` that hold a run's results: everything but the bookkeeping that a
+    run writes before its first checkpoint (lock, config, environment, an empty report, an empty
+    ``checkpoints/``). Stale temporary files are not results (see :func:`remove_stale_temp_files`)."""
+    run_dir = Path(run_dir)
+    found = []
+    for entry in sorted(run_dir.iterdir()):
+        name = entry.name
+        if name in _SETUP_FILES or (name == "report.md" and _empty_report(entry)):
+            continue
+        if name == "checkpoints" and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        found.append(name)
+    return found
+
+
 def prepare_run_dir(run_dir: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> None:
-    """Refuse a new run into a directory that holds another run, unless ``overwrite`` (which
-    removes that run's files first); a resume keeps everything. Call with the lock held."""
+    """Refuse a new run into a directory that holds another run's results (:func:`results_in`),
+    unless ``overwrite`` (which removes that run's files first); a directory holding only the
+    bookkeeping of a run that never checkpointed is reused, its stale temporary files removed. A
+    resume keeps everything. Call with the lock held."""
     run_dir = Path(run_dir)
     if resume:
         return
-    entries = sorted(p.name for p in run_dir.iterdir() if p.name not in _SETUP_FILES)
+    remove_stale_temp_files(run_dir)
+    entries = results_in(run_dir)
     if not entries:
+        (run_dir / "report.md").unlink(missing_ok=True)  # the empty report of the run that never checkpointed
         return
     if not overwrite:
         shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")

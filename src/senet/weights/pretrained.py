@@ -149,6 +149,12 @@ def _from_hub(name: str, cfg: PretrainedConfig) -> Path:
     except ImportError:
         raise _missing(name, cfg, "huggingface_hub is not installed (pip install 'senet[hub]')") from None
     offline = _offline()
+    if not offline:
+        # huggingface_hub retries an unreachable host with back-off (ten "Retrying in Ns" lines,
+        # over a minute); one connection attempt tells the same at once.
+        unreachable = _hub_unreachable()
+        if unreachable:
+            raise _missing(name, cfg, f"the hub could not be reached ({unreachable})")
     last: Exception | None = None
     for filename in cfg.hub_files:  # timm publishes safetensors and, for older tools, a torch file
         try:
@@ -163,6 +169,27 @@ def _from_hub(name: str, cfg: PretrainedConfig) -> Path:
     why = (f"not in the Hugging Face cache ({where}) and offline mode is on" if offline
            else f"the hub could not be reached ({type(last).__name__})")
     raise _missing(name, cfg, why)
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face endpoint cannot be reached (one TCP connection attempt), or None.
+    Behind a proxy the direct connection says nothing, so it is not tried."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlsplit(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return f"HF_ENDPOINT {endpoint!r} names no host"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port}: {e.strerror or type(e).__name__}"
+    return None
 
 
 def resolve_weights(name: str, cfg: PretrainedConfig) -> Path:
