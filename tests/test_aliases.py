@@ -1,4 +1,4 @@
-"""timm's model names are accepted wherever a model name is (issue 13 item 5)."""
+"""timm's model names are accepted wherever a model name is."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Retrofitting SE and BN into existing networks (seed 003's numbers, Keras convention)."""
+"""Retrofitting SE and BN into existing networks (the transfer study's numbers, Keras convention)."""
 
 import pytest
 import torch
@@ -26,7 +26,7 @@ def vgg16_trunk(num_classes=10, meta=False):
         return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
 
 
-R8 = SEConfig(reduction=8)  # seed 003: r = 8, FC biases
+R8 = SEConfig(reduction=8)  # the transfer study: r = 8, FC biases
 SMALL = (3, 32, 32)
 
 

@@ -1,4 +1,4 @@
-"""Checksummed checkpoints with fallback, the run-directory lock, --overwrite, OS errors (issue 11)."""
+"""Checksummed checkpoints with fallback, the run-directory lock, --overwrite, OS errors."""
 
 import errno
 import logging

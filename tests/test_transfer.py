@@ -1,4 +1,4 @@
-"""Transfer learning with retrofitted SE, end to end on a tiny network (seed 003's study)."""
+"""Transfer learning with retrofitted SE, end to end on a tiny network (docs/experiments.md)."""
 
 import json
 

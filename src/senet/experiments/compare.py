@@ -1,4 +1,4 @@
-"""Paired comparisons (seed 000): a baseline and its SE twin, same data, recipe and seeds."""
+"""Paired comparisons (docs/experiments.md): a baseline and its SE twin, same data, recipe and seeds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transfer learning with retrofitted SE (seed 003): fine-tune a trained plain network as it is,
+"""Transfer learning with retrofitted SE (the transfer-learning study, docs/experiments.md): fine-tune a trained plain network as it is,
 with SE inserted by :func:`senet.retrofit` and identity-preserving init, and with SE at the
 paper's default init (a sigmoid near 0.5 that halves every recalibrated activation at first)."""
 
@@ -27,7 +27,7 @@ def transfer_sweep(
 ) -> Sweep:
     """Cells: plain fine-tune, [+BN,] +SE with identity init, +SE with default init. Each
     starts from ``weights`` (the plain ``model`` with ``overrides``); SE (r = ``reduction``, as in
-    seed 003) goes after every convolution's activation, with BN before it if ``bn``."""
+    the transfer study) goes after every convolution's activation, with BN before it if ``bn``."""
     where = {"conv_activations": True, "depthwise": depthwise, "bn": bn}
     se = {"reduction": reduction}
     plus = "+BN+SE" if bn else "+SE"

@@ -1,5 +1,5 @@
 """Retrofitting SE blocks (and BN layers) into any existing network (paper §3.3: SE is a drop-in
-unit "integrated into standard architectures"; seed 003's transfer-learning study).
+unit "integrated into standard architectures"; the transfer-learning study of docs/experiments.md).
 
 :func:`retrofit` takes any ``nn.Module`` -- a registered model, a user's own network, a plain
 ``nn.Sequential``, a model holding pretrained weights -- and inserts, after each selected module,
@@ -226,10 +226,10 @@ def retrofit(
 
     Args:
         depthwise: also select depthwise convolutions (and, with ``conv_activations``, their
-            activations); ``False`` reproduces seed 003's SE-MobileNet (SE after pointwise convs).
+            activations); ``False`` reproduces the transfer study's SE-MobileNet (SE after pointwise convs).
         se: options of the inserted SE blocks (any field of the paper's block), or ``None`` to
             insert BN only.
-        bn: insert a ``BatchNorm2d`` before each SE block (seed 003's "BN after each conv").
+        bn: insert a ``BatchNorm2d`` before each SE block (the transfer study's "BN after each conv").
         init: ``"default"`` or ``"identity"`` (the network then computes what it did before, in
             eval mode; see the module docstring for how).
         input_size: (C, H, W) of one input, for the tracing pass on the meta device.
@@ -324,7 +324,7 @@ def retrofit(
 
 def keras_param_count(model: nn.Module) -> int:
     """Parameters counted as Keras counts them: trainable and non-trainable weights, i.e. the
-    parameters plus each BN layer's moving mean and variance (seed 003's numbers)."""
+    parameters plus each BN layer's moving mean and variance (how the transfer study counts, docs/experiments.md)."""
     params = sum(p.numel() for p in model.parameters())
     stats = sum(m.running_mean.numel() + m.running_var.numel() for m in model.modules()
                 if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None)
