@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from senet.cost.counting import Complexity, complexity
-from senet.models.registry import create_model, get_model_spec
+from senet.models.factory import create_model
+from senet.models.registry import get_model_spec
 from senet.models.resnet import Block
 
 __all__ = ["Row", "ROWS", "render"]

@@ -56,7 +56,8 @@ class _Entry:
 
 def _entries(names: Sequence[str], baseline: bool, against: str | None, fused: str,
              num_classes: int | None, compiled: Sequence[str] = ()) -> list[_Entry]:
-    from ..models.registry import create_model, get_model_spec
+    from ..models.factory import create_model
+    from ..models.registry import get_model_spec
 
     extra = {} if num_classes is None else {"num_classes": num_classes}
     variants = [f"fused {f}" for f in (("on", "off") if fused == "both" else (fused,))]

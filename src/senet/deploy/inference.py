@@ -46,7 +46,7 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     evaluation view and class names); a module is returned as it is (see :func:`card_or_default`).
     ``overrides`` are ``create_model`` keywords and apply to a name only.
     """
-    from ..models.registry import create_model
+    from ..models.factory import create_model
 
     overrides = dict(overrides or {})
     if isinstance(source, nn.Module):

@@ -1,7 +1,14 @@
-"""Network definitions and the model registry."""
+"""Network definitions, the model registry and ``create_model``.
 
-from .registry import ModelSpec, UnknownModelError, create_model, get_model_spec, list_models, register_model
+Importing the package registers every network of :mod:`.zoo`, so the registry is complete
+whichever of its modules a caller imports first.
+"""
+
+from .factory import create_model
+from .registry import (ModelSpec, UnknownModelError, get_model_spec, list_models, list_pretrained, register_model,
+                       unregister_model)
 from .resnet import ResNet
+from . import zoo  # noqa: E402,F401  (registers the networks; after the registry it fills)
 
 __all__ = ["ModelSpec", "ResNet", "UnknownModelError", "create_model", "get_model_spec", "list_models",
-           "register_model"]
+           "list_pretrained", "register_model", "unregister_model"]

@@ -1,6 +1,6 @@
 """The model card: one frozen record that travels with a network (docs/models.md).
 
-Every model that :func:`~senet.models.registry.create_model` builds carries a :class:`ModelCard`
+Every model that :func:`~senet.models.factory.create_model` builds carries a :class:`ModelCard`
 as ``model.pretrained_cfg`` (``model.default_cfg`` is the same object, timm's names). It says
 how to rebuild the network (registered name, overrides, retrofit), what it predicts (class
 names where known) and how to prepare its input (size, mean/std, crop fraction, interpolation).
@@ -22,9 +22,10 @@ from torch import nn
 from ..layers.se import SEConfig
 from ..weights.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
+from .registry import ModelSpec, get_model_spec
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..weights.pretrained import PretrainedConfig
-    from .registry import ModelSpec
 
 __all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "attach_card",
            "card_of", "card_for", "default_stats"]
@@ -255,9 +256,7 @@ class ModelCard:
     def build(self) -> nn.Module:
         """The network this card describes (retrofitted blocks included), with fresh weights and
         this card attached. Weights come from a checkpoint (:func:`senet.weights.checkpoint.load_model`)."""
-        from .registry import create_model
-
-        model = create_model(self.name, **self.overrides)
+        model = get_model_spec(self.name).build(**self.overrides)
         if self.retrofit is not None:
             from .retrofit import retrofit_from_config
 

@@ -11,19 +11,17 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
-import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from torch import nn
 
 from ..layers.se import SEConfig
-from .features import FeatureBackbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..weights.pretrained import PretrainedConfig
 
-__all__ = ["ModelSpec", "register_model", "unregister_model", "list_models", "get_model_spec", "create_model",
-           "UnknownModelError", "resolve_name", "list_pretrained", "aliases_of"]
+__all__ = ["ModelSpec", "register_model", "unregister_model", "list_models", "get_model_spec", "UnknownModelError",
+           "resolve_name", "list_pretrained", "aliases_of"]
 
 
 class UnknownModelError(KeyError):
@@ -93,7 +91,15 @@ class ModelSpec:
         return kwargs
 
     def build(self, **overrides: Any) -> nn.Module:
-        return self.builder(**self.resolve(overrides))
+        """The network with ``overrides``; ``num_classes=0`` builds it headless (``reset_classifier(0)``:
+        it returns pooled features), as timm does."""
+        headless = overrides.get("num_classes") == 0
+        if headless:
+            overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
+        model = self.builder(**self.resolve(overrides))
+        if headless:
+            model.reset_classifier(0)
+        return model
 
     def pretrained_config(self, tag: str | None = None) -> "PretrainedConfig":
         """The published weights named ``tag`` (default: the first listed)."""
@@ -160,11 +166,6 @@ def unregister_model(name: str) -> ModelSpec:
     return spec
 
 
-def _ensure_loaded() -> None:
-    # The catalogues register on import; importing them lazily keeps `import senet` cheap.
-    from . import catalog  # noqa: F401
-
-
 def _patterns(value: str | Sequence[str] | None) -> tuple[str, ...]:
     if not value:
         return ()
@@ -183,7 +184,6 @@ def list_models(filter: str | Sequence[str] = "", module: str | None = None, pre
     lists each set of weights as ``name.tag`` (``"se_resnet50.a1_in1k"``, a name ``create_model``
     accepts); tags match the filter too (``"seresnet50.a1*"``). ``exclude_filters`` removes matches.
     """
-    _ensure_loaded()
     family = family or module
     include = pretrained if include_tags is None else include_tags
     wanted, unwanted = _patterns(filter), _patterns(exclude_filters)
@@ -210,7 +210,6 @@ def list_models(filter: str | Sequence[str] = "", module: str | None = None, pre
 def resolve_name(name: str) -> tuple[str, str | None]:
     """``(registered name, pretrained tag or None)`` for a name, an alias (timm's ``seresnet50``)
     or either with timm's tag suffix (``"seresnet50.a1_in1k"``)."""
-    _ensure_loaded()
     if not isinstance(name, str):
         raise TypeError(f"a model name must be a str, got {type(name).__name__}")
     base, _, tag = name.partition(".")
@@ -243,44 +242,3 @@ def list_pretrained(filter: str | Sequence[str] = "", exclude_filters: str | Seq
 def aliases_of(name: str) -> tuple[str, ...]:
     """The other names (timm's) a registered model answers to."""
     return get_model_spec(name).aliases
-
-
-def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False, features_only: bool = False,
-                 out_indices: Sequence[int] | None = None, **overrides: Any) -> nn.Module:
-    """Build the registered model ``name``; keyword ``overrides`` replace its default arguments.
-
-    SE options can be overridden field by field with an ``se_`` prefix
-    (``create_model("se_resnet50", se_reduction=8, se_stages=(1, 2, 3))``), and ``se=None``
-    builds the exact plain baseline of any SE model. ``name`` may be timm's name
-    (``"seresnet50"``, ``"seresnet50.a1_in1k"``).
-
-    ``pretrained=True`` loads the model's published weights (see :mod:`senet.weights.pretrained`),
-    ``pretrained="file"`` a local file in the model's layout. ``num_classes=0`` drops the
-    classifier (the model returns pooled features). ``features_only=True`` returns a
-    :class:`~senet.models.features.FeatureBackbone` giving the feature maps of the stages
-    ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end),
-    with the model's own state_dict keys (docs/backbones.md).
-    """
-    from ..weights.pretrained import load_pretrained
-    from .card import attach_card, card_for
-
-    spec = get_model_spec(name)
-    tag = resolve_name(name)[1]
-    headless = overrides.get("num_classes") == 0
-    if headless:
-        overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
-    if out_indices is not None and not features_only:
-        raise TypeError("out_indices applies only with features_only=True")
-    model = spec.build(**overrides)
-    cfg = None
-    if pretrained is not False and pretrained is not None:
-        cfg = spec.pretrained_config(tag) if pretrained is True or spec.pretrained else None
-        load_pretrained(model, spec.name, cfg, pretrained, cfg.source if cfg else spec.layout)
-    if headless:
-        model.reset_classifier(0)
-    weights_file = None if pretrained is True or pretrained is False or pretrained is None else os.fspath(pretrained)
-    attach_card(model, card_for(spec, model, {**overrides, **({"num_classes": 0} if headless else {})}, cfg,
-                                weights_file))
-    if features_only:
-        return FeatureBackbone(model, out_indices)
-    return model

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 
 from ..layers.se import check_choice
 from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
-from ..models.registry import create_model, get_model_spec
+from ..models.factory import create_model
+from ..models.registry import get_model_spec
 from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
 from .config import ConfigError, TrainConfig, config_from_dict, config_to_dict, dump_config
 from .config import check_config, check_model_fits_data, check_resume_changes

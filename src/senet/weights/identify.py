@@ -12,13 +12,19 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from ..models.registry import get_model_spec, list_models
 from .convert import convert_state_dict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models.registry import ModelSpec
+
+# The registered networks to compare a file with; the caller passes them (``senet.models`` depends
+# on this package, not the other way round), lazily, since building them is only needed on a failure.
+Candidates = Callable[[], Iterable["ModelSpec"]]
 
 __all__ = ["LAYOUTS", "detect_layout", "file_metadata", "identify", "head_prefix", "describe_weights"]
 
@@ -66,14 +72,14 @@ def _signature(sd: Mapping[str, Any], head: str) -> frozenset[tuple[str, tuple[i
                      if not (head and k.startswith(head)) and not k.endswith("num_batches_tracked"))
 
 
-def identify(sd: Mapping[str, torch.Tensor], layout: str | None = None) -> list[str]:
-    """Registered networks whose tensors (names and shapes, classifier aside) are exactly ``sd``'s,
-    with ``sd`` in ``layout`` (detected when None). Models whose weights use that layout come first."""
+def identify(sd: Mapping[str, torch.Tensor], candidates: Iterable["ModelSpec"], layout: str | None = None) -> list[str]:
+    """The ``candidates`` (registry entries) whose tensors (names and shapes, classifier aside) are
+    exactly ``sd``'s, with ``sd`` in ``layout`` (detected when None). Models whose weights use that
+    layout come first."""
     layout = layout or detect_layout(sd)
     ours = convert_state_dict(sd, "timm" if layout == "senet" else layout)
-    found = []
-    for name in list_models():
-        spec = get_model_spec(name)
+    found, layouts = [], {}
+    for spec in candidates:
         try:
             with torch.device("meta"):
                 model = spec.build()
@@ -82,11 +88,13 @@ def identify(sd: Mapping[str, torch.Tensor], layout: str | None = None) -> list[
         own = model.state_dict()
         head = head_prefix(model)
         if _signature(ours, head) == _signature(own, head):
-            found.append(name)
-    return sorted(found, key=lambda n: get_model_spec(n).layout != layout)
+            found.append(spec.name)
+            layouts[spec.name] = spec.layout
+    return sorted(found, key=lambda n: layouts[n] != layout)
 
 
-def describe_weights(sd: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
+def describe_weights(sd: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None,
+                     candidates: Candidates | None = None) -> str:
     """``"se_resnet50 weights (timm layout)"``, or ``"weights of no registered network (timm layout)"``."""
     layout = detect_layout(sd, metadata)
     if layout == "senet" and metadata:
@@ -96,7 +104,7 @@ def describe_weights(sd: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
             name = None
         if name:
             return f"{name} weights (a senet checkpoint)"
-    names = identify(sd, layout)
+    names = identify(sd, candidates(), layout) if candidates is not None else []
     if not names:
         return f"weights of no registered network ({layout} layout, {len(sd)} tensors)"
     also = f" (or {', '.join(names[1:3])})" if len(names) > 1 else ""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .convert import WeightLoadError, convert_state_dict, load_weights, read_state_dict
-from .identify import describe_weights, file_metadata
+from .identify import Candidates, describe_weights, file_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -201,13 +201,14 @@ def resolve_weights(name: str, cfg: PretrainedConfig) -> Path:
 
 
 def load_pretrained(model: nn.Module, name: str, cfg: PretrainedConfig | None, pretrained: Any,
-                    source: str) -> None:
+                    source: str, candidates: Candidates | None = None) -> None:
     """Load ``pretrained`` (``True``: ``cfg``'s published weights; a path: that file) into ``model``.
 
     When the model's classifier has another number of classes than the weights, everything but
     the classifier is loaded, and a warning says so (fine-tuning, paper §6.3 style transfer).
+    A file that does not fit fails in one line naming the network it holds, found among
+    ``candidates()`` (the registry's entries).
     """
-
     if pretrained is True:
         path = resolve_weights(name, cfg)
     elif isinstance(pretrained, (str, os.PathLike)):
@@ -229,7 +230,7 @@ def load_pretrained(model: nn.Module, name: str, cfg: PretrainedConfig | None, p
     try:
         load_weights(model, sd, source="senet")
     except WeightLoadError as e:
-        held = describe_weights(raw, file_metadata(path))
+        held = describe_weights(raw, file_metadata(path), candidates)
         raise WeightLoadError(f"{path.name} holds {held}; the model is {name}, so nothing was loaded "
                               f"({e.report.summary() if e.report else e})", e.report) from None
     if clash:  # said only once the rest has loaded

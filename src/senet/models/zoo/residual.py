@@ -12,30 +12,37 @@ Two layouts exist for the same architectures:
 
 from __future__ import annotations
 
-from ..layers.se import SEConfig
-from ..weights.pretrained import PretrainedConfig as W
-from .registry import register_model
-from .resnet import ResNet
+from typing import Any
+
+from ...layers.se import SEConfig
+from ...weights.pretrained import PretrainedConfig
+from ..registry import register_model
+from ..resnet import ResNet
+
+
+def timm_weights(name: str, **options: Any) -> PretrainedConfig:
+    """The published weights ``timm/<name>`` on the Hugging Face hub; ``name`` is timm's ``model.tag``."""
+    return PretrainedConfig(name.partition(".")[2], hub_id=f"timm/{name}", **options)
+
 
 # Published weights (timm's default tag first). RSB "a1/a2" recipes evaluate at crop 0.95,
 # bicubic (Wightman et al. 2021); Cadene's ports of the authors' Caffe models at 224/0.875.
 RSB = dict(crop_pct=0.95, interpolation="bicubic")
 TIMM_WEIGHTS = {
-    "resnet18": (W("a1_in1k", hub_id="timm/resnet18.a1_in1k", **RSB),),
-    "resnet34": (W("a1_in1k", hub_id="timm/resnet34.a1_in1k", **RSB),),
-    "resnet50": (W("a1_in1k", hub_id="timm/resnet50.a1_in1k", **RSB),),
-    "resnet101": (W("a1h_in1k", hub_id="timm/resnet101.a1h_in1k", **RSB),),
-    "resnet152": (W("a1h_in1k", hub_id="timm/resnet152.a1h_in1k", **RSB),),
-    "se_resnet50": (W("a1_in1k", hub_id="timm/seresnet50.a1_in1k", **RSB),
-                    W("a2_in1k", hub_id="timm/seresnet50.a2_in1k", **RSB),
-                    W("a3_in1k", hub_id="timm/seresnet50.a3_in1k", input_size=(3, 160, 160), **RSB),
-                    W("ra2_in1k", hub_id="timm/seresnet50.ra2_in1k", interpolation="bicubic")),
-    "resnext50_32x4d": (W("a1h_in1k", hub_id="timm/resnext50_32x4d.a1h_in1k", **RSB),),
-    "resnext101_32x4d": (W("gluon_in1k", hub_id="timm/resnext101_32x4d.gluon_in1k", interpolation="bicubic"),),
-    "se_resnext50_32x4d": (W("racm_in1k", hub_id="timm/seresnext50_32x4d.racm_in1k", interpolation="bicubic"),),
-    "se_resnext101_32x4d": (W("gluon_in1k", hub_id="timm/seresnext101_32x4d.gluon_in1k",
-                              interpolation="bicubic"),),
-    "senet154": (W("gluon_in1k", hub_id="timm/senet154.gluon_in1k", interpolation="bicubic"),),
+    "resnet18": (timm_weights("resnet18.a1_in1k", **RSB),),
+    "resnet34": (timm_weights("resnet34.a1_in1k", **RSB),),
+    "resnet50": (timm_weights("resnet50.a1_in1k", **RSB),),
+    "resnet101": (timm_weights("resnet101.a1h_in1k", **RSB),),
+    "resnet152": (timm_weights("resnet152.a1h_in1k", **RSB),),
+    "se_resnet50": (timm_weights("seresnet50.a1_in1k", **RSB),
+                    timm_weights("seresnet50.a2_in1k", **RSB),
+                    timm_weights("seresnet50.a3_in1k", input_size=(3, 160, 160), **RSB),
+                    timm_weights("seresnet50.ra2_in1k", interpolation="bicubic")),
+    "resnext50_32x4d": (timm_weights("resnext50_32x4d.a1h_in1k", **RSB),),
+    "resnext101_32x4d": (timm_weights("resnext101_32x4d.gluon_in1k", interpolation="bicubic"),),
+    "se_resnext50_32x4d": (timm_weights("seresnext50_32x4d.racm_in1k", interpolation="bicubic"),),
+    "se_resnext101_32x4d": (timm_weights("seresnext101_32x4d.gluon_in1k", interpolation="bicubic"),),
+    "senet154": (timm_weights("senet154.gluon_in1k", interpolation="bicubic"),),
 }
 CADENE = "http://data.lip6.fr/cadene/pretrainedmodels/"
 TIMM_V01 = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
@@ -52,9 +59,9 @@ LEGACY_URLS = {  # timm's tag for all of them is "in1k"
 }
 
 
-def weights(name: str) -> tuple[W, ...]:
+def weights(name: str) -> tuple[PretrainedConfig, ...]:
     if name in LEGACY_URLS:
-        return (W("in1k", source="legacy", url=LEGACY_URLS[name]),)
+        return (PretrainedConfig("in1k", source="legacy", url=LEGACY_URLS[name]),)
     return TIMM_WEIGHTS.get(name, ())
 
 
@@ -79,7 +86,8 @@ for depth, (block, layers) in DEPTHS.items():
                    description=f"SE-ResNet-{depth}, torchvision/timm layout (timm seresnet{depth})",
                    source="paper Table 2; timm seresnet")
     register_model(f"legacy_se_resnet{depth}", ResNet, family="resnet", layout="legacy",
-                   pretrained=weights(f"legacy_se_resnet{depth}"), aliases=(f"legacy_seresnet{depth}",), block=block, layers=layers,
+                   pretrained=weights(f"legacy_se_resnet{depth}"), aliases=(f"legacy_seresnet{depth}",),
+                   block=block, layers=layers,
                    stride_in_1x1=block == "bottleneck", branch_act=block == "basic", se=PAPER_SE, **LEGACY,
                    description=f"SE-ResNet-{depth}, the authors' Caffe layout (timm legacy_seresnet{depth})",
                    source="paper Table 2; authors' released models")
@@ -98,7 +106,8 @@ for depth, layers in {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}.items():
 
 for depth, layers in {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}.items():
     register_model(f"legacy_se_resnext{depth}_32x4d", ResNet, family="resnet", layout="legacy",
-                   pretrained=weights(f"legacy_se_resnext{depth}_32x4d"), aliases=(f"legacy_seresnext{depth}_32x4d",), block="bottleneck",
+                   pretrained=weights(f"legacy_se_resnext{depth}_32x4d"),
+                   aliases=(f"legacy_seresnext{depth}_32x4d",), block="bottleneck",
                    layers=layers, groups=32, base_width=4, se=PAPER_SE, **LEGACY,
                    description=f"SE-ResNeXt-{depth} 32x4d, the authors' Caffe layout",
                    source="authors' released models; timm legacy_seresnext")

@@ -7,27 +7,35 @@ authors' Caffe models), except r = 8 for the 10-layer CIFAR network.
 
 from __future__ import annotations
 
-from ..layers.se import SEConfig
-from ..weights.pretrained import INCEPTION_MEAN, INCEPTION_STD
-from ..weights.pretrained import PretrainedConfig as W
-from .densenet import DEPTHS, DenseNet
-from .inception import Inception
-from .inception_resnet import InceptionResNetV2
-from .registry import register_model
-from .vgg import CIFAR10_LAYER, VGG, VGG16
+from typing import Any
+
+from ...layers.se import SEConfig
+from ...weights.pretrained import INCEPTION_MEAN, INCEPTION_STD
+from ...weights.pretrained import PretrainedConfig
+from ..densenet import DEPTHS, DenseNet
+from ..inception import Inception
+from ..inception_resnet import InceptionResNetV2
+from ..registry import register_model
+from ..vgg import CIFAR10_LAYER, VGG, VGG16
+
+
+def timm_weights(name: str, **options: Any) -> PretrainedConfig:
+    """The published weights ``timm/<name>`` on the Hugging Face hub; ``name`` is timm's ``model.tag``."""
+    return PretrainedConfig(name.partition(".")[2], hub_id=f"timm/{name}", **options)
+
 
 PAPER_SE = SEConfig()
 TF = dict(input_size=(3, 299, 299), mean=INCEPTION_MEAN, std=INCEPTION_STD, interpolation="bicubic")
 # Published weights of the plain networks (timm's default tags). The torchvision Inception-v3
 # file also holds the auxiliary classifier, which these models do not have.
 WEIGHTS = {
-    "vgg16": (W("tv_in1k", hub_id="timm/vgg16.tv_in1k"),),
-    "vgg16_bn": (W("tv_in1k", hub_id="timm/vgg16_bn.tv_in1k"),),
-    "inception_v3": (W("tv_in1k", hub_id="timm/inception_v3.tv_in1k", drop_keys=("AuxLogits.",), **TF),),
-    "inception_resnet_v2": (W("tf_in1k", hub_id="timm/inception_resnet_v2.tf_in1k", **{**TF, "crop_pct": 0.8975}),),
-    "densenet121": (W("ra_in1k", hub_id="timm/densenet121.ra_in1k", interpolation="bicubic"),),
-    "densenet169": (W("tv_in1k", hub_id="timm/densenet169.tv_in1k", interpolation="bicubic"),),
-    "densenet201": (W("tv_in1k", hub_id="timm/densenet201.tv_in1k", interpolation="bicubic"),),
+    "vgg16": (timm_weights("vgg16.tv_in1k"),),
+    "vgg16_bn": (timm_weights("vgg16_bn.tv_in1k"),),
+    "inception_v3": (timm_weights("inception_v3.tv_in1k", drop_keys=("AuxLogits.",), **TF),),
+    "inception_resnet_v2": (timm_weights("inception_resnet_v2.tf_in1k", **{**TF, "crop_pct": 0.8975}),),
+    "densenet121": (timm_weights("densenet121.ra_in1k", interpolation="bicubic"),),
+    "densenet169": (timm_weights("densenet169.tv_in1k", interpolation="bicubic"),),
+    "densenet201": (timm_weights("densenet201.tv_in1k", interpolation="bicubic"),),
 }
 
 

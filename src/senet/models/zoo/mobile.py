@@ -3,12 +3,12 @@ each with its SE twin (r = 16, FC biases) and the plain baseline (``se=None``)."
 
 from __future__ import annotations
 
-from ..layers.se import SEConfig
-from ..weights.pretrained import INCEPTION_MEAN, INCEPTION_STD
-from ..weights.pretrained import PretrainedConfig
-from .mobilenet import MobileNetV1
-from .registry import register_model
-from .shufflenet import ShuffleNetV1
+from ...layers.se import SEConfig
+from ...weights.pretrained import INCEPTION_MEAN, INCEPTION_STD
+from ...weights.pretrained import PretrainedConfig
+from ..mobilenet import MobileNetV1
+from ..registry import register_model
+from ..shufflenet import ShuffleNetV1
 
 PAPER_SE = SEConfig()
 MOBILENET_V1 = (PretrainedConfig("ra4_e3600_r224_in1k", hub_id="timm/mobilenetv1_100.ra4_e3600_r224_in1k",

@@ -10,9 +10,9 @@ SE twins use r = 16, the paper's default (§5.1 gives no CIFAR-specific r).
 
 from __future__ import annotations
 
-from ..layers.se import SEConfig
-from .registry import register_model
-from .resnet import ResNet
+from ...layers.se import SEConfig
+from ..registry import register_model
+from ..resnet import ResNet
 
 CIFAR = dict(stem="cifar", stem_width=16, num_classes=10, input_size=(3, 32, 32))
 SE = SEConfig()

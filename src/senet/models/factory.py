@@ -1,0 +1,59 @@
+"""``create_model``: a registered network with its weights and its card, as timm's ``create_model``.
+
+The registry (:mod:`.registry`) holds what each name builds; this module adds what a user asks for
+on top: published or local weights (:mod:`senet.weights.pretrained`), the model card
+(:mod:`.card`), and ``features_only`` backbones (:mod:`.features`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from torch import nn
+
+from ..weights.pretrained import load_pretrained
+from .card import attach_card, card_for
+from .features import FeatureBackbone
+from .registry import get_model_spec, list_models, resolve_name
+
+__all__ = ["create_model"]
+
+
+def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False, features_only: bool = False,
+                 out_indices: Sequence[int] | None = None, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name``; keyword ``overrides`` replace its default arguments.
+
+    SE options can be overridden field by field with an ``se_`` prefix
+    (``create_model("se_resnet50", se_reduction=8, se_stages=(1, 2, 3))``), and ``se=None``
+    builds the exact plain baseline of any SE model. ``name`` may be timm's name
+    (``"seresnet50"``, ``"seresnet50.a1_in1k"``).
+
+    ``pretrained=True`` loads the model's published weights (see :mod:`senet.weights.pretrained`),
+    ``pretrained="file"`` a local file in the model's layout. ``num_classes=0`` drops the
+    classifier (the model returns pooled features). ``features_only=True`` returns a
+    :class:`~senet.models.features.FeatureBackbone` giving the feature maps of the stages
+    ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end),
+    with the model's own state_dict keys (docs/backbones.md).
+    """
+    spec = get_model_spec(name)
+    tag = resolve_name(name)[1]
+    headless = overrides.get("num_classes") == 0
+    if headless:  # built with its classifier so that published weights load, then dropped
+        overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
+    if out_indices is not None and not features_only:
+        raise TypeError("out_indices applies only with features_only=True")
+    model = spec.build(**overrides)
+    cfg = None
+    if pretrained is not False and pretrained is not None:
+        cfg = spec.pretrained_config(tag) if pretrained is True or spec.pretrained else None
+        load_pretrained(model, spec.name, cfg, pretrained, cfg.source if cfg else spec.layout,
+                        candidates=lambda: [get_model_spec(n) for n in list_models()])
+    if headless:
+        model.reset_classifier(0)
+    weights_file = None if pretrained is True or pretrained is False or pretrained is None else os.fspath(pretrained)
+    attach_card(model, card_for(spec, model, {**overrides, **({"num_classes": 0} if headless else {})}, cfg,
+                                weights_file))
+    if features_only:
+        return FeatureBackbone(model, out_indices)
+    return model
