@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="also the earlier figures (longer than 5 minutes)")
     p.add_argument("--max-autotune", action="store_true", help="also Inductor's max-autotune column")
     p.add_argument("--json", type=Path, default=Path("bench_se.json"), help="output file (default bench_se.json)")
+    p.add_argument("--out", type=Path, default=None, help="a folder: write bench_se.json there instead")
     args = p.parse_args(argv)
+    if args.out is not None:
+        args.json = args.out / "bench_se.json"
     try:
         import timm  # noqa: F401
         has_timm = True
