@@ -9,8 +9,8 @@ on a GPU would. Every specialisation must compile; accesses of full-size tensors
 loads/stores (a scalar ``ld.global.b16`` there is a quarter of the bandwidth at best); the target
 configuration (bf16, channels_last) must not spill. ``pytest -s`` prints registers and spills.
 The full matrix (3 dtypes x 2 layouts x training/inference x SE/plain x 2 models x 2 targets) is
-``slow``; the default tier compiles the target configuration of SE-ResNet-50 for sm_90 and one
-fp32 NCHW unit for sm_80.
+``slow``; the default tier compiles the target configuration of SE-ResNet-50 for sm_90 and its
+fp32 NCHW units for sm_80.
 """
 
 from __future__ import annotations
