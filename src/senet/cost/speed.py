@@ -121,8 +121,8 @@ class _Runner:
         self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4) \
             if mode == "train" else None
         self.scaler = torch.amp.GradScaler(x.device.type, enabled=self.dtype == torch.float16 and mode == "train")
-        with torch.inference_mode(), self._autocast():
-            classes = self.fn(x).shape[1]
+        with torch.inference_mode(), self._autocast():  # the eager model: no compilation for a shape
+            classes = model(x).shape[1]
         self.y = torch.randint(0, classes, (x.shape[0],), device=x.device)
 
     def _autocast(self):
