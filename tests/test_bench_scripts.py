@@ -5,8 +5,11 @@ figure's settings are accepted and that every ratio a target is checked against 
 the name the script looks up. The numbers themselves mean nothing at these sizes.
 """
 
+import dataclasses
 import importlib.util
+import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -28,25 +32,57 @@ def _tiny(text: str) -> str:  # the figures' ResNet-50-sized models -> SE-ResNet
     return text.replace("se_resnext50_32x4d", "se_resnet20").replace("se_resnet50", "se_resnet20")
 
 
-def test_bench_se_every_figure_yields_the_ratios_it_checks(monkeypatch):
+def _toy(kwargs: dict) -> dict:
+    # aot_eager instead of Inductor: the columns and ratios, not Inductor's minutes of compiling on a CPU.
+    return {**kwargs, "batch_size": 1, "input_size": (3, 8, 8), "rounds": 1, "steps": 1, "warmup": 0,
+            "device": "cpu", **({"compile_backend": "aot_eager"} if kwargs.get("compiled") else {})}
+
+
+def test_bench_se_every_figure_yields_what_its_targets_read(monkeypatch):
     bench_se = _script("bench_se")
     # The kernels' correctness is tests/test_fused_se.py's job; here the Triton interpreter would only be slow.
     monkeypatch.setenv("SENET_FUSED", "0")
-    figures = bench_se.figures(has_timm=False) + [bench_se.cpu_figure()]
+    _title, kwargs, targets = bench_se.headline(max_autotune=True)
+    assert kwargs["precision"] == "bf16" and kwargs["channels_last"] and kwargs["batch_size"] == 128
+    assert kwargs["compiled"] == ["default", "max-autotune"]
+    assert [(t.value, t.op, t.bound) for t in targets] == [
+        ("fused on", "<=", 1.10), ("fused on", "<", "fused off"), ("fused on", "<", "compile default"),
+        ("fused on", "<", "compile max-autotune")]
+    # Run without the max-autotune column (one compile mode proves the plumbing).
+    figures = [bench_se.headline()] + bench_se.more_figures(has_timm=False) + [bench_se.cpu_figure()]
     assert len(figures) == 5
     threads = torch.get_num_threads()
     try:
-        for _title, kwargs, checks in figures:
-            kwargs = {**kwargs, "batch_size": 1, "input_size": (3, 8, 8), "rounds": 1, "steps": 1, "warmup": 0,
-                      "device": "cpu"}
+        for _title, kwargs, targets in figures:
+            kwargs = _toy(kwargs)
             result = benchmark([_tiny(n) for n in kwargs.pop("names")], **kwargs)
-            for mode, key, _target, op in checks:
-                assert op in ("<=", ">=")
-                assert math.isfinite(result["results"][mode]["ratios"][_tiny(key)]) and mode in kwargs["mode"]
+            targets = [dataclasses.replace(t, value=_tiny(t.value),
+                                           bound=_tiny(t.bound) if isinstance(t.bound, str) else t.bound)
+                       for t in targets]
+            for verdict in bench_se.evaluate(result, targets):
+                assert math.isfinite(verdict["value"]) and verdict["pass"] in (True, False)
     finally:
         torch.set_num_threads(threads)
-    with_timm = bench_se.figures(has_timm=True)  # the timm comparison is one more check on the first figure
-    assert [k for _m, k, _t, _o in with_timm[0][2]][-1] == "se_resnet50 [fused on] / timm seresnet50 (throughput)"
+    assert bench_se.more_figures(has_timm=True)[1][2][0].value == "se_resnet50 / timm seresnet50 (throughput)"
+
+
+def test_bench_se_writes_json_and_pass_fail(monkeypatch, tmp_path, capsys):
+    """The command end to end (the CPU figure at a toy size): one JSON file, a PASS/FAIL line per target."""
+    bench_se = _script("bench_se")
+    monkeypatch.setattr(bench_se, "cpu_figure", lambda: ("CPU toy", dict(
+        names=["se_resnet20"], baseline=True, mode="infer", batch_size=1, input_size=(3, 8, 8), device="cpu",
+        rounds=1, steps=1, warmup=0), [bench_se.Target("infer", "se_resnet20 / se_resnet20 without SE (time)",
+                                                       "<=", 1e9)]))
+    threads = torch.get_num_threads()
+    try:
+        code = bench_se.main(["--cpu-only", "--json", str(tmp_path / "b.json")])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert code == 0 and "PASS  se_resnet20 / se_resnet20 without SE (time) = " in out
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["targets"][0]["pass"] is True and data["figures"][0]["title"] == "CPU toy"
+    assert data["figures"][0]["environment"]["versions"]["torch"]
 
 
 def test_bench_pipeline_gpu_case_runs_on_cpu(capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from senet import complexity, create_model
 from senet.cli import main

@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compiled", nargs="+", choices=COMPILE_MODES, default=[], metavar="MODE",
                    help="also time torch.compile of the reference composition in these modes "
                    f"({', '.join(COMPILE_MODES)}), each a column with its own SE/plain")
-    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of --compiled (default inductor)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of --compiled (default inductor)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")

@@ -7,8 +7,9 @@ SE-ResNet-50). ``baseline=True`` times each SE model with its exact plain twin
 SE operator against the reference PyTorch composition (eager); ``compiled=("default",
 "max-autotune")`` adds the same network under ``torch.compile`` in those modes, on the reference
 composition that Inductor fuses itself (the baseline a fused operator has to beat, docs/gpu.md);
-``against="timm"`` adds timm's model of the same architecture. Every model runs in every round, one after the other, so drifts of clock and
-temperature hit all of them alike; the median over rounds is the figure, min/max the spread.
+``against="timm"`` adds timm's model of the same architecture. Every model runs in every round, one
+after the other, so drifts of clock and temperature hit all of them alike; the median over rounds
+is the figure, min/max the spread.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ class _Runner:
         self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4) \
             if mode == "train" else None
         self.scaler = torch.amp.GradScaler(x.device.type, enabled=self.dtype == torch.float16 and mode == "train")
-        with torch.inference_mode(), self._autocast():
-            classes = self.fn(x).shape[1]
+        with torch.inference_mode(), self._autocast():  # the eager model: no compilation for a shape
+            classes = model(x).shape[1]
         self.y = torch.randint(0, classes, (x.shape[0],), device=x.device)
 
     def _autocast(self):

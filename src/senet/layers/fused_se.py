@@ -3,15 +3,16 @@ addition and ReLU that follow it in a residual unit, ``relu(u * s + shortcut)``,
 
 In PyTorch the SE block's price on a GPU is not its FLOPs (+0.26% for SE-ResNet-50, paper §4)
 but memory traffic: the broadcasting product ``u * s``, its backward, the add and the ReLU are
-separate element-wise kernels, each reading and writing the whole activation. Here one Triton
-kernel reads ``u`` and ``shortcut`` once and writes the output once, and one backward kernel
-produces ``grad_u``, ``grad_shortcut`` and the reduction ``grad_s = sum_hw(g' * u)`` in the same
-pass. The tiny excitation FCs stay in PyTorch. The plain network's ``relu(u + shortcut)`` uses
-the same kernel (no scaling), so an SE/plain ratio measures SE alone.
+separate element-wise kernels, each reading and writing the whole activation (docs/cost.md).
+Here one Triton kernel reads ``u`` and ``shortcut`` once and writes the output once; backward,
+one kernel produces the shortcut's gradient and ``grad_s = sum_hw(g' * u)``, and one more writes
+``grad_u`` with the squeeze's gradient included (docs/gpu.md). The tiny excitation FCs stay in
+PyTorch. The plain network's ``relu(u + shortcut)`` uses the same kernels (no scaling), so an
+SE/plain ratio measures SE alone.
 
 Dispatch (:func:`use_fused`): the fused path runs when a module's ``fused`` flag allows it
 (``None``: on CUDA when Triton imports; ``True``: also on CPU under ``TRITON_INTERPRET=1`` and on
-the meta device, where launches are only recorded (:mod:`senet.cost.counting` counts their bytes);
+the meta device, where launches are only recorded (:mod:`senet.cost.traffic` counts their bytes);
 ``False``: never), never while tracing, scripting or exporting (TorchScript, torch.export, ONNX:
 an exported graph must run without Triton), and not when the environment sets ``SENET_FUSED=0``.
 Under ``torch.compile`` the auto flag keeps the reference composition (Inductor fuses it itself)
