@@ -21,7 +21,7 @@ from torch import nn
 
 from .fold import fold_for_inference
 
-__all__ = ["prepare_for_inference", "FastInference", "InferenceReport", "COMPILE_CHOICES"]
+__all__ = ["prepare_for_inference", "FastInference", "InferenceReport", "COMPILE_CHOICES", "compile_frozen"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -71,6 +71,23 @@ class FastInference(nn.Module):
             if self._compiled is not None and x.shape[0] == self.inference_report.batch_size:
                 return self._compiled(x)
             return self.net(x)
+
+
+def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` compiled by Inductor with its weights frozen into the graph (constants folded,
+    oneDNN weights pre-packed), for inference only; compiled on the first call per input shape.
+
+    Freezing is switched on around each call rather than through ``torch.compile(options=...)``:
+    the option alone does not reach every stage that reads it, and INT8 graphs then fail to lower
+    (``onednn.qconv_prepack`` unsupported)."""
+    from torch._inductor import config as inductor_config  # seconds to import: only when compiling
+
+    compiled = torch.compile(module, dynamic=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with inductor_config.patch(freezing=True):
+            return compiled(x)
+    return run
 
 
 def _median_ms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rounds: int) -> float:
@@ -129,7 +146,7 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     compiled = None
     compile_seconds = eager_ms = compiled_ms = None
     if compile is not False:
-        compiled = torch.compile(net, dynamic=False, options={"freezing": True})
+        compiled = compile_frozen(net)
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(xc)  # the first call compiles
