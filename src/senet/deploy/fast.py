@@ -90,13 +90,15 @@ def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def _median_ms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rounds: int) -> float:
-    times = []
+def _median_ms(fns: list[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, rounds: int) -> list[float]:
+    # Interleaved rounds: a load change on a shared machine hits every candidate alike.
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn(x)
+            t.append(time.perf_counter() - start)
+    return [1000 * statistics.median(t) for t in times]
 
 
 def _input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[int, int, int]:
@@ -137,8 +139,12 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     size = _input_size(model, example)
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
     x = x.detach().float().cpu()
-    with torch.no_grad():
-        reference = model.eval()(x) if check else None
+    reference = None
+    if check:
+        was_training = model.training
+        with torch.no_grad():
+            reference = model.eval()(x)
+        model.train(was_training)
     net = fold_for_inference(model, example_input=x[:1], check=False).cpu().float()
     net = net.to(memory_format=torch.channels_last)
     xc = x.contiguous(memory_format=torch.channels_last)
@@ -154,12 +160,10 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
         if compile == "auto":
             with torch.inference_mode():
                 net(xc)  # warm-up: oneDNN primitives are created on the first call
-                eager_ms = _median_ms(net, xc, rounds)
-                compiled_ms = _median_ms(compiled, xc, rounds)
+                eager_ms, compiled_ms = _median_ms([net, compiled], xc, rounds)
             if compiled_ms >= eager_ms:
                 compiled = None
     requested = {"auto": "auto", True: "on", False: "off"}[compile]
-    diff = 0.0
     fast = FastInference(net, compiled, InferenceReport(batch_size, size, compiled is not None, requested,
                                                         compile_seconds, eager_ms, compiled_ms, 0.0))
     if reference is not None:
