@@ -51,6 +51,18 @@ def test_pt2_fixed_batch_is_checked_at_one_image(tmp_path):
     assert torch.export.load(str(tmp_path / "m.pt2")).module()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
+@pytest.mark.slow
+def test_aoti_package_round_trip(tmp_path):
+    """AOTInductor: the program compiled to native code (minutes of C++ compilation)."""
+    model, side = small_model("se_resnet20", {"layers": (1, 1, 1)})
+    result = senet.export(model, tmp_path / "m.pt2", "aoti", input_size=side, dynamic_batch=True)
+    assert result.checked_batches == (2, 3) and result.max_abs_diff <= result.allowed
+    runner = torch._inductor.aoti_load_package(str(tmp_path / "m.pt2"))
+    x = torch.randn(5, 3, side, side)
+    with torch.no_grad():
+        assert (runner(x) - model(x)).abs().max().item() <= 1e-4
+
+
 @pytest.mark.parametrize("option", [
     {"se_squeeze": "max"}, {"se_squeeze": "none"}, {"se_gate": "tanh"}, {"se_gate": "relu"},
     {"se_gate": "hard_sigmoid"}, {"se_position": "pre"}, {"se_position": "post"}, {"se_position": "identity"},

@@ -45,7 +45,9 @@ class _Card:
 
 def test_default_example_uses_the_model_card_input_size():
     model, _ = small_model("se_resnet20", {"layers": (1, 1, 1)})
+    model.train()
     fast = prepare_for_inference(model, 1, compile=False)
+    assert model.training  # the caller's model keeps its mode
     assert fast.inference_report.input_size == model.pretrained_cfg.input_size == (3, 32, 32)
     model.pretrained_cfg = _Card(input_size=(3, 40, 40))
     fast = prepare_for_inference(model, 1, compile=False)

@@ -1,4 +1,4 @@
-"""``senet export NAME_OR_CHECKPOINT --format onnx|pt2|torchscript --out FILE``: a checked export."""
+"""``senet export NAME_OR_CHECKPOINT --format onnx|pt2|aoti|torchscript --out FILE``: a checked export."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "the largest difference is within the tolerance.")
     p.add_argument("source", metavar="NAME_OR_CHECKPOINT",
                    help="a registered model name, a .safetensors checkpoint or a run directory")
-    p.add_argument("--format", choices=("onnx", "pt2", "torchscript"), default=None,
-                   help="pt2 is a torch.export program (default: from the --out extension, .onnx, .pt2 or .pt; "
-                        "else onnx)")
+    p.add_argument("--format", choices=("onnx", "pt2", "aoti", "torchscript"), default=None,
+                   help="pt2 is a torch.export program, aoti an AOTInductor package of native code (minutes to "
+                        "build) (default: from the --out extension, .onnx, .pt2 or .pt; else onnx)")
     p.add_argument("--out", required=True, type=output_file, metavar="FILE",
                    help="the file to write (e.g. model.onnx, model.pt2, model.pt), in an existing folder")
     add_input_size_argument(p, "the model's or checkpoint's own input size")

@@ -7,7 +7,10 @@ loaded TorchScript module for TorchScript. The file appears at ``path`` only onc
 passed.
 
 ``format="pt2"`` saves an ``ExportedProgram`` (``torch.export.save``), the graph format PyTorch
-supports going forward (TorchScript is deprecated upstream); see docs/deploy.md.
+supports going forward (TorchScript is deprecated upstream); ``format="aoti"`` compiles that
+program ahead of time with AOTInductor into a package of native code (also a ``.pt2`` file, run
+with ``torch._inductor.aoti_load_package`` or from C++ without Python; minutes to build). See
+docs/deploy.md.
 
 ONNX is written by PyTorch's TorchScript-based exporter (``dynamo=False``): it needs no package
 beyond onnx/onnxruntime, takes seconds, and handles every family and SE option of the package.
@@ -31,7 +34,7 @@ from .inference import card_or_default, resolve_model
 __all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL",
            "format_for_path"]
 
-FORMATS = ("onnx", "pt2", "torchscript")
+FORMATS = ("onnx", "pt2", "aoti", "torchscript")
 # The format a file name implies, for callers (the CLI) that let the extension choose.
 _EXTENSIONS = {".onnx": "onnx", ".pt2": "pt2", ".pt": "torchscript"}
 DEFAULT_OPSET = 17  # supported by every onnxruntime release of the last years
@@ -156,6 +159,21 @@ def _write_pt2(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: boo
     torch.export.save(program, str(path))
 
 
+def _write_aoti(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+    # AOTInductor wants a bounded dynamic dimension.
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    program = torch.export.export(model, (x,), dynamic_shapes=shapes)
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+
+
+def _run_aoti(path: Path) -> Any:
+    try:
+        return torch._inductor.aoti_load_package(str(path))
+    except Exception as e:  # a corrupt or incompatible package: say which step failed
+        raise ExportCheckError(f"aoti_load_package cannot load the AOTInductor package: "
+                               f"{str(e).splitlines()[0]}") from e
+
+
 def _run_pt2(path: Path) -> Any:
     try:
         return torch.export.load(str(path)).module()
@@ -175,7 +193,7 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
            check: bool = True, tolerance: float = TOLERANCE, rtol: float = RTOL,
            overrides: Mapping[str, Any] | None = None, dynamo: bool = False, seed: int = 0) -> ExportResult:
     """Export ``model`` (a module, a registered name or a checkpoint) to ``path`` as ONNX, a
-    ``torch.export`` program (``format="pt2"``) or TorchScript.
+    ``torch.export`` program (``format="pt2"``), an AOTInductor package (``"aoti"``) or TorchScript.
 
     Args:
         input_size: (C, H, W) or a side S (default: the model's or checkpoint's own size).
@@ -203,7 +221,7 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     opset = DEFAULT_OPSET if opset is None else int(opset)
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2'}.get(format, 'pt'))}")
+        raise ValueError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
     if format == "onnx" and check:  # fail before the (slow) export if the checker is missing
         _require("onnx", "checking an ONNX export")
         _require("onnxruntime", "checking an ONNX export")
@@ -219,7 +237,7 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
 
     path.parent.mkdir(parents=True, exist_ok=True)
     # torch.export.save/load want the .pt2 ending, whatever name the user gave.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{'.pt2' if format == 'pt2' else path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{'.pt2' if format in ('pt2', 'aoti') else path.suffix}")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             _silence_expected_warnings()
@@ -227,6 +245,8 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
                 _write_onnx(net, x, tmp, dynamic_batch, opset, dynamo)
             elif format == "pt2":
                 _write_pt2(net, x, tmp, dynamic_batch)
+            elif format == "aoti":
+                _write_aoti(net, x, tmp, dynamic_batch)
             else:
                 _write_torchscript(net, x, tmp)
         diff = scale = None
@@ -238,6 +258,9 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
             elif format == "pt2":
                 run = _run_pt2(tmp)
                 runtime = "the program loaded by torch.export.load"
+            elif format == "aoti":
+                run = _run_aoti(tmp)
+                runtime = "the AOTInductor package loaded by aoti_load_package"
             else:
                 with warnings.catch_warnings():
                     _silence_expected_warnings()

@@ -21,7 +21,7 @@ from torch import nn
 
 from .fold import fold_for_inference
 
-__all__ = ["prepare_for_inference", "FastInference", "InferenceReport", "COMPILE_CHOICES"]
+__all__ = ["prepare_for_inference", "FastInference", "InferenceReport", "COMPILE_CHOICES", "compile_frozen"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -73,13 +73,32 @@ class FastInference(nn.Module):
             return self.net(x)
 
 
-def _median_ms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rounds: int) -> float:
-    times = []
+def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` compiled by Inductor with its weights frozen into the graph (constants folded,
+    oneDNN weights pre-packed), for inference only; compiled on the first call per input shape.
+
+    Freezing is switched on around each call rather than through ``torch.compile(options=...)``:
+    the option alone does not reach every stage that reads it, and INT8 graphs then fail to lower
+    (``onednn.qconv_prepack`` unsupported)."""
+    from torch._inductor import config as inductor_config  # seconds to import: only when compiling
+
+    compiled = torch.compile(module, dynamic=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with inductor_config.patch(freezing=True):
+            return compiled(x)
+    return run
+
+
+def _median_ms(fns: list[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, rounds: int) -> list[float]:
+    # Interleaved rounds: a load change on a shared machine hits every candidate alike.
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn(x)
+            t.append(time.perf_counter() - start)
+    return [1000 * statistics.median(t) for t in times]
 
 
 def _input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[int, int, int]:
@@ -120,8 +139,12 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     size = _input_size(model, example)
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
     x = x.detach().float().cpu()
-    with torch.no_grad():
-        reference = model.eval()(x) if check else None
+    reference = None
+    if check:
+        was_training = model.training
+        with torch.no_grad():
+            reference = model.eval()(x)
+        model.train(was_training)
     net = fold_for_inference(model, example_input=x[:1], check=False).cpu().float()
     net = net.to(memory_format=torch.channels_last)
     xc = x.contiguous(memory_format=torch.channels_last)
@@ -129,7 +152,7 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     compiled = None
     compile_seconds = eager_ms = compiled_ms = None
     if compile is not False:
-        compiled = torch.compile(net, dynamic=False, options={"freezing": True})
+        compiled = compile_frozen(net)
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(xc)  # the first call compiles
@@ -137,12 +160,10 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
         if compile == "auto":
             with torch.inference_mode():
                 net(xc)  # warm-up: oneDNN primitives are created on the first call
-                eager_ms = _median_ms(net, xc, rounds)
-                compiled_ms = _median_ms(compiled, xc, rounds)
+                eager_ms, compiled_ms = _median_ms([net, compiled], xc, rounds)
             if compiled_ms >= eager_ms:
                 compiled = None
     requested = {"auto": "auto", True: "on", False: "off"}[compile]
-    diff = 0.0
     fast = FastInference(net, compiled, InferenceReport(batch_size, size, compiled is not None, requested,
                                                         compile_seconds, eager_ms, compiled_ms, 0.0))
     if reference is not None:

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite, check_choice
+from .fast import compile_frozen, prepare_for_inference
 
 __all__ = ["GATE_POLICIES", "quantize_int8", "QuantizedModel", "swap_gate", "finetune", "top1", "latency_ms",
            "quantize_onnx", "QuantizeReport", "quantize_and_measure", "dataset_tensors"]
@@ -116,7 +117,7 @@ class QuantizedModel(nn.Module):
         self.program = program
         self.gate_policy = gate_policy
         # Not a submodule: the compiled wrapper holds ``program`` again.
-        compiled = torch.compile(program, dynamic=False, options={"freezing": True}) if compile else program
+        compiled = compile_frozen(program) if compile else program
         object.__setattr__(self, "_run", compiled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,8 +266,6 @@ def quantize_and_measure(model: nn.Module, calibration: torch.Tensor, images: to
 
     With ``gate_policy="hard_sigmoid"`` the gate is swapped on a copy and fine-tuned for
     ``finetune_steps`` on ``finetune_data`` (images, labels) before quantizing."""
-    from .fast import prepare_for_inference  # the fp32 default path, the baseline to beat
-
     check_choice("gate_policy", gate_policy, GATE_POLICIES)
     if len(calibration) == 0 or len(labels) == 0:
         raise ValueError("quantize_and_measure needs calibration images and evaluation images")
