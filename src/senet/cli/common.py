@@ -6,6 +6,7 @@ Nothing here imports torch: ``senet --help`` and every ``senet CMD --help`` prin
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
@@ -103,8 +104,6 @@ def join_input_size_words(argv: Sequence[str]) -> list[str]:
 def output_file(text: str) -> str:
     """An ``--out FILE`` argument: its folder must exist and be writable (a typo must not create
     folders anywhere, and a read-only destination fails before any work, naming FILE)."""
-    import os
-
     parent = os.path.dirname(os.path.abspath(text)) or "."
     if not os.path.isdir(parent):
         raise argparse.ArgumentTypeError(f"cannot write {text}: folder {parent} does not exist (create it first)")

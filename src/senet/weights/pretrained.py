@@ -21,10 +21,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .convert import WeightLoadError, convert_state_dict, load_weights, read_state_dict
 from .identify import Candidates, describe_weights, file_metadata
@@ -174,9 +176,6 @@ def _from_hub(name: str, cfg: PretrainedConfig) -> Path:
 def _hub_unreachable(timeout: float = 3.0) -> str | None:
     """Why the Hugging Face endpoint cannot be reached (one TCP connection attempt), or None.
     Behind a proxy the direct connection says nothing, so it is not tried."""
-    import socket
-    from urllib.parse import urlsplit
-
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                                        "all_proxy")):
         return None
