@@ -79,7 +79,8 @@ class RunDirectory:
             raise FileNotFoundError(f"no checkpoint to resume from: {path} is not a directory")
         with RunLock(path):
             if resume and not has_checkpoint(path):  # stopped before its first checkpoint: nothing to continue
-                resume = _start_over(path, reporter)
+                _start_over(path, reporter)
+                resume = False
             prepare_run_dir(path, resume=resume, overwrite=overwrite)
             report = with_tensorboard(reporter, path) if cfg.tensorboard else reporter
             try:
@@ -157,16 +158,15 @@ class RunDirectory:
         return f"{self.cfg.model.name} on {dataset}"
 
 
-def _start_over(path: Path, reporter: Reporter) -> bool:
-    """A resumed run stopped before its first checkpoint starts over (returns ``resume=False``),
-    unless its directory holds other files."""
+def _start_over(path: Path, reporter: Reporter) -> None:
+    """Check that a run stopped before its first checkpoint can start over (its directory holds
+    nothing else), and say so."""
     remove_stale_temp_files(path)
     if results_in(path):
         raise RunDirError(f"no checkpoint to resume from in {path}, which holds other files "
                           f"({', '.join(results_in(path)[:4])}); replace it with senet train --out "
                           f"{path} --overwrite, or choose another --out")
     reporter.message(f"{path} has no checkpoint yet (stopped before its first epoch ended): starting the run over")
-    return False
 
 
 def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, card: ModelCard,

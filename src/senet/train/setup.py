@@ -125,6 +125,31 @@ def setup(cfg: TrainConfig, device: torch.device, run: RunDirectory) -> Setup:
 
     torch.manual_seed(cfg.seed)  # fixes the initial weights; batches depend only on (seed, epoch, rank)
     train_set, test_set = load_data(cfg, image_size(cfg))
+    model, card = _model(cfg, train_set, device, ranks, run)
+    optimizer = build_optimizer(model, cfg.optim)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    start, history, resumed = 0, [], {}
+    if run.resume_from is not None:
+        start, history, resumed = _resume(cfg, run, train_set.name, model, optimizer, scaler)
+
+    net = _wrap(model, cfg, device, ranks)
+    augment = AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
+    shard = dict(device=device, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
+                 num_workers=cfg.data.num_workers)
+    train_loader = make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment, **shard)
+    test_loader = make_loader(test_set, max(cfg.eval_batch_size // ranks.world_size, 1), train=False, **shard)
+    info = {"model": cfg.model.name, "params": sum(p.numel() for p in model.parameters()), "dataset": train_set.name,
+            "test_dataset": test_set.name, "device": str(device), "precision": precision_name(amp_dtype),
+            "epochs": cfg.epochs, "steps": len(train_loader), "batch_size": cfg.batch_size,
+            "world_size": ranks.world_size, "classes": len(train_set.classes)}
+    return Setup(model, net, card, device, optimizer, scaler, train_loader, test_loader, amp_dtype, info,
+                 start, history, resumed)
+
+
+def _model(cfg: TrainConfig, train_set: Any, device: torch.device, ranks: RankInfo,
+           run: RunDirectory) -> tuple[nn.Module, ModelCard]:
+    """The network and its card: built for the data, initial weights loaded (a new run),
+    retrofitted, on ``device`` in its memory format, with SyncBN across ranks if asked."""
     model, card = build_model(cfg, train_set)
     if cfg.model.weights and run.resume_from is None:
         run.report.message(_load_initial_weights(model, cfg))
@@ -137,23 +162,7 @@ def setup(cfg: TrainConfig, device: torch.device, run: RunDirectory) -> Setup:
         model.to(memory_format=torch.channels_last)
     if cfg.sync_bn and ranks.world_size > 1:  # converts in place, keeping the same Parameter objects
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(model, cfg.optim)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    start, history, resumed = (_resume(cfg, run, train_set.name, model, optimizer, scaler) if run.resume_from
-                               else (0, [], {}))
-
-    net = _wrap(model, cfg, device, ranks)
-    augment = AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
-    shard = dict(device=device, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
-                 num_workers=cfg.data.num_workers)
-    train_loader = make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment, **shard)
-    test_loader = make_loader(test_set, max(cfg.eval_batch_size // ranks.world_size, 1), train=False, **shard)
-    info = {"model": cfg.model.name, "params": sum(p.numel() for p in model.parameters()), "dataset": train_set.name,
-            "test_dataset": test_set.name, "device": str(device),
-            "precision": precision_name(amp_dtype), "epochs": cfg.epochs, "steps": len(train_loader),
-            "batch_size": cfg.batch_size, "world_size": ranks.world_size, "classes": len(train_set.classes)}
-    return Setup(model, net, card, device, optimizer, scaler, train_loader, test_loader, amp_dtype, info, start, history,
-                 resumed)
+    return model, card
 
 
 def _resume(cfg: TrainConfig, run: RunDirectory, dataset: str, model: nn.Module, optimizer: torch.optim.Optimizer,
