@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, Callable, Mapping, TextIO
 
+from tqdm import tqdm
+
 from .rundir import format_table
 
 __all__ = ["Reporter", "TerminalReporter"]
@@ -68,8 +70,6 @@ class TerminalReporter(Reporter):
         if not self.tty:
             return
         if self.bar is None:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", file=self.stream,
                             leave=False, dynamic_ncols=True, mininterval=self.mininterval)
         now = time.monotonic()

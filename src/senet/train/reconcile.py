@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from ..weights.checkpoint import (UNVERIFIED, CheckpointError, CheckpointMeta, checkpoint_paths, load_state,
                                   read_weights, read_weights_file, write_checkpoint_files)
 from .plots import plot_curves
@@ -71,8 +73,6 @@ def best_epoch(history: list[Mapping[str, Any]]) -> int:
 
 
 def _weights_current(path: Path, tensors: Mapping[str, Any], meta: CheckpointMeta) -> bool:
-    import torch
-
     try:
         have, have_meta = read_weights(path)
     except (OSError, CheckpointError):

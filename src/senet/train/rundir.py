@@ -27,7 +27,8 @@ import torch
 
 from ..weights.checkpoint import atomic_write_bytes
 
-__all__ = ["METRIC_COLUMNS", "environment", "write_run_files", "write_metrics", "format_table", "write_report"]
+__all__ = ["METRIC_COLUMNS", "environment", "write_run_files", "write_metrics", "format_table", "final_summary",
+           "write_report"]
 
 # Seed 000's per-epoch table (train loss/accuracy/error, val loss, top-1/top-5 error) + lr, time, speed.
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "train_err", "val_loss", "top1_err", "top5_err",
@@ -101,6 +102,18 @@ def format_table(history: Sequence[Mapping[str, Any]], top5: bool = True) -> str
                     f"{m['train_err']:>9.2f} {m['val_loss']:>8.4f} {m['top1_err']:>9.2f} {top5_text} "
                     f"{m['time_s']:>7.1f} {m['images_per_s']:>7.0f}")
     return "\n".join(rows)
+
+
+def final_summary(history: Sequence[dict[str, Any]], classes: int,
+                  test_name: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """``(final row, best row, summary line)`` of a run: the last epoch's errors and the lowest
+    top-1 error, on the test set ``test_name``; the top-5 error only with more than 5 classes."""
+    best = min(history, key=lambda r: r["top1_err"]) if history else {}
+    final = history[-1] if history else {}
+    top5 = (f", top-5 error {final.get('top5_err', float('nan')):.2f}%" if classes > 5
+            else f" (top-5 error not shown: {classes} classes)")
+    return final, best, (f"final: top-1 error {final.get('top1_err', float('nan')):.2f}%{top5}; best top-1 error "
+                         f"{best.get('top1_err', float('nan')):.2f}% (epoch {best.get('epoch', '-')}) on {test_name}")
 
 
 def write_report(run_dir: Path, title: str, history: Sequence[Mapping[str, Any]], summary: str) -> None:

@@ -15,6 +15,11 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["RunDirError", "RunLock", "LOCK_NAME", "prepare_run_dir", "describe_os_error", "remove_stale_temp_files",
            "results_in"]
 
@@ -60,9 +65,7 @@ class RunLock:
             fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise RunDirError(f"cannot use run directory {self.run_dir}: {describe_os_error(e)}") from None
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - no flock (Windows): run unguarded
+        if fcntl is None:  # pragma: no cover - no flock (Windows): run unguarded
             self._fd = fd
             return self
         try:

@@ -22,7 +22,7 @@ INSTALL_HINT = "pip install tensorboard (or pip install 'senet[tensorboard]')"
 def require_tensorboard() -> Any:
     """torch's ``SummaryWriter`` class, or an ImportError saying how to install what it needs."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # an optional extra: only when logging is on
     except ImportError as e:  # torch raises this when the tensorboard package is missing
         raise ImportError(f"tensorboard logging is on (tensorboard: true / --tensorboard) but the "
                           f"'tensorboard' package is not installed: {INSTALL_HINT}") from e
