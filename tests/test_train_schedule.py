@@ -65,3 +65,10 @@ def test_batch_counts_top1_top5():
     y = torch.tensor([1, 2, 0])  # rank 2, rank 5 (the last of the top 5), rank 1
     m = summarize(batch_counts(logits, y, torch.tensor(0.0)))
     assert math.isclose(m["top1_err"], 200 / 3) and m["top5_err"] == 0.0 and m["acc"] == pytest.approx(100 / 3)
+
+
+def test_every_schedule_name_has_its_factor():
+    from senet.train.choices import SCHEDULES
+    from senet.train.schedule import FACTORS
+
+    assert set(FACTORS) == set(SCHEDULES)

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
+from .choices import COMPILE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
+
 __all__ = [
     "ConfigError",
     "RULES",
@@ -230,15 +232,12 @@ def _model_overrides(v: Mapping[str, Any]) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def _choices() -> dict[str, Sequence[str]]:
-    # Imported here: each list lives beside the code that implements it, and those modules import this one.
+    # Imported here: these two lists live beside code that needs torch, and a config alone does not.
     from ..data.folder import EMPTY_CLASSES, ON_CORRUPT
     from ..weights.convert import SOURCES
-    from .fit import COMPILE_MODES, PRECISIONS
-    from .optim import OPTIMIZERS
-    from .schedule import SCHEDULES
 
     return {"model.weights_source": tuple(SOURCES), "data.on_corrupt": ON_CORRUPT,
-            "data.empty_classes": EMPTY_CLASSES, "optim.name": OPTIMIZERS, "schedule.name": tuple(SCHEDULES),
+            "data.empty_classes": EMPTY_CLASSES, "optim.name": OPTIMIZERS, "schedule.name": SCHEDULES,
             "precision": PRECISIONS, "compile_mode": COMPILE_MODES}
 
 

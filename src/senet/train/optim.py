@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from ..layers.se import check_choice
+from .choices import OPTIMIZERS
 from .config import OptimConfig
 
 __all__ = ["param_groups", "build_optimizer", "restore_optimizer", "OPTIMIZERS"]
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 
 
 def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float,

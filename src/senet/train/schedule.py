@@ -11,9 +11,10 @@ import math
 from typing import Callable
 
 from ..layers.se import check_choice
+from .choices import SCHEDULES
 from .config import ScheduleConfig, TrainConfig
 
-__all__ = ["lr_at", "SCHEDULES", "step_factor", "multistep_factor", "cosine_factor", "warmup_factor"]
+__all__ = ["lr_at", "FACTORS", "step_factor", "multistep_factor", "cosine_factor", "warmup_factor"]
 
 
 def step_factor(epoch: float, s: ScheduleConfig, total: int) -> float:
@@ -37,7 +38,8 @@ def constant_factor(epoch: float, s: ScheduleConfig, total: int) -> float:
     return 1.0
 
 
-SCHEDULES: dict[str, Callable[[float, ScheduleConfig, int], float]] = {
+# One factor function per schedule name of choices.SCHEDULES (tests/test_train_schedule.py checks they agree).
+FACTORS: dict[str, Callable[[float, ScheduleConfig, int], float]] = {
     "constant": constant_factor,
     "step": step_factor,
     "multistep": multistep_factor,
@@ -55,10 +57,10 @@ def warmup_factor(epoch: float, s: ScheduleConfig) -> float:
 def lr_at(epoch: float, cfg: TrainConfig) -> float:
     """The learning rate at fractional ``epoch`` (0 = first step) for ``cfg.optim.lr`` and ``cfg.schedule``."""
     s = cfg.schedule
-    check_choice("schedule.name", s.name, tuple(SCHEDULES))
+    check_choice("schedule.name", s.name, SCHEDULES)
     base = cfg.optim.lr
     if s.name == "cosine":
         lr = s.min_lr + (base - s.min_lr) * cosine_factor(epoch, s, cfg.epochs)
     else:
-        lr = base * SCHEDULES[s.name](epoch, s, cfg.epochs)
+        lr = base * FACTORS[s.name](epoch, s, cfg.epochs)
     return lr * warmup_factor(epoch, s)

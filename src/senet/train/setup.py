@@ -21,6 +21,7 @@ from ..models.factory import create_model
 from ..models.registry import get_model_spec
 from ..models.retrofit import retrofit_from_config
 from ..weights.convert import load_weights
+from .choices import COMPILE_MODES, PRECISIONS
 from .config import TrainConfig, check_model_fits_data
 from .distributed import RankInfo, rank_info
 from .optim import build_optimizer, restore_optimizer
@@ -30,8 +31,6 @@ from .run import RunDirectory
 __all__ = ["Setup", "setup", "resolve_precision", "precision_name", "image_size", "load_data", "build_model",
            "PRECISIONS", "COMPILE_MODES"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclasses.dataclass
