@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ..device import resolve_device
 from ..layers.fused_se import set_fused, triton_available, use_fused
-from ..layers.se import check_choice
+from ..validation import check_choice
 
 __all__ = ["benchmark", "format_benchmark", "timm_name", "MODES", "PRECISIONS", "FUSED", "COMPILE_MODES"]
 

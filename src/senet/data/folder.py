@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import Dataset
 
-from ..layers.se import check_choice
+from ..validation import check_choice
 from .images import CorruptImageError, decode_image
 from .seeding import generator_for
 from .transforms import cutout, eval_view, hflip, random_resized_crop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..layers.se import check_choice
+from ..validation import check_choice
 from .arrays import ArrayDataset
 from .bundled import BUNDLED, load_bundled, load_synthetic
 from .cifar import CIFAR, load_cifar

@@ -36,7 +36,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers.fused_se import set_fused
-from ..layers.se import GATES, SqueezeExcite, check_choice
+from ..layers.se import GATES, SqueezeExcite
+from ..validation import check_choice
 from .fast import compile_frozen, prepare_for_inference
 
 __all__ = ["GATE_POLICIES", "quantize_int8", "QuantizedModel", "swap_gate", "finetune", "top1", "latency_ms",

@@ -9,13 +9,13 @@ applying it (``forward``), and keeps the gate non-linearity as a named submodule
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..validation import check_choice
 from . import fused_se
 
 __all__ = [
@@ -29,16 +29,6 @@ __all__ = [
     "POSITIONS",
     "FC_TYPES",
 ]
-
-
-def check_choice(argument: str, value: object, allowed: Sequence[str]) -> None:
-    """Raise a ``ValueError`` naming ``argument`` and the allowed values if ``value`` is not one."""
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"{argument}={value!r} is not supported; allowed values: {', '.join(map(repr, allowed))}.{hint}"
-        )
 
 
 class HardSigmoid(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..layers.se import check_choice
+from ..validation import check_choice
 from .common import check_input, he_init
 from .features import FeatureInfo
 

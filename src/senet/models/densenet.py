@@ -25,7 +25,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..layers.se import SEConfig, check_choice, make_se
+from ..layers.se import SEConfig, make_se
+from ..validation import check_choice
 from .base import ModelBase
 from .common import BatchNormReLU, check_common, stage_ends
 

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers.se import SEConfig, check_choice, make_se
+from ..layers.se import SEConfig, make_se
+from ..validation import check_choice
 from .base import ModelBase
 from .common import ConvBnAct, check_common, stage_ends
 

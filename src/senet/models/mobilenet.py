@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers.se import SEConfig, check_choice, make_se
+from ..layers.se import SEConfig, make_se
+from ..validation import check_choice
 from .base import ModelBase
 from .common import check_common, stage_ends
 

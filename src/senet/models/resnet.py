@@ -16,7 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..layers import fused_se
-from ..layers.se import SEConfig, SqueezeExcite, check_choice, make_se
+from ..layers.se import SEConfig, SqueezeExcite, make_se
+from ..validation import check_choice
 from .base import ModelBase
 from .common import check_common, he_init, stage_ends
 

@@ -35,7 +35,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers.se import SEConfig, SqueezeExcite, check_choice
+from ..layers.se import SEConfig, SqueezeExcite
+from ..validation import check_choice
 
 __all__ = ["retrofit", "retrofit_from_config", "Retrofitted", "RetrofitReport", "Insertion", "UnitGate", "keras_param_count",
            "ACTIVATION_TYPES"]

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers.se import SEConfig, check_choice
+from ..layers.se import SEConfig
+from ..validation import check_choice
 from .base import ModelBase
 from .common import ActSE, check_common, stage_ends
 

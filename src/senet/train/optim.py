@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from ..layers.se import check_choice
+from ..validation import check_choice
 from .choices import OPTIMIZERS
 from .config import OptimConfig
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from ..layers.se import check_choice
+from ..validation import check_choice
 from .choices import SCHEDULES
 from .config import ScheduleConfig, TrainConfig
 

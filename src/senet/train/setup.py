@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..data import AugmentConfig, load_dataset, make_loader
-from ..layers.se import check_choice
+from ..validation import check_choice
 from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..models.factory import create_model
 from ..models.registry import get_model_spec

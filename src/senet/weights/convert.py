@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..layers.se import check_choice
+from ..validation import check_choice
 
 __all__ = ["load_weights", "read_state_dict", "convert_state_dict", "WeightLoadError", "LoadReport", "SOURCES"]
 
