@@ -9,10 +9,10 @@ import senet
 ALL = senet.list_models()
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_forward_backward_and_every_se_block_runs(name):
+def _check_forward_backward(name: str, device: str) -> None:
     torch.manual_seed(0)
-    model = senet.create_model(name, num_classes=7)
+    with torch.device(device):
+        model = senet.create_model(name, num_classes=7)
     calls: dict[str, int] = {}
     for qualified, module in model.named_modules():
         if isinstance(module, senet.SqueezeExcite):
@@ -22,19 +22,34 @@ def test_forward_backward_and_every_se_block_runs(name):
     assert spec.has_se == bool(calls), "an SE model must hold SE blocks and a plain one none"
     # Networks with valid-padded reductions (Inception-v3, IRv2) declare a larger minimum.
     side = max(32, getattr(model, "min_input_size", 32))
-    x = torch.randn(2, 3, side, side)
+    x = torch.randn(2, 3, side, side, device=device)
     out = model(x)
     assert out.shape == (2, 7)
-    assert torch.isfinite(out).all()
+    if device != "meta":
+        assert torch.isfinite(out).all()
     out.square().mean().backward()
     assert all(c == 1 for c in calls.values()), {k: v for k, v in calls.items() if v != 1}
     for n, p in model.named_parameters():
         assert p.grad is not None, f"{n} got no gradient"
 
 
-@pytest.mark.parametrize("name", ["resnet20", "se_resnet20", "se_preact_resnet164", "se_wrn16_8"])
-def test_grey_and_odd_sized_input(name):
-    model = senet.create_model(name, in_chans=1, num_classes=10).eval()
+@pytest.mark.parametrize("name", ALL)
+def test_every_model_wires_every_se_block_and_parameter(name):
+    """The whole registry on the meta device (shapes, no arithmetic): every SE block runs once and
+    every parameter gets a gradient. The same check with real numbers is the slow test below."""
+    _check_forward_backward(name, "meta")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_and_every_se_block_runs(name):
+    _check_forward_backward(name, "cpu")
+
+
+@pytest.mark.parametrize("name,overrides", [("resnet20", {}), ("se_resnet20", {}),
+                                            ("se_preact_resnet164", {"layers": (2, 2, 2)}), ("se_wrn16_8", {})])
+def test_grey_and_odd_sized_input(name, overrides):
+    model = senet.create_model(name, in_chans=1, num_classes=10, **overrides).eval()
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
 
 
