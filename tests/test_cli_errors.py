@@ -1,5 +1,5 @@
-"""Bad input through the command line: a non-zero exit and one line, never a traceback (issue 11,
-failures 5 and 6); tracebacks only under ``senet --debug``; device names checked in one place."""
+"""Bad input through the command line: a non-zero exit and one line, never a traceback;
+tracebacks only under ``senet --debug``; device names checked in one place."""
 
 from __future__ import annotations
 

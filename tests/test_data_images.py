@@ -136,7 +136,7 @@ def test_undecodable_file_is_named(tmp_path):
 
 
 def test_image_folder_of_16_bit_greys_is_not_white(tmp_path):
-    # The case: a mid-grey, a near-black and a white 16-bit PNG must differ after decoding.
+    # A mid-grey, a near-black and a white 16-bit PNG must differ after decoding.
     for split in ("train", "val"):
         for cls, value in (("a", 32768), ("b", 2000), ("c", 65535)):
             (tmp_path / split / cls).mkdir(parents=True)

@@ -165,7 +165,7 @@ def test_cli_export_and_errors(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("name", ["se_resnet50", "se_resnext50_32x4d", "se_inception_v3", "se_mobilenet_v1",
                                   "se_shufflenet_v1_g3", "se_densenet121"])
 def test_acceptance_full_size(tmp_path, name, fmt):
-    """The issue's acceptance: the six networks at their own input size, 1000 classes, <= 1e-4.
+    """The six networks at their own input size, 1000 classes, <= 1e-4.
 
     With BatchNorm statistics of data, as a trained network has them: at initialisation (running
     mean 0, variance 1) nothing is normalised and SE-DenseNet-121's logits reach ~670, where fp32

@@ -13,7 +13,7 @@ from senet.train.runlock import RunLock, prepare_run_dir, remove_stale_temp_file
 
 from tiny_run import tiny_config
 
-# The reproduction, with a config small enough to train in a second.
+# A run directory stuck before its first checkpoint, with a config small enough to train in a second.
 CONFIG = ("model: {name: se_resnet20, overrides: {layers: [1, 1, 1]}}\ndata: {dataset: 'synthetic:64:3x8x8'}\n"
           "batch_size: 32\neval_batch_size: 32\nepochs: 1\nthreads: 1\n")
 

@@ -80,7 +80,7 @@ def test_cli_bad_config_is_one_line_naming_the_key(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-# --- every field checked when the config is built (issue 11, failure 5) ----------------------------
+# --- every field checked when the config is built ----------------------------
 
 @pytest.mark.parametrize("item, expected", [
     ("save_every=0", ">= 1"), ("schedule.step_size=0", ">= 1"), ("label_smoothing=2", r"in \[0, 1\)"),

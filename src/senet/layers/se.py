@@ -177,7 +177,7 @@ class SqueezeExcite(nn.Module):
         elif z.shape[2] == 1 and z.shape[3] == 1 and self._bare_convs():
             # A 1x1 convolution of a 1x1 map is a matrix product. Done as one, with the same weights,
             # it skips the convolution machinery: 4-8x faster for these sizes on CPU, about a third
-            # of SE-ResNet-50's extra inference time there (docs/results.md, issue 9).
+            # of SE-ResNet-50's extra inference time there (docs/results.md).
             h = self.act(F.linear(z.flatten(1), self.fc1.weight.flatten(1), self.fc1.bias))
             z = F.linear(h, self.fc2.weight.flatten(1), self.fc2.bias)[:, :, None, None]
         else:

@@ -56,7 +56,7 @@ class ModelConfig:
     ``weights`` initialises from a file (transfer learning); keys that do not fit, such as a
     classifier with another number of classes, are left at their initial values.
     ``retrofit`` (options of ``senet.retrofit_from_config``, e.g. ``{conv_activations: true,
-    se: {reduction: 8}, init: identity}``) inserts SE/BN after the weights are loaded (seed 003).
+    se: {reduction: 8}, init: identity}``) inserts SE/BN after the weights are loaded (the transfer-learning study, docs/experiments.md).
     """
 
     name: str = "se_resnet20"
