@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import AugmentConfig, load_dataset, make_loader
+from .. import data
 from ..validation import check_choice
 from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..models.factory import create_model
@@ -87,7 +87,7 @@ def load_data(cfg: TrainConfig, image_size: int) -> tuple[Any, Any]:
     d = cfg.data
     kw = dict(root=d.root, download=d.download, image_size=image_size, on_corrupt=d.on_corrupt,
               empty_classes=d.empty_classes)
-    return load_dataset(d.dataset, "train", **kw), load_dataset(d.dataset, "test", **kw)
+    return data.load_dataset(d.dataset, "train", **kw), data.load_dataset(d.dataset, "test", **kw)
 
 
 def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
@@ -133,11 +133,11 @@ def setup(cfg: TrainConfig, device: torch.device, run: RunDirectory) -> Setup:
         start, history, resumed = _resume(cfg, run, train_set.name, model, optimizer, scaler)
 
     net = _wrap(model, cfg, device, ranks)
-    augment = AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
+    augment = data.AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
     shard = dict(device=device, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
                  num_workers=cfg.data.num_workers)
-    train_loader = make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment, **shard)
-    test_loader = make_loader(test_set, max(cfg.eval_batch_size // ranks.world_size, 1), train=False, **shard)
+    train_loader = data.make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment, **shard)
+    test_loader = data.make_loader(test_set, max(cfg.eval_batch_size // ranks.world_size, 1), train=False, **shard)
     info = {"model": cfg.model.name, "params": sum(p.numel() for p in model.parameters()), "dataset": train_set.name,
             "test_dataset": test_set.name, "device": str(device), "precision": precision_name(amp_dtype),
             "epochs": cfg.epochs, "steps": len(train_loader), "batch_size": cfg.batch_size,
