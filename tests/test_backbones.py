@@ -20,6 +20,7 @@ def test_representatives_cover_every_family():
     assert families == {get_model_spec(n).family for n in REPRESENTATIVES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REPRESENTATIVES)
 def test_head_features_and_feature_info(name):
     torch.manual_seed(0)

@@ -38,6 +38,7 @@ def _toy(kwargs: dict) -> dict:
             "device": "cpu", **({"compile_backend": "aot_eager"} if kwargs.get("compiled") else {})}
 
 
+@pytest.mark.slow
 def test_bench_se_every_figure_yields_what_its_targets_read(monkeypatch):
     bench_se = _script("bench_se")
     # The kernels' correctness is tests/test_fused_se.py's job; here the Triton interpreter would only be slow.

@@ -14,6 +14,7 @@ from senet.cli import main
 TINY = dict(batch_size=2, input_size=(3, 16, 16), rounds=2, steps=1, warmup=1, device="cpu")
 
 
+@pytest.mark.slow
 def test_benchmark_baseline_and_fused_both_modes():
     r = benchmark("se_resnet20", baseline=True, fused="both", mode="both", **TINY)
     assert set(r["results"]) == {"infer", "train"}
@@ -85,6 +86,7 @@ def test_against_timm_names_and_missing_timm(monkeypatch):
         benchmark("se_resnet20", against="timm", **TINY)
 
 
+@pytest.mark.slow
 def test_compiled_columns_give_se_over_plain_per_variant():
     """torch.compile of the reference composition as extra columns, each with its own SE/plain
     (aot_eager here: the plumbing, not Inductor's speed; the slow test below runs Inductor)."""
@@ -105,6 +107,7 @@ def test_compiled_columns_give_se_over_plain_per_variant():
         benchmark("se_resnet20", compiled=["fastest"], **TINY)
 
 
+@pytest.mark.slow
 def test_cli_compiled_columns(capsys):
     code = main(["benchmark", "se_resnet20", "--baseline", "--fused", "off", "--compiled", "default",
                  "--compile-backend", "aot_eager", "--mode", "infer", "--batch-size", "2", "--input-size", "16",

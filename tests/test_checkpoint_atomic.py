@@ -38,6 +38,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_writes_leaves_a_complete_file(tmp_path):
     path = tmp_path / "ckpt.bin"
     path.write_bytes(b"A" * 8_000_000)

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from senet.cli import main
@@ -10,6 +11,7 @@ TINY = ["--set", "data.dataset=synthetic:64", "--set", "data.num_workers=0", "--
         "--set", "batch_size=32", "--set", "model.overrides.layers=[1,1,1]", "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_compare_then_excitations_then_report(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "resnet20", "se_resnet20", "--seeds", "2", "--out", str(out), *TINY]) == 0
@@ -37,6 +39,7 @@ def test_compare_then_excitations_then_report(tmp_path, capsys):
     assert (tmp_path / "all_curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_ablate_resumes_half_finished_sweep(tmp_path, capsys):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({

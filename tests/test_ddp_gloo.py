@@ -3,9 +3,11 @@
 import json
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from torch import nn
 
 SETTINGS = ["model.name=test_ddp_probe", "data.dataset=synthetic:96:3x8x8", "batch_size=16", "eval_batch_size=10",
@@ -47,6 +49,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -56,6 +56,7 @@ def test_sweep_validation_names_the_problem():
         load_sweep("no_such_sweep")
 
 
+@pytest.mark.slow
 def test_run_resume_and_report(tmp_path):
     sweep = tiny_sweep()
     calls = []

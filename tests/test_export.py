@@ -15,7 +15,13 @@ from senet.models.registry import get_model_spec
 CASES = family_cases()
 
 
-@pytest.mark.parametrize("name,overrides", CASES, ids=[n for n, _ in CASES])
+def _tiered(cases):
+    # The first (smallest) case runs in the default tier; every family runs in the slow tier.
+    # tests/test_model_api.py also checks torch.export against eager for every family by default.
+    return [pytest.param(n, o, id=n, marks=() if i == 0 else pytest.mark.slow) for i, (n, o) in enumerate(cases)]
+
+
+@pytest.mark.parametrize("name,overrides", _tiered(CASES))
 def test_every_family_exports_and_matches(tmp_path, name, overrides):
     model, side = small_model(name, overrides)
     # ONNX with a dynamic batch (checked at batch 2 and 3), TorchScript at a fixed batch (checked at 1).
@@ -31,7 +37,7 @@ def test_every_family_exports_and_matches(tmp_path, name, overrides):
 PT2_CASES = CASES + [("se_resnext50_32x4d", {"num_classes": 5, "layers": (1, 1, 1, 1)})]
 
 
-@pytest.mark.parametrize("name,overrides", PT2_CASES, ids=[n for n, _ in PT2_CASES])
+@pytest.mark.parametrize("name,overrides", _tiered(PT2_CASES))
 def test_every_family_round_trips_through_torch_export(tmp_path, name, overrides):
     model, side = small_model(name, overrides)
     result = senet.export(model, tmp_path / "m.pt2", "pt2", input_size=side, dynamic_batch=True)

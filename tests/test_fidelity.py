@@ -27,10 +27,12 @@ def rendered() -> str:
     return fidelity.render()
 
 
+@pytest.mark.slow
 def test_committed_page_is_current(rendered):
     assert PAGE.read_text() == rendered, "regenerate: python tools/fidelity.py > docs/fidelity.md"
 
 
+@pytest.mark.slow
 def test_headline_rows_agree(rendered):
     rows = {line.split(" | ")[1]: line for line in rendered.splitlines() if line.startswith("| Table")}
     assert "✓ params ✓ FLOPs" in rows["SE-ResNet-50"]
@@ -38,6 +40,7 @@ def test_headline_rows_agree(rendered):
     assert "✓ params ✓ FLOPs" in rows["NoSqueeze"]  # Table 16: 4.27 GFLOPs from per-position FCs
 
 
+@pytest.mark.slow
 def test_table3_rows_agree_under_one_convention(rendered):
     rows = [line for line in rendered.splitlines() if line.startswith("| Table 3")]
     assert len(rows) == 4 and all("params truncated" in r and "✓ params" in r and "✗" not in r for r in rows)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from senet.train import fit
@@ -86,6 +87,7 @@ def _assert_same_run(got: Path, want: Path):
     assert not [p for p in got.rglob(".*.tmp-*")], "orphaned temporary files"
 
 
+@pytest.mark.slow
 def test_kill_at_every_write_point_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     writes = []
     real_replace = os.replace
