@@ -16,9 +16,10 @@ CASES = family_cases()
 
 
 def _tiered(cases):
-    # The first (smallest) case runs in the default tier; every family runs in the slow tier.
+    # The residual case runs in the default tier; every family runs in the slow tier.
     # tests/test_model_api.py also checks torch.export against eager for every family by default.
-    return [pytest.param(n, o, id=n, marks=() if i == 0 else pytest.mark.slow) for i, (n, o) in enumerate(cases)]
+    first = next(i for i, (n, _) in enumerate(cases) if "resnet" in n)
+    return [pytest.param(n, o, id=n, marks=() if i == first else pytest.mark.slow) for i, (n, o) in enumerate(cases)]
 
 
 @pytest.mark.parametrize("name,overrides", _tiered(CASES))

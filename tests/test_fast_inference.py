@@ -108,6 +108,7 @@ def _run_bench(capsys, paths):
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cpu_inference_benchmark_runs_at_toy_size(capsys):
     text = _run_bench(capsys, ["eager", "folded", "export", "ort_fp32", "ort_int8"])
     assert "se_resnet20, batch 2:" in text and "resnet20, batch 2:" in text

@@ -264,6 +264,7 @@ def test_target_configuration_compiles_vectorised_without_spills():
     check(["se_resnet50"], ["bf16"], [True], [90])
 
 
+@pytest.mark.slow
 def test_nchw_fp32_compiles_for_ampere():
     """The NCHW units the launchers dispatch (56x56, 28x28: H*W a multiple of 16) compile vectorised for sm_80."""
     check(["se_resnet50"], ["fp32"], [False], [80])
