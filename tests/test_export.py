@@ -18,7 +18,7 @@ CASES = family_cases()
 def _tiered(cases):
     # The residual case runs in the default tier; every family runs in the slow tier.
     # tests/test_model_api.py also checks torch.export against eager for every family by default.
-    first = next(i for i, (n, _) in enumerate(cases) if "resnet" in n)
+    first = next(i for i, (n, _) in enumerate(cases) if n.startswith(("se_resnet", "resnet")))
     return [pytest.param(n, o, id=n, marks=() if i == first else pytest.mark.slow) for i, (n, o) in enumerate(cases)]
 
 
