@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from senet.data import CorruptImageError, ImageFolderDataset
-from senet.data.folder import _decode
 from senet.data.images import decode_image
 
 
@@ -132,7 +131,7 @@ def test_undecodable_file_is_named(tmp_path):
     path = tmp_path / "bad.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(CorruptImageError, match="bad.png"):
-        _decode(path)
+        decode_image(path)
 
 
 def test_image_folder_of_16_bit_greys_is_not_white(tmp_path):

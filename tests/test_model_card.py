@@ -15,7 +15,7 @@ import senet
 from conftest import fill
 from senet.analysis.evaluate import card_dataset
 from senet.cli import main
-from senet.data.folder import _decode
+from senet.data.images import decode_image
 from senet.data.transforms import eval_view, resize_center_crop
 from senet.deploy.predict import load_image, predict_paths
 from senet.models.card import ModelCard, RetrofitSpec
@@ -115,7 +115,7 @@ def test_predict_with_published_weights_prints_imagenet_names_with_their_view(ti
     lines = capsys.readouterr().out.splitlines()
     printed = [(line.split("%  ")[1], float(line.split("%")[0])) for line in lines[1:]]
     # The reference: the decoded image through the weights' view (0.95, bicubic, ImageNet statistics).
-    x = eval_view(_decode(img), input_size=(3, 224, 224), crop_pct=0.95, interpolation="bicubic",
+    x = eval_view(decode_image(img), input_size=(3, 224, 224), crop_pct=0.95, interpolation="bicubic",
                   mean=IMAGENET_MEAN, std=IMAGENET_STD)
     with torch.no_grad():
         probs = model.eval()(x[None]).softmax(1)[0]

@@ -12,10 +12,10 @@ from .summary import parse_override
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model or checkpoint to ONNX or TorchScript, checked against PyTorch",
+    p = sub.add_parser("export", help="export a model or checkpoint (ONNX, torch.export, AOTInductor, TorchScript), checked against PyTorch",
                        description="Export a registered model (random weights unless --set loads some) or a trained "
-                                   "checkpoint to ONNX or TorchScript. The file is run beside eager PyTorch on random "
-                                   "input (onnxruntime for ONNX, the loaded module for TorchScript) and written only if "
+                                   "checkpoint to ONNX, a torch.export program (.pt2), an AOTInductor package or TorchScript. The file is run beside eager PyTorch on random "
+                                   "input (onnxruntime for ONNX, the loaded program or module otherwise) and written only if "
                                    "the largest difference is within the tolerance.")
     p.add_argument("source", metavar="NAME_OR_CHECKPOINT",
                    help="a registered model name, a .safetensors checkpoint or a run directory")

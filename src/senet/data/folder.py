@@ -29,14 +29,6 @@ EMPTY_CLASSES = ("warn", "error")  # a class folder of train/ without images: sk
 _SPLIT_DIRS = {"train": "train", "test": "val"}
 
 
-def _decode(path: Path) -> torch.Tensor:
-    """Decode ``path`` to a ``uint8`` (3, H, W) RGB tensor; any failure names the file.
-
-    Every Pillow mode is read right: 16-bit and float images scaled, not clipped, and
-    transparent pixels composited on white (``senet.data.images``)."""
-    return decode_image(path)
-
-
 class ImageFolderDataset(Dataset):
     """``root/train/<class>/*`` and ``root/val/<class>/*`` (split ``"test"`` reads ``val/``).
 
@@ -114,7 +106,7 @@ class ImageFolderDataset(Dataset):
         for step in range(len(self.samples)):
             path, label = self.samples[(index + step) % len(self.samples)]
             try:
-                return _decode(path), label
+                return decode_image(path), label
             except CorruptImageError as e:
                 if self.on_corrupt == "error":
                     raise
@@ -128,7 +120,7 @@ class ImageFolderDataset(Dataset):
         first = None
         for path, _ in self.samples:
             try:
-                _decode(path)
+                decode_image(path)
                 return
             except CorruptImageError as e:
                 first = first or e

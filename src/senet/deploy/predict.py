@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..data.images import decode_image  # the image folders' decoder: one decoding everywhere
 from ..models.card import ModelCard
 from .inference import card_or_default, looks_like_path, resolve_model
 
@@ -92,14 +93,12 @@ def load_image(path: str | os.PathLike[str], card: ModelCard) -> torch.Tensor:
     """An image file as the network input ``card`` describes: decoded as image folders decode
     (:mod:`senet.data.folder`), then ``card.eval_transform()``. ``ValueError`` naming the file if
     it is a folder or cannot be decoded."""
-    from ..data.folder import _decode  # the folder datasets' decoder: one decoding for train, eval, predict
-
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    return card.eval_transform()(_decode(path))
+    return card.eval_transform()(decode_image(path))
 
 
 def _load(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, Any] | None) -> nn.Module:
