@@ -160,7 +160,8 @@ def test_every_numeric_field_has_a_rule():
     import dataclasses
     import typing
 
-    from senet.train.config import RULES, _fields
+    from senet.train.coerce import fields as _fields
+    from senet.train.config import RULES
 
     def numeric(tp):
         return tp in (int, float) or any(numeric(a) for a in typing.get_args(tp) if a is not Ellipsis)

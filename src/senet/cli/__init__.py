@@ -18,7 +18,7 @@ import sys
 from typing import Sequence
 
 from .common import finish_args, join_input_size_words
-from .pipes import quiet_on_broken_pipe
+from .broken_pipe import quiet_on_broken_pipe
 
 # Each command module imports its library code inside run(), so that `senet --help` and
 # `senet CMD --help` print without importing torch.

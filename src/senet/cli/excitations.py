@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.evaluate import card_dataset
-    from ..analysis.study import excitation_study
+    from ..analysis.excitation_study import excitation_study
     from ..data import make_loader
     from ..weights.checkpoint import load_model
 

@@ -15,7 +15,7 @@ Nothing is read at import time; the bundled subsets load on first use.
 from .arrays import ArrayDataset, channel_stats
 from .cifar import ChecksumError, DatasetNotFoundError, download_archive
 from .folder import CorruptImageError, ImageFolderDataset
-from .load import DATASETS, DEFAULT_DATASET, SPLITS, load_dataset
+from .datasets import DATASETS, DEFAULT_DATASET, SPLITS, load_dataset
 from .loader import DeviceLoader, FolderLoader, Loader, make_loader
 from .seeding import shard_order
 from .transforms import AugmentConfig

@@ -32,7 +32,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..train.config import TrainConfig, config_from_dict, load_recipe
+from ..train.config import TrainConfig, config_from_dict
+from ..train.recipes import load_recipe
 
 __all__ = ["Cell", "Sweep", "RunRecord", "load_sweep", "sweep_from_dict", "cell_config", "run_sweep", "slug",
            "train_run"]
@@ -163,7 +164,7 @@ def load_sweep(path: str | Path) -> Sweep:
 def cell_config(sweep: Sweep, cell: Cell, seed: int, overrides: Sequence[str] = ()) -> TrainConfig:
     """The full training config of one run; ``overrides`` (``key=value``, as ``senet train --set``)
     apply to every cell, after the cell's own config."""
-    from ..train.config import apply_overrides
+    from ..train.overrides import apply_overrides
 
     cfg = config_from_dict(merge(merge(sweep.base, cell.config), {"seed": seed}))
     return apply_overrides(cfg, overrides)

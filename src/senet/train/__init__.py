@@ -7,13 +7,14 @@
 """
 
 from ..weights.checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_meta, save_checkpoint
-from .config import (ConfigError, DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig,
-                     apply_overrides, config_from_dict, config_to_dict, dump_config, list_recipes, load_config,
-                     load_recipe)
+from .coerce import ConfigError
+from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig, config_from_dict, config_to_dict
 from .fit import NonFiniteLossError, RunResult, build_model, fit, load_data, resolve_precision, resume_config
 from .metrics import evaluate
 from .optim import build_optimizer, param_groups
+from .overrides import apply_overrides
 from .progress import Reporter, TerminalReporter
+from .recipes import dump_config, list_recipes, load_config, load_recipe
 from .runlock import RunDirError
 from .schedule import lr_at
 

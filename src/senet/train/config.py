@@ -10,16 +10,12 @@ work with one line naming the key; an unknown key fails naming it and the closes
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
-import types
-import typing
-from importlib import resources
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from .choices import COMPILE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
+from .coerce import ConfigError, build, check_section
 
 __all__ = [
     "ConfigError",
@@ -36,16 +32,7 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
-    "apply_overrides",
-    "list_recipes",
-    "load_recipe",
-    "load_config",
-    "dump_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that is wrong; the message names the key."""
 
 
 @dataclasses.dataclass
@@ -278,23 +265,7 @@ RULES: dict[str, Rule] = {
 
 def _check_fields(obj: Any, prefix: str) -> None:
     """Coerce and check every field of the config section ``obj`` (``__post_init__``)."""
-    for name, tp in _fields(type(obj)).items():
-        key, value = prefix + name, getattr(obj, name)
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, tp):
-                raise ConfigError(f"config key {key!r} is a section; expected {tp.__name__}, got {value!r}")
-            continue
-        value = _coerce(key, value, tp)
-        setattr(obj, name, value)
-        rule = RULES.get(key)
-        problem = rule(value) if rule is not None else None
-        if problem:
-            raise ConfigError(f"config key {key!r} must be {problem}, got {value!r}")
-        choices = _choices().get(key) if tp is str else None
-        if choices is not None and value not in choices:
-            close = difflib.get_close_matches(value, list(choices), n=1)
-            hint = f". Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
+    check_section(obj, prefix, RULES, _choices())
 
 
 def check_config(cfg: TrainConfig) -> TrainConfig:
@@ -357,100 +328,13 @@ def check_resume_changes(run: TrainConfig, new: TrainConfig) -> dict[str, tuple[
     return changes
 
 
-# --- conversion between dicts and dataclasses, with type checks ---------------------------------
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    if isinstance(tp, type) and not typing.get_args(tp):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """``value`` as type ``tp``, or a :class:`ConfigError` naming ``key`` and the expected type."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(key, value, option)
-            except ConfigError:
-                pass
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin is tuple and isinstance(value, (list, tuple)):
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
-        if len(value) == len(args):
-            return tuple(_coerce(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, args)))
-    elif origin is dict and isinstance(value, Mapping):
-        if all(isinstance(k, str) for k in value):
-            return dict(value)
-    raise ConfigError(f"config key {key!r} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
-@functools.lru_cache(maxsize=None)
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _unknown(key: str, known: Sequence[str]) -> ConfigError:
-    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    return ConfigError(f"unknown config key {key!r}.{hint}")
-
-
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
-    keys = []
-    for name, tp in _fields(cls).items():
-        keys.append(prefix + name)
-        if dataclasses.is_dataclass(tp):
-            keys += _all_keys(tp, f"{prefix}{name}.")
-    return keys
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str, base: Any) -> Any:
-    fields = _fields(cls)
-    values = {}
-    for key, value in data.items():
-        full = prefix + str(key)
-        if key not in fields:
-            raise _unknown(full, _all_keys(TrainConfig))
-        tp = fields[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"config key {full!r} is a section; expected a mapping, got {value!r}")
-            values[key] = _build(tp, value, full + ".", getattr(base, key))
-        else:
-            values[key] = _coerce(full, value, tp)
-    return dataclasses.replace(base, **values)
-
+# --- to and from plain mappings ----------------------------------------------------------------
 
 def config_from_dict(data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """Merge a nested mapping (e.g. parsed YAML) into ``base`` (default: the defaults), checked."""
     if not isinstance(data or {}, Mapping):
         raise ConfigError(f"a config must be a mapping of config keys, got {type(data).__name__}")
-    return check_config(_build(TrainConfig, data or {}, "", base if base is not None else TrainConfig()))
+    return check_config(build(base if base is not None else TrainConfig(), data or {}))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -462,112 +346,3 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
     return plain(dataclasses.asdict(cfg))
-
-
-def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
-    """Apply ``["optim.lr=0.05", "model.overrides.se_reduction=8", ...]`` to ``cfg``.
-
-    Values are parsed as YAML scalars/lists (``0.05``, ``true``, ``[30, 60]``, ``null``) and
-    checked against the field's type; ``str`` fields take the text as written. The rules between
-    fields are checked once all overrides are applied, so their order does not matter.
-    """
-    import yaml
-
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value")
-        parts = key.split(".")
-        cls, owner_path = TrainConfig, []
-        tp: Any = None
-        for i, part in enumerate(parts):
-            fields = _fields(cls)
-            if part not in fields:
-                raise _unknown(key, _all_keys(TrainConfig))
-            tp = fields[part]
-            owner_path.append(part)
-            if typing.get_origin(tp) is dict and i < len(parts) - 1:
-                break  # free-form mapping (model.overrides): the rest of the key is its entry
-            if dataclasses.is_dataclass(tp):
-                cls = tp
-            elif i < len(parts) - 1:
-                raise _unknown(key, _all_keys(TrainConfig))
-        if dataclasses.is_dataclass(tp):
-            raise ConfigError(f"config key {key!r} is a section; set one of its fields, e.g. {key}.{next(iter(_fields(tp)))}")
-        try:
-            value = text if tp in (str, str | None) and text != "null" else yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config key {key!r}: cannot parse {text!r}: {e}") from None
-        entry = parts[len(owner_path):]
-        nested: Any = {entry[-1]: value} if entry else value
-        for name in reversed(entry[:-1]):
-            nested = {name: nested}
-        if entry:  # merge into the existing mapping rather than replacing it
-            current = cfg
-            for name in owner_path:
-                current = getattr(current, name)
-            nested = _merge(dict(current), nested)
-        for name in reversed(owner_path):
-            nested = {name: nested}
-        cfg = _build(TrainConfig, nested, "", cfg)
-    return check_config(cfg)
-
-
-def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    for k, v in b.items():
-        a[k] = _merge(dict(a[k]), v) if isinstance(v, Mapping) and isinstance(a.get(k), Mapping) else v
-    return a
-
-
-# --- recipes ------------------------------------------------------------------------------------
-
-def _recipe_dir() -> Any:
-    return resources.files("senet") / "recipes"
-
-
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped with the package (``senet train --config NAME``)."""
-    return sorted(p.name[:-5] for p in _recipe_dir().iterdir() if p.name.endswith(".yaml"))
-
-
-def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a recipe: a YAML file path, or the name of a shipped recipe."""
-    import yaml
-
-    path = Path(name_or_path)
-    if path.is_file():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"recipe {str(path)!r} is not a YAML text file (byte {e.start} is not UTF-8)") from None
-    else:
-        entry = _recipe_dir() / f"{name_or_path}.yaml"
-        if not entry.is_file():
-            names = list_recipes()
-            close = difflib.get_close_matches(str(name_or_path), names, n=3, cutoff=0.4)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise FileNotFoundError(f"no recipe file or shipped recipe named {str(name_or_path)!r}.{hint} "
-                                    f"Shipped: {', '.join(names)}")
-        text = entry.read_text()
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        detail = " ".join(str(e).split())  # YAML's message spans lines; keep the error to one
-        raise ConfigError(f"recipe {str(name_or_path)!r} is not valid YAML: {detail}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"recipe {str(name_or_path)!r} must be a mapping of config keys")
-    return dict(data)
-
-
-def load_config(recipe: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Defaults <- ``recipe`` (path or shipped name; default: ``bundled``) <- ``overrides``."""
-    cfg = config_from_dict(load_recipe(recipe if recipe is not None else "bundled"))
-    return apply_overrides(cfg, overrides)
-
-
-def dump_config(cfg: TrainConfig) -> str:
-    """``cfg`` as YAML text that :func:`config_from_dict` reads back to an equal config."""
-    import yaml
-
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

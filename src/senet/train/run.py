@@ -24,7 +24,9 @@ from torch import nn
 
 from ..models.card import ModelCard
 from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
-from .config import ConfigError, TrainConfig, check_resume_changes, config_from_dict, config_to_dict, dump_config
+from .coerce import ConfigError
+from .config import TrainConfig, check_resume_changes, config_from_dict, config_to_dict
+from .recipes import dump_config
 from .distributed import rank_info
 from .plots import plot_curves
 from .progress import Reporter, TerminalReporter
