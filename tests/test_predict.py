@@ -114,3 +114,33 @@ def test_errors_are_one_line(tmp_path, checkpoint, capsys):
     assert "at least one image" in capsys.readouterr().err
     with pytest.raises(ValueError, match="top_k"):
         predict_paths(weights, [img], top_k=0)
+
+
+def test_cpu_default_is_the_folded_path_and_agrees_with_eager(tmp_path, checkpoint, monkeypatch):
+    from senet.deploy import fast as fast_module
+
+    weights, _ = checkpoint
+    _images(tmp_path / "imgs", 3)
+    ran = []
+    real = fast_module.FastInference.forward
+    monkeypatch.setattr(fast_module.FastInference, "forward", lambda self, x: ran.append(self) or real(self, x))
+    folded = predict_paths(weights, [tmp_path / "imgs"], top_k=4)
+    assert len(ran) == 1 and ran[0].net.fold_report.folded and not ran[0].inference_report.compiled
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ran[0].modules())
+    eager = predict_paths(weights, [tmp_path / "imgs"], top_k=4, fast=False)
+    assert len(ran) == 1  # fast=False runs the network as loaded
+    for a, b in zip(folded, eager):
+        assert [i for i, _, _ in a.top] == [i for i, _, _ in b.top]
+        assert [v for *_, v in a.top] == pytest.approx([v for *_, v in b.top], abs=1e-5)
+
+
+def test_cli_eager_and_compile_options(tmp_path, checkpoint, capsys):
+    weights, _ = checkpoint
+    _images(tmp_path / "imgs", 2)
+    assert main(["predict", str(weights), str(tmp_path / "imgs"), "--top-k", "1"]) == 0
+    folded = capsys.readouterr().out
+    assert main(["predict", str(weights), str(tmp_path / "imgs"), "--top-k", "1", "--eager"]) == 0
+    assert capsys.readouterr().out.split("\n")[0] == folded.split("\n")[0]
+    with pytest.raises(SystemExit):
+        main(["predict", str(weights), str(tmp_path / "imgs"), "--compile", "sometimes"])
+    assert "--compile" in capsys.readouterr().err

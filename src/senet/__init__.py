@@ -12,6 +12,7 @@ Public API::
     senet.retrofit(model, conv_activations=True, init="identity")  # SE into any network (§3.3)
     senet.export(model_or_name_or_checkpoint, path, format="onnx" | "pt2" | "torchscript")  # checked export
     senet.fold_for_inference(model)          # BatchNorm folded into convs, dropout removed
+    senet.prepare_for_inference(model, batch_size=1)  # the fastest native CPU path (docs/deploy.md)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "Complexity": "cost.counting", "complexity": "cost.counting",
     "export": "deploy.export",
-    "fold_for_inference": "deploy.fold",
+    "fold_for_inference": "deploy.fold", "prepare_for_inference": "deploy.fast",
     "ConstantGate": "layers.se", "SEConfig": "layers.se", "SqueezeExcite": "layers.se", "se_width": "layers.se",
     "create_model": "models.factory", "get_model_spec": "models.registry", "list_models": "models.registry",
     "list_pretrained": "models.registry", "register_model": "models.registry", "ModelCard": "models.card",
@@ -35,6 +36,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from .cost.counting import Complexity, complexity
     from .deploy.export import export
+    from .deploy.fast import prepare_for_inference
     from .deploy.fold import fold_for_inference
     from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
     from .models.card import ModelCard
@@ -81,6 +83,7 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load_weights",
+    "prepare_for_inference",
     "register_model",
     "retrofit",
     "se_width",

@@ -40,6 +40,21 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """``--compile`` and ``--eager``: how a command that runs a trained network runs it on the CPU
+    (``senet.deploy.fast.serving_model``; docs/deploy.md)."""
+    p.add_argument("--compile", choices=("off", "auto", "on"), default="off",
+                   help="on the CPU, also compile with Inductor: 'on' always, 'auto' if a timing on the batch "
+                        "size says it pays; compiling costs tens of seconds (default off)")
+    p.add_argument("--eager", action="store_true",
+                   help="run the network as loaded, without folding BatchNorm or channels_last")
+
+
+def compile_option(text: str) -> str | bool:
+    """The ``compile`` argument of ``serving_model`` for a ``--compile`` value."""
+    return {"off": False, "on": True}.get(text, text)
+
+
 def resolve_device(name: str | None) -> "torch.device":
     """``--device`` checked against this machine (``senet.device.resolve_device``), or CUDA when
     available, else the CPU."""

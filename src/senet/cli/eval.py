@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_checkpoint_argument, add_device_argument, resolve_device
+from .common import (add_checkpoint_argument, add_device_argument, add_inference_arguments, compile_option,
+                     resolve_device)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-mismatch", action="store_true",
                    help="evaluate even when --data has other classes or channels than the checkpoint")
     add_device_argument(p)
+    add_inference_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -26,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.datacheck import DataMismatch, checkpoint_data_mismatch
     from ..analysis.evaluate import card_dataset, evaluate
     from ..data import make_loader
+    from ..deploy.fast import serving_model
     from ..weights.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -39,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"senet eval: warning: {problem}", file=sys.stderr)
     device = resolve_device(args.device)
     loader = make_loader(data, args.batch_size, train=False, device=device)
-    m = evaluate(ckpt.model.to(device), loader)
+    model = serving_model(ckpt.model.to(device), device, min(args.batch_size, len(data)),
+                          compile=compile_option(args.compile), fast=not args.eager)
+    m = evaluate(model, loader)
     print(f"checkpoint: {ckpt.path} ({'verified' if ckpt.verified else 'NOT verified: it has no content hash'})")
     epoch = ckpt.meta.epoch if ckpt.meta.epoch is not None else "?"
     print(f"{card.name} (epoch {epoch}) on {data.name}, {len(data):,} images:")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import output_file
+from .common import add_inference_arguments, compile_option, output_file
 from .summary import parse_override
 
 
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
                    help="create_model keyword when predicting with a model name")
+    add_inference_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"senet predict: skipped {path}: {reason}", file=sys.stderr)
 
     predictions = predict_paths(source, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
-                                overrides=dict(args.overrides) or None, on_skip=report)
+                                overrides=dict(args.overrides) or None, on_skip=report,
+                                fast=not args.eager, compile=compile_option(args.compile))
     if predictions:
         print(format_predictions(predictions))
     if args.out:

@@ -21,7 +21,8 @@ from torch import nn
 
 from .fold import fold_for_inference
 
-__all__ = ["prepare_for_inference", "FastInference", "InferenceReport", "COMPILE_CHOICES", "compile_frozen"]
+__all__ = ["prepare_for_inference", "serving_model", "FastInference", "InferenceReport", "COMPILE_CHOICES",
+           "compile_frozen"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -175,3 +176,15 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
                                f"(> {allowed:.3g}); use compile=False, and please report this model")
         fast.inference_report = dataclasses.replace(fast.inference_report, max_abs_diff=diff)
     return fast
+
+
+def serving_model(model: nn.Module, device: str | torch.device, batch_size: int, *,
+                  compile: str | bool = False, fast: bool = True) -> nn.Module:
+    """The network ``senet predict`` and ``senet eval`` run: on the CPU the prepared fast path of
+    :func:`prepare_for_inference` at ``batch_size`` (``compile`` as there; off by default because
+    compiling costs tens of seconds, more than a one-off command saves), elsewhere, or with
+    ``fast=False``, ``model`` itself in eval mode. Folding reorders fp32 sums, so logits differ from
+    the unmodified network by rounding only (docs/deploy.md)."""
+    if not fast or torch.device(device).type != "cpu":
+        return model.eval()
+    return prepare_for_inference(model, batch_size, compile=compile, check=False)

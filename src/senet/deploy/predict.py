@@ -24,6 +24,7 @@ from torch import nn
 
 from ..data.images import decode_image  # the image folders' decoder: one decoding everywhere
 from ..models.card import ModelCard
+from .fast import serving_model
 from .inference import card_or_default, looks_like_path, resolve_model
 
 __all__ = ["Prediction", "expand_inputs", "load_image", "predict_paths", "write_predictions", "format_predictions"]
@@ -119,13 +120,16 @@ def _load(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, An
 def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]], *,
                   top_k: int = 5, batch_size: int = 32, device: str | torch.device | None = None,
                   overrides: Mapping[str, Any] | None = None,
-                  on_skip: Callable[[Path, str], None] | None = None) -> list[Prediction]:
+                  on_skip: Callable[[Path, str], None] | None = None, fast: bool = True,
+                  compile: str | bool = False) -> list[Prediction]:
     """Classify every image that ``inputs`` name (see :func:`expand_inputs`) with ``source``: a
     checkpoint, a run directory, a registered name (with its published weights) or a module.
 
     Returns one :class:`Prediction` per readable image, in input order. An unreadable image is
     passed to ``on_skip(path, reason)`` and skipped. Class names come from the network's card (a
     checkpoint's training data, the label set of published weights); otherwise they are indices.
+    On the CPU the network runs the fast path (:func:`senet.deploy.fast.serving_model`; ``fast``
+    and ``compile`` as there).
     """
     if not (isinstance(top_k, int) and top_k >= 1):
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -134,8 +138,8 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
     paths = expand_inputs(inputs)
     model = _load(source, overrides)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model = model.to(device).eval()
     card = card_or_default(model)
+    model = serving_model(model.to(device), device, min(batch_size, len(paths)) or 1, compile=compile, fast=fast)
     classes = card.classes
     results: list[Prediction] = []
     for start in range(0, len(paths), batch_size):
@@ -149,7 +153,7 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
                     on_skip(p, str(e))
         if not batch:
             continue
-        with torch.no_grad():
+        with torch.inference_mode():
             probs = model(torch.stack(batch).to(device)).float().softmax(dim=1).cpu()
         k = min(top_k, probs.shape[1])
         values, indices = probs.topk(k, dim=1)
