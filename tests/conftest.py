@@ -71,6 +71,14 @@ def registered(*entries: dict):
     return _registered
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``-n``) the workers share the cores: each gets its share of torch's
+    intra-op threads, so that two workers on two cores do not each start two threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """``gpu`` tests are skipped without CUDA, ``network`` tests unless SENET_NETWORK_TESTS=1 (CI is offline)."""
     no_gpu = pytest.mark.skip(reason="needs a CUDA device")

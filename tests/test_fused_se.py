@@ -294,17 +294,14 @@ def test_plain_twin_uses_fused_add_relu_and_matches():
         torch.testing.assert_close(fus(x.to(DEVICE)), ref(x.to(DEVICE)), rtol=1e-4, atol=1e-5)
 
 
-def test_dispatch_rules():
+def test_dispatch_rules(monkeypatch):
     x = torch.zeros(1, 16, 4, 4)
     assert not fused_se.use_fused(False, x)
     assert not fused_se.use_fused(None, x)  # auto: CUDA only
     if DEVICE.type == "cpu":
         assert fused_se.use_fused(True, x)  # forced, under the interpreter
-    os.environ[fused_se.FUSED_ENV] = "0"
-    try:
-        assert not fused_se.use_fused(True, x.to(DEVICE))
-    finally:
-        del os.environ[fused_se.FUSED_ENV]
+    monkeypatch.setenv(fused_se.FUSED_ENV, "0")
+    assert not fused_se.use_fused(True, x.to(DEVICE))
     with pytest.raises(TypeError, match="enabled"):
         set_fused(torch.nn.Identity(), "yes")  # type: ignore[arg-type]
 
