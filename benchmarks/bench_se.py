@@ -7,7 +7,7 @@
 The headline figure times one SGD training step of SE-ResNet-50 and of its plain twin (bf16
 autocast, channels_last, 224x224, batch 128) three ways in interleaved rounds: eager PyTorch with
 the reference composition, eager with the fused SE operator, and ``torch.compile`` (Inductor,
-default mode) of the reference composition. Targets (docs/gpu.md):
+default mode) of the reference composition. Targets (docs/performance.md):
 
 * fused SE/plain <= 1.10 (the paper, §4, reports about +10% GPU training time for SE-ResNet-50);
 * fused SE/plain below eager's SE/plain and below Inductor's SE/plain (a fused operator counts

@@ -1,5 +1,5 @@
 """The fused SE kernels compiled ahead of time for Ampere (sm_80) and Hopper (sm_90) with Triton's
-bundled ptxas, no GPU needed (docs/gpu.md).
+bundled ptxas, no GPU needed (docs/performance.md).
 
 The specialisations are not listed by hand: the launchers of :mod:`senet.layers.fused_se` run on
 meta tensors of SE-ResNet-50's and SE-ResNeXt-50's unit shapes (read from the models themselves at

@@ -6,7 +6,7 @@ SE-ResNet-50). ``baseline=True`` times each SE model with its exact plain twin
 (``create_model(name, se=None)``) and reports the SE/plain ratio; ``fused="both"`` times the fused
 SE operator against the reference PyTorch composition (eager); ``compiled=("default",
 "max-autotune")`` adds the same network under ``torch.compile`` in those modes, on the reference
-composition that Inductor fuses itself (the baseline a fused operator has to beat, docs/gpu.md);
+composition that Inductor fuses itself (the baseline a fused operator has to beat, docs/performance.md);
 ``against="timm"`` adds timm's model of the same architecture. Every model runs in every round, one
 after the other, so drifts of clock and temperature hit all of them alike; the median over rounds
 is the figure, min/max the spread.

@@ -8,7 +8,7 @@ to fp32 and every sum is accumulated in fp32, whatever the storage dtype (fp32, 
 Each launcher is split in two: a pure ``plan_*`` function that, from the tensors' shapes, strides,
 dtypes and addresses alone, returns the :class:`Launch` (kernel, grid, arguments, constexprs) it
 would run, and :func:`launch`, which runs one. The ahead-of-time compile test builds the same plans
-from meta tensors and compiles them for sm_80 and sm_90 (docs/gpu.md), so what it checks is what runs.
+from meta tensors and compiles them for sm_80 and sm_90 (docs/performance.md), so what it checks is what runs.
 
 Dispatch is only offered where the compiled code is vectorised (:func:`vectorisable`): the
 contiguous axis (C in channels_last, H x W in NCHW) a multiple of 16 elements and every other

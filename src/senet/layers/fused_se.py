@@ -6,7 +6,7 @@ but memory traffic: the broadcasting product ``u * s``, its backward, the add an
 separate element-wise kernels, each reading and writing the whole activation (docs/cost.md).
 Here one Triton kernel reads ``u`` and ``shortcut`` once and writes the output once; backward,
 one kernel produces the shortcut's gradient and ``grad_s = sum_hw(g' * u)``, and one more writes
-``grad_u`` with the squeeze's gradient included (docs/gpu.md). The tiny excitation FCs stay in
+``grad_u`` with the squeeze's gradient included (docs/performance.md). The tiny excitation FCs stay in
 PyTorch. The plain network's ``relu(u + shortcut)`` uses the same kernels (no scaling), so an
 SE/plain ratio measures SE alone.
 
@@ -17,7 +17,7 @@ the meta device, where launches are only recorded (:mod:`senet.cost.traffic` cou
 an exported graph must run without Triton), and not when the environment sets ``SENET_FUSED=0``.
 Under ``torch.compile`` the auto flag keeps the reference composition (Inductor fuses it itself)
 and ``True`` runs the kernels as custom operators (``torch.ops.senet.*``). Only layouts the kernels
-compile to 16-byte accesses for are dispatched (docs/gpu.md); others keep the reference
+compile to 16-byte accesses for are dispatched (docs/performance.md); others keep the reference
 composition. :func:`set_fused` flips the flag on every module of a built model. Triton is imported
 lazily, on first use.
 """
