@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from ..data import load_dataset
 from ..models.card import ModelCard
 
 __all__ = ["batch_counts", "summarize", "evaluate", "card_dataset"]
@@ -95,7 +96,6 @@ def card_dataset(card: ModelCard, spec: str | None = None, split: str = "test", 
     """The dataset to evaluate or analyse a trained network on: ``spec`` (default: the one its
     card says it was trained on), with the card's normalisation and, for image folders, the card's
     evaluation view (:meth:`ModelCard.eval_transform`, the one ``senet predict`` applies)."""
-    from ..data import load_dataset
 
     spec = spec or card.dataset
     if spec is None:

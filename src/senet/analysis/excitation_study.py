@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 from torch import nn
 
+from .evaluate import evaluate
 from .excitations import ExcitationStats, gate_removal_study, record_excitations
 from .figures import pick_blocks, plot_block_summary, plot_class_excitations
 
@@ -33,7 +33,6 @@ def excitation_study(
     claim on the last stage: fix its gates at 1 (and at their means) and report the accuracy change
     against the parameters removing them would save. Writes ``excitations.json``, ``report.md``,
     ``class_excitations.png`` and ``blocks.png`` into ``out``."""
-    from .evaluate import evaluate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from torch.nn import functional as F
 
 from ..device import resolve_device
 from ..layers.fused_se import set_fused, triton_available, use_fused
+from ..models.factory import create_model
+from ..models.registry import get_model_spec
 from ..validation import check_choice
 
 __all__ = ["benchmark", "format_benchmark", "timm_name", "MODES", "PRECISIONS", "FUSED", "COMPILE_MODES"]
@@ -57,8 +59,6 @@ class _Entry:
 
 def _entries(names: Sequence[str], baseline: bool, against: str | None, fused: str,
              num_classes: int | None, compiled: Sequence[str] = ()) -> list[_Entry]:
-    from ..models.factory import create_model
-    from ..models.registry import get_model_spec
 
     extra = {} if num_classes is None else {"num_classes": num_classes}
     variants = [f"fused {f}" for f in (("on", "off") if fused == "both" else (fused,))]
@@ -227,7 +227,6 @@ def benchmark(
     The result holds the config, library versions, the device, per-model statistics (ms/step per
     round, median, min, max, images/s) and the ratios.
     """
-    from ..models.registry import get_model_spec
 
     names = [names] if isinstance(names, str) else list(names)
     if not names:

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 from torch import nn
 
 from ..models.card import ModelCard, card_of, default_stats
+from ..models.factory import create_model
+from ..weights.checkpoint import load_model
 
 __all__ = ["resolve_model", "looks_like_path", "card_or_default"]
 
@@ -46,7 +48,6 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     evaluation view and class names); a module is returned as it is (see :func:`card_or_default`).
     ``overrides`` are ``create_model`` keywords and apply to a name only.
     """
-    from ..models.factory import create_model
 
     overrides = dict(overrides or {})
     if isinstance(source, nn.Module):
@@ -59,7 +60,6 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     if looks_like_path(text):
         if overrides:
             raise TypeError("model overrides apply to a registered model name; a checkpoint rebuilds its own model")
-        from ..weights.checkpoint import load_model
 
         return load_model(text)  # FileNotFoundError names a missing checkpoint
     return create_model(text, **overrides).eval()  # an unknown name fails with the closest registered names

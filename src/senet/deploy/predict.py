@@ -22,8 +22,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..data.folder import IMAGE_EXTENSIONS
 from ..data.images import decode_image  # the image folders' decoder: one decoding everywhere
 from ..models.card import ModelCard
+from ..weights.checkpoint import atomic_write_bytes
 from .fast import serving_model
 from .inference import card_or_default, looks_like_path, resolve_model
 
@@ -41,8 +43,6 @@ class Prediction:
 
 
 def _image_extensions() -> tuple[str, ...]:
-    from ..data.folder import IMAGE_EXTENSIONS
-
     return IMAGE_EXTENSIONS
 
 
@@ -174,8 +174,6 @@ def format_predictions(predictions: Sequence[Prediction]) -> str:
 
 def write_predictions(predictions: Sequence[Prediction], path: str | os.PathLike[str]) -> Path:
     """Write ``predictions`` as CSV (one row per image and rank) or JSON, chosen by the extension."""
-    from ..weights.checkpoint import atomic_write_bytes
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".json":

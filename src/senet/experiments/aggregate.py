@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
+from .report import distinct_colors
 
 __all__ = ["TrainingRun", "find_runs", "run_labels", "aggregate_report"]
 
@@ -99,7 +100,6 @@ def _plot(runs: Sequence[TrainingRun], labels: dict[Path, str], path: Path, data
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import distinct_colors
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for run, color in zip(runs, distinct_colors(len(runs))):

@@ -32,8 +32,12 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..train.config import TrainConfig, config_from_dict
+from ..cost.counting import complexity
+from ..train.config import TrainConfig, config_from_dict, config_to_dict
+from ..train.fit import fit
+from ..train.overrides import apply_overrides
 from ..train.recipes import load_recipe
+from ..weights.checkpoint import atomic_write_bytes, checkpoint_paths
 
 __all__ = ["Cell", "Sweep", "RunRecord", "load_sweep", "sweep_from_dict", "cell_config", "run_sweep", "slug",
            "train_run"]
@@ -164,8 +168,6 @@ def load_sweep(path: str | Path) -> Sweep:
 def cell_config(sweep: Sweep, cell: Cell, seed: int, overrides: Sequence[str] = ()) -> TrainConfig:
     """The full training config of one run; ``overrides`` (``key=value``, as ``senet train --set``)
     apply to every cell, after the cell's own config."""
-    from ..train.overrides import apply_overrides
-
     cfg = config_from_dict(merge(merge(sweep.base, cell.config), {"seed": seed}))
     return apply_overrides(cfg, overrides)
 
@@ -183,8 +185,6 @@ def read_record(path: Path) -> RunRecord | None:
 
 
 def write_record(path: Path, record: RunRecord) -> None:
-    from ..weights.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(path / "result.json", json.dumps(dataclasses.asdict(record), indent=1).encode())
 
 
@@ -202,8 +202,6 @@ def _check_same_config(path: Path, cfg: TrainConfig) -> None:
     """Refuse to keep or resume a run that was started with another config: its results would be
     silently mixed into a table about this one."""
     import yaml
-
-    from ..train.config import config_to_dict
 
     saved_file = path / "config.yaml"
     if not saved_file.is_file():
@@ -258,10 +256,6 @@ def run_sweep(
 def train_run(cfg: TrainConfig, path: Path, device: str | None = None, reporter: Any = None) -> RunRecord:
     """The default ``run_fn``: :func:`senet.train.fit` into ``path``, resuming a run that was cut
     off (its ``last`` checkpoint exists), then the exact costs of the trained network."""
-    from ..cost.counting import complexity
-    from ..weights.checkpoint import checkpoint_paths
-    from ..train.fit import fit
-
     resume = checkpoint_paths(path, "last")[1].is_file()  # the state file alone suffices to resume
     result = fit(cfg, path, device=device, resume=resume, reporter=reporter)
     cost = complexity(result.model, result.card.input_size)

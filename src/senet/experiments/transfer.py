@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .sweep import Sweep, sweep_from_dict
+from .sweep import Sweep, merge, sweep_from_dict
 
 __all__ = ["transfer_sweep"]
 
@@ -42,7 +42,6 @@ def transfer_sweep(
                                       "weights_source": source}}
     if data is not None:
         base["data"] = {"dataset": data}
-    from .sweep import merge
 
     return sweep_from_dict({
         "name": f"Transfer learning from {model} ({weights})",

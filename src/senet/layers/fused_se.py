@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import weakref
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -43,10 +44,18 @@ _Tensor = torch.Tensor
 def triton_available() -> bool:
     """Whether Triton imports (it is an optional extra: ``pip install 'senet[gpu]'``)."""
     try:
-        from . import _triton_se  # noqa: F401
+        _kernels()
     except Exception:  # ImportError, or a Triton that cannot initialise on this machine
         return False
     return True
+
+
+def _kernels() -> ModuleType:
+    """The Triton kernels' module, imported at first use: Triton is an optional extra, and
+    importing it costs seconds that ``import senet`` and the CPU paths must not pay."""
+    from . import _triton_se
+
+    return _triton_se
 
 
 def _interpreting() -> bool:
@@ -147,8 +156,7 @@ def _find_link(s: torch.Tensor, u: torch.Tensor) -> _Link | None:
 class _Squeeze(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, link: _Link | None) -> torch.Tensor:
-        from . import _triton_se as K
-
+        K = _kernels()
         ctx.shape = u.shape
         ctx.senet_link = link
         z, part = K.squeeze_buffers(u)
@@ -158,8 +166,7 @@ class _Squeeze(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, gz: torch.Tensor) -> tuple[torch.Tensor | None, None]:
-        from . import _triton_se as K
-
+        K = _kernels()
         n, c, h, w = ctx.shape
         link = ctx.senet_link
         if link is not None and link.pending is not None:
@@ -176,8 +183,7 @@ class _Apply(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, s: torch.Tensor | None, shortcut: torch.Tensor | None,
                 relu: bool, link: _Link | None) -> torch.Tensor:
-        from . import _triton_se as K
-
+        K = _kernels()
         s2 = s.reshape(u.shape[0], u.shape[1]).contiguous() if s is not None else None
         y = torch.empty_like(u)  # keeps u's memory format
         K.run(K.plan_apply(u, s2, shortcut, y, relu))
@@ -191,8 +197,7 @@ class _Apply(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        from . import _triton_se as K
-
+        K = _kernels()
         y, u, s2 = ctx.saved_tensors
         g = _same_layout(_like(g), y if y is not None else u if u is not None else g)
         need_u, need_s, need_r = ctx.needs_input_grad[:3]
@@ -225,9 +230,7 @@ def _reference(u: torch.Tensor, s: torch.Tensor | None, shortcut: torch.Tensor |
 
 
 def _kernels_vectorise(u: torch.Tensor, address: bool = True) -> bool:
-    from . import _triton_se
-
-    return _triton_se.vectorisable(u, address)
+    return _kernels().vectorisable(u, address)
 
 
 def squeeze_mean(u: torch.Tensor) -> torch.Tensor:
@@ -294,8 +297,7 @@ def _check(u: torch.Tensor, shortcut: torch.Tensor | None) -> None:
 @torch.library.custom_op("senet::fused_squeeze_mean", mutates_args=())
 def _op_squeeze(u: _Tensor) -> _Tensor:
     """:func:`squeeze_mean` as an operator: (N, C, 1, 1) in u's dtype."""
-    from . import _triton_se as K
-
+    K = _kernels()
     if not K.vectorisable(u):
         return u.mean((2, 3), keepdim=True)
     z, part = K.squeeze_buffers(u)
@@ -323,8 +325,7 @@ _op_squeeze.register_autograd(_squeeze_backward, setup_context=_squeeze_setup)
 @torch.library.custom_op("senet::fused_se_apply", mutates_args=())
 def _op_apply(u: _Tensor, s: _Tensor | None, shortcut: _Tensor | None, relu: bool) -> _Tensor:
     """:func:`se_apply` as an operator; ``s`` is (N, C) or None (the plain ``add_relu``)."""
-    from . import _triton_se as K
-
+    K = _kernels()
     if not K.vectorisable(u):
         return _reference(u, s, shortcut, relu)
     y = torch.empty_like(u)
@@ -341,8 +342,7 @@ def _(u: _Tensor, s: _Tensor | None, shortcut: _Tensor | None, relu: bool) -> _T
 @torch.library.custom_op("senet::fused_se_apply_backward", mutates_args=())
 def _op_apply_backward(g: _Tensor, y: _Tensor, u: _Tensor, s: _Tensor, relu: bool) -> tuple[_Tensor, _Tensor, _Tensor]:
     """(grad_u, grad_s, grad_shortcut) of ``act(u * s + shortcut)``; ``y`` is the output (ReLU mask)."""
-    from . import _triton_se as K
-
+    K = _kernels()
     g = _same_layout(_like(g), u)
     if not K.vectorisable(u):  # the reference composition's gradients
         gp = torch.where(y <= 0, 0, g) if relu else g.clone()
@@ -361,8 +361,7 @@ def _(g: _Tensor, y: _Tensor, u: _Tensor, s: _Tensor, relu: bool) -> tuple[_Tens
 @torch.library.custom_op("senet::fused_relu_backward", mutates_args=())
 def _op_relu_backward(g: _Tensor, y: _Tensor) -> _Tensor:
     """The gradient of ``relu(u + shortcut)`` for both inputs, from the output ``y``."""
-    from . import _triton_se as K
-
+    K = _kernels()
     g = _same_layout(_like(g), y)
     if not K.vectorisable(y):
         return torch.where(y <= 0, 0, g)

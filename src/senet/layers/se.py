@@ -9,7 +9,7 @@ applying it (``forward``), and keeps the gate non-linearity as a named submodule
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..models.card import ModelCard, RetrofitSpec, default_stats
+from .convert import load_weights
 
 __all__ = [
     "CheckpointError",
@@ -390,7 +391,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
     """Rebuild the trained network from a checkpoint alone (a ``.safetensors`` file or a run
     directory): ``card.build()``, then the weights. A file without a content hash loads with a
     warning naming it."""
-    from .convert import load_weights
 
     file = resolve_checkpoint(path)
     tensors, meta, verified = read_weights_file(file)

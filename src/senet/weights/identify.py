@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import torch
