@@ -42,10 +42,6 @@ class Prediction:
     top: tuple[tuple[int, str, float], ...]
 
 
-def _image_extensions() -> tuple[str, ...]:
-    return IMAGE_EXTENSIONS
-
-
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Files as given, folders searched recursively for image files, globs expanded (``**`` too).
 
@@ -53,7 +49,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     that does not exist, a glob that matches nothing and a folder without images are errors
     (``FileNotFoundError`` naming them).
     """
-    exts = _image_extensions()
+    exts = IMAGE_EXTENSIONS
     out: list[Path] = []
     seen: set[Path] = set()
 

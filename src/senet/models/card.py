@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig
-from ..weights.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from ..weights.pretrained import IMAGENET_MEAN, IMAGENET_STD, class_names
 
 from .registry import ModelSpec, get_model_spec
+from .retrofit import retrofit_from_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..weights.pretrained import PretrainedConfig
@@ -258,15 +259,13 @@ class ModelCard:
         this card attached. Weights come from a checkpoint (:func:`senet.weights.checkpoint.load_model`)."""
         model = get_model_spec(self.name).build(**self.overrides)
         if self.retrofit is not None:
-            from .retrofit import retrofit_from_config
-
             retrofit_from_config(model, self.retrofit.to_dict(), self.input_size)
         return attach_card(model, self)
 
     def eval_transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The evaluation view of this network: a decoded (C, H, W) image (float in [0, 1], or
         ``uint8``) to the normalised network input (:func:`senet.data.transforms.eval_view`)."""
-        from ..data.transforms import eval_view
+        from ..data.transforms import eval_view  # here: building a model must not load the data stack
 
         return functools.partial(eval_view, input_size=self.input_size, crop_pct=self.crop_pct,
                                  interpolation=self.interpolation, mean=self.mean, std=self.std)
@@ -321,8 +320,6 @@ def card_for(spec: "ModelSpec", model: nn.Module, overrides: Mapping[str, Any],
         return ModelCard(**common, mean=mean, std=std, weights=weights, weights_tag=weights_file)
     classes = None
     if num_classes == cfg.num_classes:  # a replaced classifier predicts other, unnamed classes
-        from ..weights.pretrained import class_names
-
         classes = class_names(cfg.labels)
     if in_chans == len(cfg.mean):
         mean, std = cfg.mean, cfg.std
