@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import pickletools
-import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -44,6 +43,7 @@ from torch import nn
 
 from ..models.card import ModelCard, RetrofitSpec, default_stats
 from .convert import load_weights
+from .fileformat import header_size, safetensors_metadata
 
 __all__ = [
     "CheckpointError",
@@ -265,10 +265,8 @@ def _problem(path: Path, data: bytes, error: BaseException) -> str:
     if _is_pickle(data):
         return ("is a Python pickle (e.g. an old torch.save file), not a senet checkpoint; pickles are not "
                 "loaded, since unpickling can run code")
-    if len(data) >= 8:
-        (header,) = struct.unpack("<Q", data[:8])
-        if 8 < 8 + header <= 100_000_000 and data[8:9] == b"{":
-            return "is truncated or damaged (its header does not match its size)"
+    if header_size(data[:9]) is not None:
+        return "is truncated or damaged (its header does not match its size)"
     return "is not a checkpoint (neither a PyTorch archive nor a safetensors file)"
 
 
@@ -322,8 +320,7 @@ def read_weights_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
     data = path.read_bytes()
     try:
         tensors = load(data)
-        (header,) = struct.unpack("<Q", data[:8])
-        raw_meta = json.loads(data[8:8 + header]).get("__metadata__") or {}
+        raw_meta = safetensors_metadata(data)
     except Exception as e:
         raise CheckpointError(path, _problem(path, data, e)) from None
     meta_json = raw_meta.get("senet")

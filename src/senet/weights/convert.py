@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..validation import check_choice
+from .fileformat import file_format
 
 __all__ = ["load_weights", "read_state_dict", "convert_state_dict", "WeightLoadError", "LoadReport", "SOURCES"]
 
@@ -102,18 +103,6 @@ SOURCES: dict[str, Callable[[StateDict], StateDict]] = {
 }
 
 
-def _file_format(path: Path) -> str | None:
-    """``"safetensors"``, ``"torch"`` (a ``torch.save`` zip archive or legacy pickle) or None, from
-    the file's first bytes rather than its name."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
-        return "safetensors"  # 8-byte little-endian header length, then the JSON header
-    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        return "torch"
-    return None
-
-
 def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
     """Read a state dict from ``.safetensors`` or a ``torch.save`` file (a plain state dict, or a
     checkpoint holding one under ``"model"`` or ``"state_dict"``). Never unpickles arbitrary objects.
@@ -121,7 +110,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    kind = _file_format(path)
+    kind = file_format(path)
     if kind is None:
         raise WeightLoadError(f"{path} is not a PyTorch or safetensors weights file (expected a torch.save "
                               f"archive or a .safetensors file)")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from .convert import convert_state_dict
+from .fileformat import read_file_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models.registry import ModelSpec
@@ -32,19 +32,7 @@ LAYOUTS = ("senet", "timm", "legacy")
 
 def file_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file (``{}`` for any other file)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return {}
-            (size,) = struct.unpack("<Q", head)
-            if not 1 < size <= 100_000_000:
-                return {}
-            header = json.loads(f.read(size))
-    except (OSError, ValueError):
-        return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return dict(meta) if isinstance(meta, dict) else {}
+    return read_file_metadata(path)
 
 
 def detect_layout(sd: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> str:
