@@ -9,6 +9,8 @@ import argparse
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
+import yaml
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,6 +40,24 @@ def _merge_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser)
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help=DEVICE_HELP)
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``se_reduction=8`` -> ("se_reduction", 8); values are YAML (``se=null`` is the baseline)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"--set {key}: cannot parse {value!r}: {err}") from None
+    return key.strip(), parsed
+
+
+def add_overrides_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable): ``create_model`` keywords, collected in ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
+                   help=help)
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:

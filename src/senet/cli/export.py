@@ -7,8 +7,7 @@ import contextlib
 import sys
 from typing import Iterator
 
-from .common import add_input_size_argument, output_file
-from .summary import parse_override
+from .common import add_input_size_argument, add_overrides_argument, output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rtol", type=float, default=1e-5,
                    help="plus this fraction of the largest |logit|: fp32 rounding grows with the values (default 1e-5)")
     p.add_argument("--no-check", action="store_true", help="skip running the export beside PyTorch")
-    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
-                   help="create_model keyword for a NAME, e.g. --set num_classes=10 --set se_gate=tanh (repeatable)")
+    add_overrides_argument(p, "create_model keyword for a NAME, e.g. --set num_classes=10 --set se_gate=tanh (repeatable)")
     p.set_defaults(func=run)
 
 

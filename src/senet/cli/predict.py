@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_inference_arguments, compile_option, output_file
-from .summary import parse_override
+from .common import add_inference_arguments, add_overrides_argument, compile_option, output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, type=output_file, metavar="FILE",
                    help="also write the predictions to FILE (.csv or .json), in an existing folder")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cpu)")
-    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
-                   help="create_model keyword when predicting with a model name")
+    add_overrides_argument(p, "create_model keyword when predicting with a model name")
     add_inference_arguments(p)
     p.set_defaults(func=run)
 

@@ -4,10 +4,11 @@ before/after (docs/deploy.md)."""
 from __future__ import annotations
 
 import argparse
+
+from .common import add_overrides_argument
 import sys
 from pathlib import Path
 
-from .summary import parse_override
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write ONNX Runtime's static INT8 of the model, calibrated on the same images")
     p.add_argument("--no-compile", action="store_true",
                    help="run the reference INT8 graph without Inductor (fast to start, slow to run)")
-    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",
-                   help="create_model keyword for a NAME (repeatable)")
+    add_overrides_argument(p, "create_model keyword for a NAME (repeatable)")
     p.set_defaults(func=run)
 
 

@@ -6,21 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_input_size_argument, parse_input_size  # noqa: F401 - parse_input_size: older import path
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``se_reduction=8`` -> ("se_reduction", 8); values are YAML (``se=null`` is the baseline)."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as err:
-        raise argparse.ArgumentTypeError(f"--set {key}: cannot parse {value!r}: {err}") from None
-    return key.strip(), parsed
+from .common import add_input_size_argument, add_overrides_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names")
     p.add_argument("--baseline", action="store_true", help="add each SE model's plain baseline (same net, se=None)")
     add_input_size_argument(p, "the model's own, 224 for ImageNet nets, 32 for CIFAR nets")
-    p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
-                   metavar="KEY=VALUE", help="create_model keyword for every MODEL, e.g. --set se_reduction=8 "
+    add_overrides_argument(p, "create_model keyword for every MODEL, e.g. --set se_reduction=8 "
                    "--set se_squeeze=max --set se_stages=[1,2,3] (repeatable; se=null is the plain net)")
     p.add_argument("--no-parts", action="store_true", help="totals only, no per-stage rows")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
