@@ -72,20 +72,29 @@ def _finish_kernel(part_ptr, out_ptr, NC, SPLITS, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _apply_kernel(u_ptr, s_ptr, r_ptr, y_ptr, C, HW, HB, CB, s_n, s_c, s_hw,
-                  HAS_SCALE: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr,
-                  BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
-    # y = act(u * s + r) on one (BLOCK_HW, BLOCK_C) tile; u, r and y share one layout.
+def _tile(C, HW, HB, CB, s_n, s_c, s_hw, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    # The (BLOCK_HW, BLOCK_C) tile of this program in a grid of N x HB x CB tiles: its sample, its
+    # channels and their mask, the tile's mask, and element offsets (64-bit to the sample, 32-bit in it).
     pid = tl.program_id(0)
     n = pid // (HB * CB)
     rem = pid % (HB * CB)
     hw = (rem // CB) * BLOCK_HW + tl.arange(0, BLOCK_HW)
     c = (rem % CB) * BLOCK_C + tl.arange(0, BLOCK_C)
-    m = (hw < HW)[:, None] & (c < C)[None, :]
+    cmask = c < C
+    m = (hw < HW)[:, None] & cmask[None, :]
     off = n.to(tl.int64) * s_n + (hw[:, None] * s_hw + c[None, :] * s_c)
+    return n, c, cmask, m, off
+
+
+@triton.jit
+def _apply_kernel(u_ptr, s_ptr, r_ptr, y_ptr, C, HW, HB, CB, s_n, s_c, s_hw,
+                  HAS_SCALE: tl.constexpr, HAS_RES: tl.constexpr, RELU: tl.constexpr,
+                  BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    # y = act(u * s + r) on one (BLOCK_HW, BLOCK_C) tile; u, r and y share one layout.
+    n, c, cmask, m, off = _tile(C, HW, HB, CB, s_n, s_c, s_hw, BLOCK_HW, BLOCK_C)
     y = tl.load(u_ptr + off, mask=m, other=0.0).to(tl.float32)
     if HAS_SCALE:
-        s = tl.load(s_ptr + n * C + c, mask=c < C, other=0.0).to(tl.float32)
+        s = tl.load(s_ptr + n * C + c, mask=cmask, other=0.0).to(tl.float32)
         y = y * s[None, :]
     if HAS_RES:
         y += tl.load(r_ptr + off, mask=m, other=0.0).to(tl.float32)
@@ -135,14 +144,7 @@ def _backward_kernel(g_ptr, y_ptr, u_ptr, s_ptr, gp_ptr, gu_ptr, part_ptr, C, HW
 def _grad_u_kernel(gp_ptr, s_ptr, gz_ptr, gu_ptr, C, HW, HB, CB, inv_hw, s_n, s_c, s_hw,
                    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
     # grad_u = g' * s + grad_z / HW: the scaling's and the squeeze's gradients in one write.
-    pid = tl.program_id(0)
-    n = pid // (HB * CB)
-    rem = pid % (HB * CB)
-    hw = (rem // CB) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c = (rem % CB) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = c < C
-    m = (hw < HW)[:, None] & cmask[None, :]
-    off = n.to(tl.int64) * s_n + (hw[:, None] * s_hw + c[None, :] * s_c)
+    n, c, cmask, m, off = _tile(C, HW, HB, CB, s_n, s_c, s_hw, BLOCK_HW, BLOCK_C)
     s = tl.load(s_ptr + n * C + c, mask=cmask, other=0.0).to(tl.float32)
     gz = tl.load(gz_ptr + n * C + c, mask=cmask, other=0.0).to(tl.float32) * inv_hw
     g = tl.load(gp_ptr + off, mask=m, other=0.0).to(tl.float32)
