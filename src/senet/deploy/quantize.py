@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import logging
 import os
 import statistics
 import time
@@ -47,10 +48,18 @@ GATE_POLICIES = ("float", "int8", "hard_sigmoid")
 
 
 def _require(module: str, why: str) -> Any:
+    # On a CPU build of torch, torchao warns at import that its CUDA extensions (fp8, CUTLASS) do not
+    # load; the x86 INT8 path does not use them, so those lines would only alarm a user.
+    log = logging.getLogger("torchao")
+    level = log.level
+    if not torch.cuda.is_available():
+        log.setLevel(logging.ERROR)
     try:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
+    finally:
+        log.setLevel(level)
 
 
 def se_blocks(model: nn.Module) -> list[str]:

@@ -1,10 +1,11 @@
 """The training configuration: one dataclass tree that is the single source of truth.
 
 A run is described by a :class:`TrainConfig`. It is built from defaults, then a YAML recipe
-(:func:`load_recipe`), then ``key=value`` overrides (:func:`apply_overrides`), and written
-back, resolved, into the run directory. Every value is checked against its field's type and
-its allowed range (:data:`RULES`) whenever a config is built, so a bad value fails before any
-work with one line naming the key; an unknown key fails naming it and the closest known keys.
+(``train/recipes.py``), then ``key=value`` overrides (``train/overrides.py``), and written
+back, resolved, into the run directory. Every value is checked against its field's type
+(``train/coerce.py``) and its allowed range (:data:`RULES`) whenever a config is built, so a bad
+value fails before any work with one line naming the key; an unknown key fails naming it and the
+closest known keys.
 """
 
 from __future__ import annotations
