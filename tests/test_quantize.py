@@ -157,3 +157,16 @@ def test_compiled_int8_matches_the_reference_graph():
     x = torch.randn(8, 3, side, side)
     want = reference(x)
     assert (compiled(x) - want).abs().max().item() <= 0.05 * want.abs().max().item()
+
+
+def test_importing_the_quantizer_prints_nothing_a_user_cannot_act_on():
+    # A fresh process: in this one torchao may already be imported, and its import-time logging gone.
+    import subprocess
+
+    code = ("from senet.deploy.quantize import _require\n"
+            "_require('torchao.quantization.pt2e.quantize_pt2e', 'INT8 quantization')\n"
+            "import logging\n"
+            "assert logging.getLogger('torchao').level == logging.NOTSET  # restored after the import\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr

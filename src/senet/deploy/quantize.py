@@ -48,18 +48,22 @@ GATE_POLICIES = ("float", "int8", "hard_sigmoid")
 
 
 def _require(module: str, why: str) -> Any:
-    # On a CPU build of torch, torchao warns at import that its CUDA extensions (fp8, CUTLASS) do not
-    # load; the x86 INT8 path does not use them, so those lines would only alarm a user.
-    log = logging.getLogger("torchao")
-    level = log.level
+    # Importing torchao logs what no user can act on: on a CPU build of torch, that its CUDA extensions
+    # (fp8, CUTLASS) do not load, which the x86 INT8 path does not use, and a deprecation in the way it
+    # registers a type with torch's pytree. Those two loggers are quiet for the import only.
+    logs = [logging.getLogger("torch.utils._pytree")]
     if not torch.cuda.is_available():
+        logs.append(logging.getLogger("torchao"))
+    levels = [log.level for log in logs]
+    for log in logs:
         log.setLevel(logging.ERROR)
     try:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
     finally:
-        log.setLevel(level)
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def se_blocks(model: nn.Module) -> list[str]:
