@@ -144,3 +144,22 @@ def test_cli_eager_and_compile_options(tmp_path, checkpoint, capsys):
     with pytest.raises(SystemExit):
         main(["predict", str(weights), str(tmp_path / "imgs"), "--compile", "sometimes"])
     assert "--compile" in capsys.readouterr().err
+
+
+def test_a_network_the_fast_path_cannot_take_runs_as_loaded_with_a_warning(tmp_path):
+    from senet.deploy.fast import serving_model
+
+    class Odd(torch.nn.Module):  # its forward refuses the random example the fast path prepares with
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            if x.shape[0] != 3:
+                raise RuntimeError("this network takes batches of 3")
+            return self.fc(x.mean((2, 3)))
+
+    model = Odd()
+    with pytest.warns(UserWarning, match="Odd"):
+        served = serving_model(model, "cpu", 2)
+    assert served is model and not model.training

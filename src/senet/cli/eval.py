@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"senet eval: warning: {problem}", file=sys.stderr)
     device = resolve_device(args.device)
     loader = make_loader(data, args.batch_size, train=False, device=device)
-    model = serving_model(ckpt.model.to(device), device, min(args.batch_size, len(data)),
+    model = serving_model(ckpt.model.to(device), device, max(1, min(args.batch_size, len(data))),
                           compile=compile_option(args.compile), fast=not args.eager)
     m = evaluate(model, loader)
     print(f"checkpoint: {ckpt.path} ({'verified' if ckpt.verified else 'NOT verified: it has no content hash'})")

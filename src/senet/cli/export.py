@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rtol", type=float, default=1e-5,
                    help="plus this fraction of the largest |logit|: fp32 rounding grows with the values (default 1e-5)")
     p.add_argument("--no-check", action="store_true", help="skip running the export beside PyTorch")
-    add_overrides_argument(p, "create_model keyword for a NAME, e.g. --set num_classes=10 --set se_gate=tanh (repeatable)")
+    add_overrides_argument(p, "create_model keyword for a NAME, e.g. --set num_classes=10 --set se_gate=tanh "
+                              "(repeatable)")
     p.set_defaults(func=run)
 
 

@@ -4,11 +4,10 @@ before/after (docs/deploy.md)."""
 from __future__ import annotations
 
 import argparse
-
-from .common import add_overrides_argument
 import sys
 from pathlib import Path
 
+from .common import add_overrides_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

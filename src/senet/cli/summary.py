@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="store_true", help="add each SE model's plain baseline (same net, se=None)")
     add_input_size_argument(p, "the model's own, 224 for ImageNet nets, 32 for CIFAR nets")
     add_overrides_argument(p, "create_model keyword for every MODEL, e.g. --set se_reduction=8 "
-                   "--set se_squeeze=max --set se_stages=[1,2,3] (repeatable; se=null is the plain net)")
+                              "--set se_squeeze=max --set se_stages=[1,2,3] (repeatable; se=null is the plain net)")
     p.add_argument("--no-parts", action="store_true", help="totals only, no per-stage rows")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--bytes", action="store_true",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+import warnings
 from typing import Callable
 
 import torch
@@ -187,4 +188,9 @@ def serving_model(model: nn.Module, device: str | torch.device, batch_size: int,
     the unmodified network by rounding only (docs/deploy.md)."""
     if not fast or torch.device(device).type != "cpu":
         return model.eval()
-    return prepare_for_inference(model, batch_size, compile=compile, check=False)
+    try:
+        return prepare_for_inference(model, batch_size, compile=compile, check=False)
+    except Exception as e:  # a network of the user's own that folding or Inductor cannot take
+        warnings.warn(f"the fast inference path does not apply to this {type(model).__name__} "
+                      f"({type(e).__name__}: {e}); running it as loaded", stacklevel=2)
+        return model.eval()
