@@ -51,3 +51,14 @@ def test_training_config_accepts_a_timm_name(tmp_path):
 
     cfg = load_config("bundled", ["model.name=seresnet18"])
     assert get_model_spec(cfg.model.name).name == "se_resnet18"
+
+
+def test_senet_inference_gathers_the_serving_functions():
+    import senet.inference as inference
+    from senet.deploy import fast, predict
+    from senet.deploy import inference as resolving
+
+    assert inference.prepare_for_inference is fast.prepare_for_inference is senet.prepare_for_inference
+    assert inference.serving_model is fast.serving_model and inference.predict_paths is predict.predict_paths
+    assert inference.resolve_model is resolving.resolve_model
+    assert all(hasattr(inference, name) for name in inference.__all__)

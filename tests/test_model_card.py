@@ -195,7 +195,8 @@ def test_checkpoints_written_before_the_card_still_load(folder_checkpoint, tmp_p
     torch.testing.assert_close(ckpt.model(x[None]), load_checkpoint(run).model(x[None]))
 
 
-SERVING = ["senet.deploy.inference", "senet.deploy.predict", "senet.deploy.export", "senet.analysis",
+SERVING = ["senet.inference", "senet.deploy.inference", "senet.deploy.fast", "senet.deploy.predict", "senet.deploy.export",
+           "senet.analysis",
            "senet.analysis.evaluate", "senet.analysis.excitation_study", "senet.analysis.datacheck", "senet.weights.checkpoint",
            "senet.cli.eval", "senet.cli.predict", "senet.cli.export", "senet.cli.excitations", "senet.cli.summary",
            "senet.cli.models", "senet.cli.benchmark"]
