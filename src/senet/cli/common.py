@@ -54,6 +54,13 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), parsed
 
 
+def add_source_argument(p: argparse.ArgumentParser) -> None:
+    """The network a command works on: a registered name, a checkpoint or a run directory
+    (``senet.deploy.inference.resolve_model`` reads all three)."""
+    p.add_argument("source", metavar="NAME_OR_CHECKPOINT",
+                   help="a registered model name, a .safetensors checkpoint or a run directory")
+
+
 def add_overrides_argument(p: argparse.ArgumentParser, help: str) -> None:
     """``--set KEY=VALUE`` (repeatable): ``create_model`` keywords, collected in ``args.overrides``."""
     p.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[], metavar="KEY=VALUE",

@@ -7,7 +7,7 @@ import contextlib
 import sys
 from typing import Iterator
 
-from .common import add_input_size_argument, add_overrides_argument, output_file
+from .common import add_input_size_argument, add_overrides_argument, add_source_argument, output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "checkpoint to ONNX, a torch.export program (.pt2), an AOTInductor package or TorchScript. The file is run beside eager PyTorch on random "
                                    "input (onnxruntime for ONNX, the loaded program or module otherwise) and written only if "
                                    "the largest difference is within the tolerance.")
-    p.add_argument("source", metavar="NAME_OR_CHECKPOINT",
-                   help="a registered model name, a .safetensors checkpoint or a run directory")
+    add_source_argument(p)
     p.add_argument("--format", choices=("onnx", "pt2", "aoti", "torchscript"), default=None,
                    help="pt2 is a torch.export program, aoti an AOTInductor package of native code (minutes to "
                         "build) (default: from the --out extension, .onnx, .pt2 or .pt; else onnx)")

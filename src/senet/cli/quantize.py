@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_overrides_argument
+from .common import add_overrides_argument, add_source_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "PT2E flow for x86 (needs torchao: pip install 'senet[quantize]'), calibrated on "
                                    "training images, and report top-1 on the test split and latency at --batch-size "
                                    "before and after.")
-    p.add_argument("source", metavar="NAME_OR_CHECKPOINT",
-                   help="a .safetensors checkpoint, a run directory or a registered model name")
+    add_source_argument(p)
     p.add_argument("--data", default=None,
                    help="dataset spec (default: the checkpoint's training dataset; 'bundled' for a name)")
     p.add_argument("--root", help="download/cache folder for cifar10/cifar100")
