@@ -15,7 +15,7 @@ import dataclasses
 import statistics
 import time
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from torch import nn
 from .fold import fold_for_inference
 
 __all__ = ["prepare_for_inference", "serving_model", "FastInference", "InferenceReport", "COMPILE_CHOICES",
-           "compile_frozen"]
+           "compile_frozen", "latency_ms"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -92,14 +92,19 @@ def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def _median_ms(fns: list[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor, rounds: int) -> list[float]:
-    # Interleaved rounds: a load change on a shared machine hits every candidate alike.
+def latency_ms(fns: Sequence[Callable[[torch.Tensor], object]], x: torch.Tensor, rounds: int) -> list[float]:
+    """Median milliseconds per call of each of ``fns`` on ``x`` under ``inference_mode``, after one
+    warm-up call each (oneDNN creates its primitives on the first), timed in interleaved rounds so
+    that load on a shared machine hits every candidate alike."""
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(rounds):
-        for fn, t in zip(fns, times):
-            start = time.perf_counter()
+    with torch.inference_mode():
+        for fn in fns:
             fn(x)
-            t.append(time.perf_counter() - start)
+        for _ in range(rounds):
+            for fn, t in zip(fns, times):
+                start = time.perf_counter()
+                fn(x)
+                t.append(time.perf_counter() - start)
     return [1000 * statistics.median(t) for t in times]
 
 
@@ -160,9 +165,7 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
             compiled(xc)  # the first call compiles
         compile_seconds = time.perf_counter() - start
         if compile == "auto":
-            with torch.inference_mode():
-                net(xc)  # warm-up: oneDNN primitives are created on the first call
-                eager_ms, compiled_ms = _median_ms([net, compiled], xc, rounds)
+            eager_ms, compiled_ms = latency_ms([net, compiled], xc, rounds)
             if compiled_ms >= eager_ms:
                 compiled = None
     requested = {"auto": "auto", True: "on", False: "off"}[compile]

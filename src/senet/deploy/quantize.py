@@ -26,11 +26,11 @@ import copy
 import dataclasses
 import importlib
 import logging
+import math
 import os
-import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -39,9 +39,9 @@ from torch.nn import functional as F
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
 from ..validation import check_choice
-from .fast import compile_frozen, prepare_for_inference
+from .fast import compile_frozen, latency_ms, prepare_for_inference
 
-__all__ = ["GATE_POLICIES", "quantize_int8", "QuantizedModel", "swap_gate", "finetune", "top1", "latency_ms",
+__all__ = ["GATE_POLICIES", "quantize_int8", "QuantizedModel", "swap_gate", "finetune", "top1",
            "quantize_onnx", "QuantizeReport", "quantize_and_measure", "dataset_tensors"]
 
 GATE_POLICIES = ("float", "int8", "hard_sigmoid")
@@ -93,7 +93,7 @@ def finetune(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, st
     model.train()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + torch.cos(torch.tensor(step / max(steps, 1) * torch.pi)).item())
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
         idx = torch.randint(len(labels), (batch_size,), generator=gen)
         x = images[idx]
         flip = torch.rand(batch_size, generator=gen) < 0.5  # the training augmentation's flip
@@ -192,22 +192,6 @@ def top1(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, la
                 x = torch.cat([x, x[:1].expand(pad, *x.shape[1:])])
             correct += int((model(x)[:len(y)].argmax(1) == y).sum())
     return 100.0 * correct / max(len(labels), 1)
-
-
-def latency_ms(models: Sequence[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
-               rounds: int = 5) -> list[float]:
-    """Median milliseconds per call of each of ``models`` on ``x``, timed in interleaved rounds
-    after one warm-up call each (so load on a shared machine hits all alike)."""
-    times: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
-        for m in models:
-            m(x)
-        for _ in range(rounds):
-            for i, m in enumerate(models):
-                start = time.perf_counter()
-                m(x)
-                times[i].append(time.perf_counter() - start)
-    return [1000 * statistics.median(t) for t in times]
 
 
 def save_quantized(model: QuantizedModel, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
