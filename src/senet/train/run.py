@@ -26,10 +26,10 @@ from ..models.card import ModelCard
 from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
 from .coerce import ConfigError
 from .config import TrainConfig, check_resume_changes, config_from_dict, config_to_dict
-from .recipes import dump_config
 from .distributed import rank_info
 from .plots import plot_curves
 from .progress import Reporter, TerminalReporter
+from .recipes import dump_config
 from .reconcile import has_checkpoint, load_resume_state, reconcile_run_dir
 from .rng import capture_rng
 from .rundir import environment, write_metrics, write_report, write_run_files
@@ -164,9 +164,10 @@ def _start_over(path: Path, reporter: Reporter) -> None:
     """Check that a run stopped before its first checkpoint can start over (its directory holds
     nothing else), and say so."""
     remove_stale_temp_files(path)
-    if results_in(path):
+    held = results_in(path)
+    if held:
         raise RunDirError(f"no checkpoint to resume from in {path}, which holds other files "
-                          f"({', '.join(results_in(path)[:4])}); replace it with senet train --out "
+                          f"({', '.join(held[:4])}); replace it with senet train --out "
                           f"{path} --overwrite, or choose another --out")
     reporter.message(f"{path} has no checkpoint yet (stopped before its first epoch ended): starting the run over")
 

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from .. import data
-from ..validation import check_choice
 from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..models.factory import create_model
 from ..models.registry import get_model_spec
 from ..models.retrofit import retrofit_from_config
+from ..validation import check_choice
 from ..weights.convert import load_weights
 from .choices import COMPILE_MODES, PRECISIONS
 from .config import TrainConfig, check_model_fits_data
@@ -30,7 +30,6 @@ from .run import RunDirectory
 
 __all__ = ["Setup", "setup", "resolve_precision", "precision_name", "image_size", "load_data", "build_model",
            "PRECISIONS", "COMPILE_MODES"]
-
 
 
 @dataclasses.dataclass
