@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import torch
@@ -236,9 +235,6 @@ class ModelCard:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["retrofit"] = self.retrofit.to_dict() if self.retrofit is not None else None
         return _plain(out, "card")
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
