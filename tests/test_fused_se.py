@@ -297,7 +297,7 @@ def test_plain_twin_uses_fused_add_relu_and_matches():
 def test_dispatch_rules(monkeypatch):
     x = torch.zeros(1, 16, 4, 4)
     assert not fused_se.use_fused(False, x)
-    assert not fused_se.use_fused(None, x)  # auto: CUDA only
+    assert not fused_se.use_fused(None, x)  # the default: the reference composition
     if DEVICE.type == "cpu":
         assert fused_se.use_fused(True, x)  # forced, under the interpreter
     monkeypatch.setenv(fused_se.FUSED_ENV, "0")
@@ -366,3 +366,26 @@ def test_forward_hooks_on_se_still_fire():
     with torch.no_grad():
         model(torch.randn(2, 3, 8, 8, device=DEVICE))
     assert seen == [(2, 16, 8, 8)] and gate_seen == [(2, 32, 1, 1)]  # the gate runs on the fused path too
+
+
+def test_default_is_the_reference_composition_even_on_cuda(monkeypatch):
+    """Until the kernels have run on a GPU, nothing takes them unless asked: with the device check
+    saying CUDA, a model built with defaults launches nothing; se_fused=True (any family) or
+    SqueezeExcite(fused=True) does."""
+    monkeypatch.setattr(fused_se, "_kernel_device", lambda x: True)  # as on a CUDA machine
+    x = make((2, 3, 16, 16), torch.float32, False, requires_grad=False)
+    launches = count_launches(monkeypatch)
+    default = create_model("se_resnet20", layers=(1, 1, 1), num_classes=5)
+    default(x).sum().backward()
+    assert launches == []
+    opted = create_model("se_resnet20", layers=(1, 1, 1), num_classes=5, se_fused=True)
+    opted(x).sum().backward()
+    assert "_apply_kernel" in launches
+    launches.clear()
+    mobile = create_model("se_mobilenet_v1", num_classes=5, se_fused=True)  # a family without a fused kwarg
+    assert all(m.fused is True for m in mobile.modules() if isinstance(m, SqueezeExcite))
+    se = SqueezeExcite(16, 4, fused=True)
+    se(make((2, 16, 4, 4), torch.float32, False))
+    assert "_apply_kernel" in launches
+    with pytest.raises(TypeError, match="se_fused"):
+        create_model("se_resnet20", se_fused="yes")

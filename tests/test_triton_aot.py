@@ -34,10 +34,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime.jit import JITFunction, create_function_from_signature  # noqa: E402
 
-from senet import create_model  # noqa: E402
-from senet.layers import SqueezeExcite  # noqa: E402
+from fused_cases import dispatched, unit_shapes  # noqa: E402
 from senet.layers import _triton_se as K  # noqa: E402
-from senet.layers import fused_se  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Pointer arguments that address a full-size (N, C, H, W) tensor, per kernel: these must be walked
@@ -49,48 +47,6 @@ FULL_SIZE = {
     "_backward_kernel": {"g_ptr", "y_ptr", "u_ptr", "gp_ptr", "gu_ptr"},
     "_grad_u_kernel": {"gp_ptr", "gu_ptr"},
 }
-
-
-@functools.lru_cache(maxsize=None)
-def unit_shapes(name: str, batch: int = 128, size: int = 224) -> tuple[tuple[int, ...], ...]:
-    """The (N, C, H, W) of every SE unit's tail in ``name`` (shapes only: built on the meta device)."""
-    with torch.device("meta"):
-        model = create_model(name)
-    shapes: list[tuple[int, ...]] = []
-    for m in model.modules():
-        if isinstance(m, SqueezeExcite):
-            m.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
-    with torch.no_grad():
-        model(torch.empty(batch, 3, size, size, device="meta"))
-    return tuple(dict.fromkeys(shapes))
-
-
-def dispatched(shape, dtype: torch.dtype, channels_last: bool, train: bool, se: bool) -> list[K.Launch]:
-    """The launches the fused path plans for one unit's tail, ``relu(u * s + shortcut)`` (SE) or
-    ``relu(u + shortcut)`` (plain), forward and (``train``) backward, on meta tensors (where
-    :func:`senet.layers._triton_se.launch` runs nothing)."""
-    with K.recording() as plans:
-        _unit_tail(shape, dtype, channels_last, train, se)
-    return plans
-
-
-def _unit_tail(shape, dtype: torch.dtype, channels_last: bool, train: bool, se: bool) -> None:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-
-    def full(requires_grad: bool = train) -> torch.Tensor:
-        return torch.empty(shape, dtype=dtype, device="meta").contiguous(memory_format=fmt) \
-            .requires_grad_(requires_grad)
-
-    u, r = full(), full()
-    with torch.set_grad_enabled(train):
-        if se:  # s from the fused squeeze through an excitation, as in SqueezeExcite.scale
-            w = torch.empty(shape[1], dtype=dtype, device="meta", requires_grad=train)
-            s = torch.sigmoid(fused_se.squeeze_mean(u) * w[:, None, None])
-            y = fused_se.se_apply(u, s, r, relu=True)
-        else:
-            y = fused_se.add_relu(u, r)
-    if train:
-        torch.autograd.grad(y, [u, r], full(False))
 
 
 def _jit(kernel) -> JITFunction:

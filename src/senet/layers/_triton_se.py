@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import inspect
 from typing import Any, Iterator
 
 import torch
@@ -249,6 +250,26 @@ def _blocks(t: torch.Tensor) -> tuple[int, int]:
     return (16, 64) if channels_last(t) else (128, 8)
 
 
+def _dense(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _require_layout(ref: torch.Tensor, *full: torch.Tensor | None, small: tuple[torch.Tensor | None, ...] = ()) -> None:
+    """The plans' precondition, the layout rule of :mod:`senet.layers.fused_se`: ``ref`` dense, every
+    full-size tensor with ref's shape, dtype and exact strides, every per-(n, c) tensor contiguous.
+    The dispatch never breaks it; a caller that does is a bug, refused before any launch."""
+    if ref.ndim != 4 or not _dense(ref):
+        raise RuntimeError(f"fused SE plan: {tuple(ref.shape)} strides {ref.stride()} is not dense NCHW or "
+                           f"channels_last")
+    for t in full:
+        if t is not None and (t.shape != ref.shape or t.stride() != ref.stride() or t.dtype != ref.dtype):
+            raise RuntimeError(f"fused SE plan: a tensor {tuple(t.shape)} {t.dtype} strides {t.stride()} does not "
+                               f"share the layout of {tuple(ref.shape)} {ref.dtype} strides {ref.stride()}")
+    for t in small:
+        if t is not None and not t.is_contiguous():
+            raise RuntimeError(f"fused SE plan: a per-channel tensor {tuple(t.shape)} is not contiguous")
+
+
 def _check_size(t: torch.Tensor) -> None:
     n, c, h, w = t.shape
     if c * h * w > _INT32_MAX:
@@ -290,6 +311,7 @@ def squeeze_buffers(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]
 
 def plan_squeeze(u: torch.Tensor, z: torch.Tensor, part: torch.Tensor | None) -> list[Launch]:
     """Launches of the squeeze (Eq. 2): the mean of u over H x W into z (N, C)."""
+    _require_layout(u, small=(z, part))
     _check_size(u)
     n, c, h, w = u.shape
     block_hw, block_c, cb, splits, chunk = _reduction(u)
@@ -311,6 +333,7 @@ def _plan_finish(part: torch.Tensor, out: torch.Tensor) -> Launch:
 def plan_apply(u: torch.Tensor, s: torch.Tensor | None, r: torch.Tensor | None, y: torch.Tensor,
                relu: bool) -> Launch:
     """The launch of ``y = act(u * s + r)``; s (N, C) contiguous or None, u, r, y of one layout."""
+    _require_layout(u, r, y, small=(s,))
     _check_size(u)
     n, c, h, w = u.shape
     block_hw, block_c = _blocks(u)
@@ -321,11 +344,15 @@ def plan_apply(u: torch.Tensor, s: torch.Tensor | None, r: torch.Tensor | None, 
                        BLOCK_HW=block_hw, BLOCK_C=block_c))
 
 
+def _empty_as(ref: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(ref.shape, ref.stride(), dtype=ref.dtype, device=ref.device)
+
+
 def backward_buffers(g: torch.Tensor, s: torch.Tensor | None, write_g: bool, write_gu: bool
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """(gp, gu, gs, part) for :func:`plan_backward`: gs (N, C) in s's dtype, part when split."""
-    gp = torch.empty_like(g) if write_g else None
-    gu = torch.empty_like(g) if write_gu else None
+    gp = _empty_as(g) if write_g else None
+    gu = _empty_as(g) if write_gu else None
     if s is None:
         return gp, gu, None, None
     n, c = g.shape[:2]
@@ -343,6 +370,7 @@ def plan_backward(g: torch.Tensor, y: torch.Tensor | None, u: torch.Tensor | Non
     ``y`` is the forward output (its sign is the ReLU mask; None without ReLU); ``u`` and ``s`` are
     None without scaling. gp receives g' when given, gu receives g' * s when given, gs the gradient of s.
     """
+    _require_layout(g, y, u, gp, gu, small=(s, gs, part))
     _check_size(g)
     n, c, h, w = g.shape
     has_scale = s is not None
@@ -361,6 +389,7 @@ def plan_backward(g: torch.Tensor, y: torch.Tensor | None, u: torch.Tensor | Non
 
 def plan_grad_u(gp: torch.Tensor, s: torch.Tensor, gz: torch.Tensor, gu: torch.Tensor) -> Launch:
     """The launch of ``gu = g' * s + gz / HW`` (s and gz (N, C) contiguous; gp and gu of one layout)."""
+    _require_layout(gp, gu, small=(s, gz))
     _check_size(gp)
     n, c, h, w = gp.shape
     block_hw, block_c = _blocks(gp)
@@ -379,3 +408,181 @@ def run(plans: Launch | list[Launch]) -> None:
 def kernels() -> Iterator[Any]:
     """Every kernel of this module (for the compile test's inventory)."""
     yield from (_squeeze_kernel, _finish_kernel, _apply_kernel, _backward_kernel, _grad_u_kernel)
+
+
+# The bounds proof. Each kernel's addressing, restated per program from its grid, block sizes,
+# strides and masks: which elements of which argument the program can touch, as the lowest and
+# highest element offset from the tensor's first element. ``check_bounds`` asserts that each lies
+# inside the tensor's own elements and its storage, and that every 32-bit offset the kernel
+# computes for an element it touches fits in 32 bits. tests/test_fused_bounds.py runs it over every
+# plan the dispatch makes for SE-ResNet-50 and SE-ResNeXt-50 up to batch 256, past 2**31 elements,
+# and over generated shapes, and checks the restatement against what the interpreted kernels do.
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """The elements of argument ``arg`` one launch's programs touch: per program (flattened over the
+    grid), the lowest and highest element offset from the tensor's first element; a program that
+    touches none has ``lo > hi``. ``int32`` is the largest 32-bit offset the kernel computes for it."""
+
+    arg: str
+    lo: torch.Tensor
+    hi: torch.Tensor
+    writes: bool
+    int32: int
+
+
+def _program_ids(grid: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(program_id(0), program_id(1)) of every program of a 1-D or 2-D grid, as int64 tensors."""
+    g0, g1 = grid[0], grid[1] if len(grid) > 1 else 1
+    pid = torch.arange(g0, dtype=torch.int64).repeat_interleave(g1)
+    split = torch.arange(g1, dtype=torch.int64).repeat(g0)
+    return pid, split
+
+
+def _span(lo: torch.Tensor, hi: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The least and greatest of ``i * stride`` for i in [lo, hi] (either sign of stride)."""
+    a, b = lo * stride, hi * stride
+    return torch.minimum(a, b), torch.maximum(a, b)
+
+
+def _full(arg: str, n: torch.Tensor, hw: tuple[torch.Tensor, torch.Tensor], c: tuple[torch.Tensor, torch.Tensor],
+          strides3: tuple[int, int, int], writes: bool) -> Footprint:
+    # off = n * s_n (64-bit) + (hw * s_hw + c * s_c) (32-bit), over the program's unmasked (hw, c).
+    s_n, s_c, s_hw = strides3
+    hlo, hhi = _span(hw[0], hw[1], s_hw)
+    clo, chi = _span(c[0], c[1], s_c)
+    empty = (hw[0] > hw[1]) | (c[0] > c[1])
+    inner_lo, inner_hi = hlo + clo, hhi + chi
+    lo = torch.where(empty, 1, n * s_n + inner_lo)
+    hi = torch.where(empty, 0, n * s_n + inner_hi)
+    live = ~empty
+    int32 = int(torch.maximum(inner_hi.abs(), inner_lo.abs())[live].max()) if live.any() else 0
+    return Footprint(arg, lo, hi, writes, int32)
+
+
+def _per_channel(arg: str, base: torch.Tensor, n: torch.Tensor, C: int, c: tuple[torch.Tensor, torch.Tensor],
+                 writes: bool) -> Footprint:
+    # base + n * C + c, all 32-bit, over the program's unmasked channels.
+    empty = c[0] > c[1]
+    lo = torch.where(empty, 1, base + n * C + c[0])
+    hi = torch.where(empty, 0, base + n * C + c[1])
+    int32 = int(hi[~empty].max()) if (~empty).any() else 0
+    return Footprint(arg, lo, hi, writes, int32)
+
+
+def _channels(rem_c: torch.Tensor, block_c: int, C: int) -> tuple[torch.Tensor, torch.Tensor]:
+    c0 = rem_c * block_c
+    return c0, torch.clamp(c0 + block_c, max=C) - 1
+
+
+def _tile_ranges(pid: torch.Tensor, C: int, HW: int, HB: int, CB: int, block_hw: int, block_c: int):
+    # As _tile: n, the tile's HW rows and its channels (each masked to the tensor).
+    n, rem = pid // (HB * CB), pid % (HB * CB)
+    hw0 = (rem // CB) * block_hw
+    return n, (hw0, torch.clamp(hw0 + block_hw, max=HW) - 1), _channels(rem % CB, block_c, C)
+
+
+def _chunk_ranges(pid: torch.Tensor, split: torch.Tensor, C: int, HW: int, CB: int, chunk: int, block_hw: int,
+                  block_c: int):
+    # As the reduction kernels: n, the HW rows of chunk `split` (the loop's last block may overrun the
+    # chunk when chunk is no multiple of BLOCK_HW; the mask stops it at HW), and the channels.
+    n = pid // CB
+    begin = split * chunk
+    last = begin + ((chunk - 1) // block_hw) * block_hw + block_hw - 1 if chunk > 0 else begin - 1
+    return n, (begin, torch.clamp(last, max=HW - 1)), _channels(pid % CB, block_c, C)
+
+
+def _named(plan: Launch) -> dict[str, Any]:
+    fn = plan.kernel.fn if hasattr(plan.kernel, "fn") else plan.kernel
+    names = [p for p in inspect.signature(fn).parameters if p not in plan.constexprs]
+    return {**dict(zip(names, plan.args)), **plan.constexprs}
+
+
+def footprint(plan: Launch) -> list[Footprint]:
+    """What each program of ``plan`` can touch in each tensor it reads or writes (see :class:`Footprint`)."""
+    a = _named(plan)
+    pid, split = _program_ids(plan.grid)
+    name = plan.name
+    if name == "_finish_kernel":
+        i0 = pid * a["BLOCK"]
+        i = (i0, torch.clamp(i0 + a["BLOCK"], max=a["NC"]) - 1)
+        empty = i[0] > i[1]
+        top = (a["SPLITS"] - 1) * a["NC"] + i[1]
+        return [Footprint("part_ptr", torch.where(empty, 1, i[0]), torch.where(empty, 0, top), False,
+                          int(top[~empty].max()) if (~empty).any() else 0),
+                Footprint("out_ptr", torch.where(empty, 1, i[0]), torch.where(empty, 0, i[1]), True,
+                          int(i[1].max()))]
+    strides3 = (a["s_n"], a["s_c"], a["s_hw"])
+    C, HW, BHW, BC = a["C"], a["HW"], a["BLOCK_HW"], a["BLOCK_C"]
+    zero = torch.zeros_like(pid)
+    if name in ("_apply_kernel", "_grad_u_kernel"):
+        n, hw, c = _tile_ranges(pid, C, HW, a["HB"], a["CB"], BHW, BC)
+        if name == "_apply_kernel":
+            out = [_full("u_ptr", n, hw, c, strides3, False), _full("y_ptr", n, hw, c, strides3, True)]
+            if a["HAS_SCALE"]:
+                out.append(_per_channel("s_ptr", zero, n, C, c, False))
+            if a["HAS_RES"]:
+                out.append(_full("r_ptr", n, hw, c, strides3, False))
+            return out
+        return [_full("gp_ptr", n, hw, c, strides3, False), _full("gu_ptr", n, hw, c, strides3, True),
+                _per_channel("s_ptr", zero, n, C, c, False), _per_channel("gz_ptr", zero, n, C, c, False)]
+    n, hw, c = _chunk_ranges(pid, split, C, HW, a["CB"], a["chunk"], BHW, BC)
+    row = split * a["NC"]
+    if name == "_squeeze_kernel":
+        return [_full("u_ptr", n, hw, c, strides3, False), _per_channel("out_ptr", row, n, C, c, True)]
+    if name == "_backward_kernel":
+        out = [_full("g_ptr", n, hw, c, strides3, False)]
+        if a["RELU"]:
+            out.append(_full("y_ptr", n, hw, c, strides3, False))
+        if a["WRITE_G"]:
+            out.append(_full("gp_ptr", n, hw, c, strides3, True))
+        if a["HAS_SCALE"]:
+            out += [_full("u_ptr", n, hw, c, strides3, False), _per_channel("s_ptr", zero, n, C, c, False),
+                    _per_channel("part_ptr", row, n, C, c, True)]
+            if a["WRITE_GU"]:
+                out.append(_full("gu_ptr", n, hw, c, strides3, True))
+        return out
+    raise ValueError(f"footprint: unknown kernel {name}")
+
+
+def _extent(t: torch.Tensor) -> tuple[int, int]:
+    """The lowest and highest element offset of ``t``'s own elements from its first one."""
+    lo = sum(min(0, st * (sz - 1)) for st, sz in zip(t.stride(), t.shape))
+    hi = sum(max(0, st * (sz - 1)) for st, sz in zip(t.stride(), t.shape))
+    return lo, hi
+
+
+def check_bounds(plan: Launch) -> list[Footprint]:
+    """Assert that no program of ``plan`` touches an element outside its tensor (its own elements
+    and its storage), that no 32-bit offset overflows, and that the grid is within CUDA's limits.
+    Returns the footprints. Raises ``AssertionError`` naming the kernel, argument and program."""
+    _check_grid(plan.grid)
+    a = _named(plan)
+    prints = footprint(plan)
+    for f in prints:
+        t = a[f.arg]
+        live = f.lo <= f.hi
+        if not live.any():
+            continue
+        lo, hi = int(f.lo[live].min()), int(f.hi[live].max())
+        t_lo, t_hi = _extent(t) if t.numel() else (0, -1)
+        first = t.storage_offset()
+        stored = t.untyped_storage().nbytes() // t.element_size()
+        where = f"{plan.name} {f.arg} {tuple(t.shape)} strides {t.stride()} grid {plan.grid}"
+        if lo < t_lo or hi > t_hi:
+            bad = int(torch.nonzero(live & ((f.lo < t_lo) | (f.hi > t_hi)))[0])
+            raise AssertionError(f"{where}: program {bad} touches elements {int(f.lo[bad])}..{int(f.hi[bad])}, "
+                                 f"outside the tensor's {t_lo}..{t_hi}")
+        if first + lo < 0 or first + hi >= stored:
+            raise AssertionError(f"{where}: touches {first + lo}..{first + hi} of a storage of {stored} elements")
+        if f.int32 > _INT32_MAX:
+            raise AssertionError(f"{where}: a 32-bit offset reaches {f.int32}")
+    return prints
+
+
+def check_all(plans: Launch | list[Launch]) -> None:
+    """:func:`check_bounds` on one plan or several (the benchmark's correctness phase runs it)."""
+    for p in [plans] if isinstance(plans, Launch) else plans:
+        check_bounds(p)
+

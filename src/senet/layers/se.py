@@ -120,6 +120,8 @@ class SqueezeExcite(nn.Module):
         bias: FC biases on (the authors' Caffe models) or off (the paper's §6 ablations).
         fc: ``"conv"`` (1x1 convolutions, the layout of the released/timm weights) or
             ``"linear"`` (``nn.Linear``); both compute the same function for the same weights.
+        fused: ``True`` runs the squeeze and the scaling as Triton kernels where they apply
+            (:mod:`senet.layers.fused_se`); ``None`` or ``False``, the default, the PyTorch ops.
     """
 
     def __init__(
@@ -134,8 +136,11 @@ class SqueezeExcite(nn.Module):
         gate: str = "sigmoid",
         bias: bool = True,
         fc: str = "conv",
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
+        if fused not in (None, True, False):
+            raise TypeError(f"fused must be True, False or None, got {fused!r}")
         check_choice("squeeze", squeeze, tuple(SQUEEZES))
         check_choice("act", act, tuple(ACTIVATIONS))
         check_choice("gate", gate, tuple(GATES))
@@ -148,9 +153,9 @@ class SqueezeExcite(nn.Module):
         self.width = width
         self.fc_type = fc
         self.squeeze_kind = squeeze
-        # Fused Triton kernels (layers.fused_se): None = on CUDA when Triton imports; a plain
+        # Fused Triton kernels (layers.fused_se), opt-in until they have run on a GPU; a plain
         # attribute, not a buffer, so state_dict keys do not change. Flip with set_fused().
-        self.fused: bool | None = None
+        self.fused: bool | None = fused
         self.squeeze = SQUEEZES[squeeze]()
         if fc == "conv":
             self.fc1: nn.Module = nn.Conv2d(channels, width, 1, bias=bias)

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ..layers.fused_se import set_fused
 from ..weights.pretrained import load_pretrained
 from .card import attach_card, card_for
 from .features import FeatureBackbone
@@ -35,7 +36,13 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     :class:`~senet.models.features.FeatureBackbone` giving the feature maps of the stages
     ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end),
     with the model's own state_dict keys (docs/backbones.md).
+
+    ``se_fused=True`` runs every SE block and residual unit of any family on the fused Triton
+    kernels where they apply (:mod:`senet.layers.fused_se`); the default is the PyTorch composition.
     """
+    fused = overrides.pop("se_fused", None)
+    if fused not in (None, True, False):
+        raise TypeError(f"se_fused must be True, False or None, got {fused!r}")
     spec = get_model_spec(name)
     tag = resolve_name(name)[1]
     headless = overrides.get("num_classes") == 0
@@ -54,6 +61,8 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     weights_file = None if pretrained is True or pretrained is False or pretrained is None else os.fspath(pretrained)
     attach_card(model, card_for(spec, model, {**overrides, **({"num_classes": 0} if headless else {})}, cfg,
                                 weights_file))
+    if fused is not None:
+        set_fused(model, fused)
     if features_only:
         return FeatureBackbone(model, out_indices)
     return model

@@ -267,10 +267,10 @@ class ResNet(ModelBase):
         se: SE options (:class:`~senet.layers.se.SEConfig`), or ``None`` for the plain network.
         zero_init_last: zero the last BN of each residual branch (Goyal et al. 2017).
         fused: the fused Triton SE operator (:mod:`senet.layers.fused_se`) for the end of each unit,
-            ``relu(u * s + shortcut)`` (the plain net's ``relu(u + shortcut)`` alike): ``None`` (auto)
-            uses it on CUDA when Triton imports, ``False`` never, ``True`` also on CPU under
-            ``TRITON_INTERPRET=1``. Same weights and state_dict either way; change it later with
-            :func:`senet.layers.set_fused`.
+            ``relu(u * s + shortcut)`` (the plain net's ``relu(u + shortcut)`` alike): ``True`` uses
+            it where it applies (CUDA, or CPU under ``TRITON_INTERPRET=1``); ``None`` (the default)
+            and ``False`` keep the PyTorch composition. Same weights and state_dict either way;
+            change it later with :func:`senet.layers.set_fused`.
     """
 
     def __init__(
