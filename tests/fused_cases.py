@@ -1,12 +1,9 @@
-"""Cases for the fused SE kernels' tests: the launches the dispatch plans for real networks' unit
-shapes (the ahead-of-time compile test and the bounds proof walk the same ones), and tensors in every
-layout a user can hand the fused path (the property tests)."""
+"""The launches the fused SE path plans for real networks' unit shapes, on meta tensors: the
+ahead-of-time compile test and the bounds proof walk the same ones."""
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
-
 import torch
 
 from senet import create_model
@@ -55,44 +52,3 @@ def _unit_tail(shape, dtype: torch.dtype, channels_last: bool, train: bool, se: 
             y = fused_se.add_relu(u, r)
     if train:
         torch.autograd.grad(y, [u, r], full(False))
-
-
-# Every way a user's (N, C, H, W) tensor can be laid out. Each builds a leaf ``base`` (what gradients
-# are taken with respect to) and the view of it the fused functions receive.
-DENSE = ("contiguous", "channels_last", "batch_slice", "storage_offset")
-NOT_DENSE = ("channel_slice", "channel_slice_nhwc", "expanded", "transposed")
-MISALIGNED = ("misaligned",)
-LAYOUTS = DENSE + NOT_DENSE + MISALIGNED
-
-
-def laid_out(kind: str, shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device,
-             seed: int) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """(base, view): ``view(base)`` is an (N, C, H, W) tensor laid out as ``kind`` with values drawn
-    from ``seed``; ``base`` is a leaf that may require grad."""
-    n, c, h, w = shape
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*size: int) -> torch.Tensor:
-        return torch.randn(size, generator=g).to(device, dtype)
-
-    numel = n * c * h * w
-    if kind == "contiguous":
-        return randn(n, c, h, w), lambda b: b
-    if kind == "channels_last":
-        return randn(n, c, h, w).contiguous(memory_format=torch.channels_last), lambda b: b
-    if kind == "batch_slice":  # samples 1..n of n + 2: dense, at an offset of one sample
-        return randn(n + 2, c, h, w), lambda b: b[1:1 + n]
-    if kind == "storage_offset":  # 16 bytes in: dense and still 16-byte aligned
-        k = 16 // torch.empty((), dtype=dtype).element_size()
-        return randn(numel + k), lambda b: b[k:].view(n, c, h, w)
-    if kind == "misaligned":  # one element in: dense, not 16-byte aligned
-        return randn(numel + 1), lambda b: b[1:].view(n, c, h, w)
-    if kind == "channel_slice":  # a chunk/split of a wider tensor (the ShuffleNet unit's halves)
-        return randn(n, 2 * c, h, w), lambda b: b[:, :c]
-    if kind == "channel_slice_nhwc":
-        return randn(n, 2 * c, h, w).contiguous(memory_format=torch.channels_last), lambda b: b[:, c:]
-    if kind == "expanded":  # one sample broadcast over the batch: stride 0
-        return randn(1, c, h, w), lambda b: b.expand(n, c, h, w)
-    if kind == "transposed":  # H and W swapped
-        return randn(n, c, w, h), lambda b: b.transpose(2, 3)
-    raise ValueError(f"unknown layout {kind!r}")

@@ -1,4 +1,4 @@
-"""The one-command GPU benchmarks (issues 9 and 10) run end to end on a CPU at toy sizes.
+"""The one-command GPU benchmarks run end to end on a CPU at toy sizes.
 
 No GPU is at hand in CI, so these check what would otherwise first fail on a lent GPU: that every
 figure's settings are accepted and that every ratio a target is checked against is produced under
@@ -67,23 +67,56 @@ def test_bench_se_every_figure_yields_what_its_targets_read(monkeypatch):
     assert bench_se.more_figures(has_timm=True)[1][2][0].value == "se_resnet50 / timm seresnet50 (throughput)"
 
 
-def test_bench_se_writes_json_and_pass_fail(monkeypatch, tmp_path, capsys):
-    """The command end to end (the CPU figure at a toy size): one JSON file, a PASS/FAIL line per target."""
-    bench_se = _script("bench_se")
-    monkeypatch.setattr(bench_se, "cpu_figure", lambda: ("CPU toy", dict(
+def _toy_cpu_figure(bench_se):
+    return lambda: ("CPU toy", dict(
         names=["se_resnet20"], baseline=True, mode="infer", batch_size=1, input_size=(3, 8, 8), device="cpu",
         rounds=1, steps=1, warmup=0), [bench_se.Target("infer", "se_resnet20 / se_resnet20 without SE (time)",
-                                                       "<=", 1e9)]))
+                                                       "<=", 1e9)])
+
+
+@pytest.mark.parametrize("full_matrix", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["some", "all"])
+def test_bench_se_checks_then_times_and_writes_json(monkeypatch, tmp_path, capsys, full_matrix):
+    """``--device cpu`` end to end: the correctness phase (the kernels in Triton's interpreter; the
+    default tier runs every 40th case of the matrix, the slow tier all), then the CPU figure at a toy
+    size; one JSON file, a PASS/FAIL line per check."""
+    pytest.importorskip("triton")
+    bench_se = _script("bench_se")
+    monkeypatch.setattr(bench_se, "cpu_figure", _toy_cpu_figure(bench_se))
+    if not full_matrix:
+        cases = list(bench_se.fused_check.matrix())
+        monkeypatch.setattr(bench_se.fused_check, "matrix", lambda: iter(cases[::40]))
     threads = torch.get_num_threads()
     try:
-        code = bench_se.main(["--cpu-only", "--json", str(tmp_path / "b.json")])
+        code = bench_se.main(["--device", "cpu", "--json", str(tmp_path / "b.json")])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert code == 0 and "PASS  se_resnet20 / se_resnet20 without SE (time) = " in out
+    assert code == 0, out
+    assert "PASS  correctness: " in out and "on the kernels) match float64" in out
+    assert out.index("PASS  correctness") < out.index("=== CPU toy")
+    assert "PASS  se_resnet20 / se_resnet20 without SE (time) = " in out
     data = json.loads((tmp_path / "b.json").read_text())
-    assert data["targets"][0]["pass"] is True and data["figures"][0]["title"] == "CPU toy"
+    assert data["correctness"]["pass"] is True and data["correctness"]["taken"] > 0
+    assert data["targets"][1]["pass"] is True and data["figures"][0]["title"] == "CPU toy"
     assert data["figures"][0]["environment"]["versions"]["torch"]
+
+
+def test_bench_se_stops_before_timing_on_a_mismatch(monkeypatch, tmp_path, capsys):
+    """A fused op that computes the wrong thing: FAIL, exit 1, and nothing timed."""
+    bench_se = _script("bench_se")
+    timed = []
+    monkeypatch.setattr(bench_se, "benchmark", lambda *a, **k: timed.append(a))
+    monkeypatch.setattr(bench_se.fused_check, "matrix", lambda: iter([("apply", (2, 16, 4, 4), "contiguous", "same",
+                                                                       torch.float32, 0)]))
+
+    def wrong(*case):
+        raise AssertionError("forward off by 0.5")
+    monkeypatch.setattr(bench_se.fused_check, "check_case", wrong)
+    code = bench_se.main(["--device", "cpu", "--json", str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    assert code == 1 and timed == []
+    assert "FAIL  correctness: apply (2, 16, 4, 4) contiguous (shortcut same) float32 seed 0: forward off by 0.5" in out
+    assert json.loads((tmp_path / "b.json").read_text())["correctness"]["pass"] is False
 
 
 def test_bench_pipeline_gpu_case_runs_on_cpu(capsys):

@@ -125,3 +125,21 @@ def test_inductor_column_on_cpu():
                   batch_size=2, input_size=(3, 16, 16), rounds=1, steps=1, warmup=1, device="cpu")
     by = r["results"]["train"]["se_over_plain"]["se_resnet20"]
     assert set(by) == {"fused off", "compile default"} and all(v > 0 for v in by.values())
+
+
+def test_fused_both_says_whether_the_fused_path_was_faster_here():
+    """``fused="both"`` ends each mode with a verdict from its own timings (fused vs eager, and vs
+    Inductor when a compiled column was timed); the default times the reference composition only."""
+    pytest.importorskip("triton")
+    from senet.cost.speed import benchmark, format_benchmark
+
+    toy = dict(mode="infer", batch_size=1, input_size=(3, 8, 8), rounds=1, steps=1, warmup=0, device="cpu")
+    result = benchmark(["se_resnet20"], fused="both", **toy)
+    (verdict,) = result["results"]["infer"]["verdicts"]
+    on, off = (result["results"]["infer"]["models"][f"se_resnet20 [fused {f}]"]["median_ms"] for f in ("on", "off"))
+    word = "faster" if off / on > 1 else "not faster"
+    assert verdict.startswith(f"se_resnet20: fused path {word} than eager ({off / on:.3f}x)")
+    assert "not compared with Inductor (time it with --compiled default)" in verdict and "measured here on cpu" in verdict
+    assert verdict in format_benchmark(result)
+    default = benchmark(["se_resnet20"], **toy)
+    assert default["config"]["fused"] == "off" and default["results"]["infer"]["verdicts"] == []

@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16/fp16 autocast")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
     p.add_argument("--compile", action="store_true", help="torch.compile every model")
-    p.add_argument("--fused", choices=FUSED, default="on",
-                   help="fused SE operator on, off (reference composition) or both (default: on)")
+    p.add_argument("--fused", choices=FUSED, default="off",
+                   help="fused SE operator on, off (the reference composition, the default) or both, "
+                   "which also says whether the fused path was faster than eager and Inductor here")
     p.add_argument("--compiled", nargs="+", choices=COMPILE_MODES, default=[], metavar="MODE",
                    help="also time torch.compile of the reference composition in these modes "
                    f"({', '.join(COMPILE_MODES)}), each a column with its own SE/plain")

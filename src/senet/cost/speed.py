@@ -199,7 +199,7 @@ def benchmark(
     precision: str = "fp32",
     channels_last: bool = False,
     compile: bool = False,
-    fused: str = "on",
+    fused: str = "off",
     compiled: Sequence[str] = (),
     compile_backend: str = "inductor",
     device: str | torch.device | None = None,
@@ -218,7 +218,9 @@ def benchmark(
         batch_size, input_size: the batch; input (C, H, W) defaults to the first model's own.
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast. channels_last: NHWC memory format.
         compile: ``torch.compile`` each model. fused: the fused SE operator ``"on"``, ``"off"``
-            (reference composition) or ``"both"`` (each model timed both ways).
+            (the reference composition, the default) or ``"both"`` (each model timed both ways;
+            the result's ``verdicts`` then say whether the fused path was faster than eager and
+            than Inductor here).
         compiled: ``torch.compile`` modes (:data:`COMPILE_MODES`) to time the reference
             composition in besides, each a column of its own; ``compile_backend`` their backend.
         device: default CUDA when available. rounds x steps: timed steps per model, after
@@ -282,11 +284,39 @@ def benchmark(
             stats[e.label].update(source=e.source, model=e.name, se=e.se, fused=e.fused, variant=e.variant,
                                   fused_path=e.fused == "on" and fused_here if e.source == "senet" else None)
         result["results"][m] = {"models": stats, "ratios": _ratios(entries, stats),
-                                "se_over_plain": _se_over_plain(entries, stats)}
+                                "se_over_plain": _se_over_plain(entries, stats),
+                                "verdicts": _verdicts(entries, stats, fused_here, str(device))}
         del runners
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result
+
+
+def _verdicts(entries: list[_Entry], stats: dict[str, dict[str, Any]], fused_here: bool, device: str) -> list[str]:
+    """Whether the fused path was faster than eager PyTorch and than Inductor in this measurement,
+    one line per model (only where ``fused="both"`` timed it; the comparison with Inductor needs a
+    ``compiled`` column). The kernels have not been timed on a GPU before (docs/performance.md):
+    this is the measurement that says whether they pay, on the machine that ran it."""
+    out = []
+    for e in entries:
+        if e.source != "senet" or e.variant != "fused on":
+            continue
+        twins = {p.variant: p for p in entries if p.source == "senet" and p.name == e.name and p.se == e.se}
+        label = e.label.replace(" [fused on]", "")
+        if not fused_here:
+            out.append(f"{label}: the fused kernels do not run on {device}; 'fused on' timed the reference composition")
+            continue
+        med = stats[e.label]["median_ms"]
+        parts = []
+        for variant, what in (("fused off", "eager"), ("compile default", "Inductor")):
+            if variant in twins:
+                ratio = stats[twins[variant].label]["median_ms"] / med
+                parts.append(f"{'faster' if ratio > 1 else 'not faster'} than {what} ({ratio:.3f}x)")
+            else:
+                parts.append(f"not compared with {what} (time it with "
+                             f"{'--fused both' if variant == 'fused off' else '--compiled default'})")
+        out.append(f"{label}: fused path " + ", ".join(parts) + f", measured here on {device}")
+    return out
 
 
 def _se_over_plain(entries: list[_Entry], stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -337,4 +367,5 @@ def format_benchmark(result: dict[str, Any]) -> str:
             lines.append(f"  {k}: {v:.3f}x")
         for name, by in block.get("se_over_plain", {}).items():
             lines.append(f"  SE/plain {name}: " + " | ".join(f"{k} {v:.3f}x" for k, v in by.items()))
+        lines += [f"  {v}" for v in block.get("verdicts", [])]
     return "\n".join(lines)
