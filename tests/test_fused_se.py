@@ -389,3 +389,16 @@ def test_default_is_the_reference_composition_even_on_cuda(monkeypatch):
     assert "_apply_kernel" in launches
     with pytest.raises(TypeError, match="se_fused"):
         create_model("se_resnet20", se_fused="yes")
+
+
+@pytest.mark.parametrize("se_fused,launched", [(None, False), (True, True)])
+def test_se_resnet50_default_plans_no_launch_where_kernels_would_run(se_fused, launched, monkeypatch):
+    """SE-ResNet-50 itself, on the meta device (where the kernels would record their launches, as
+    on CUDA they would run): the default plans none; se_fused=True plans them for every unit."""
+    kw = {} if se_fused is None else {"se_fused": se_fused}
+    with torch.device("meta"):
+        model = create_model("se_resnet50", **kw).to(memory_format=torch.channels_last)
+    x = torch.empty(2, 3, 64, 64, device="meta").contiguous(memory_format=torch.channels_last)
+    with K.recording() as launches:
+        model(x).sum().backward()
+    assert bool(launches) == launched
