@@ -6,6 +6,8 @@ import dataclasses
 
 import torch
 
+from .transforms import EvalView
+
 __all__ = ["ArrayDataset", "channel_stats"]
 
 
@@ -41,6 +43,11 @@ class ArrayDataset:
     ``name`` is what reports print ("CIFAR-10 subset (5,590 train / 500 test)"); ``mean`` and
     ``std`` are per-channel in [0, 1] units, computed from the *train* split and shared by its
     test split, so both are normalised alike.
+
+    ``eval_view`` is how evaluation batches are prepared (:class:`~senet.data.transforms.EvalView`).
+    By default it is the view matching this pipeline's training augmentation, which pads and
+    crops whole images: the whole image (``crop_mode="squash"``, ``crop_pct=1.0``) normalised
+    with ``mean``/``std``; a network's card replaces it (:meth:`with_view`).
     """
 
     images: torch.Tensor
@@ -49,6 +56,7 @@ class ArrayDataset:
     name: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    eval_view: EvalView | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -67,6 +75,12 @@ class ArrayDataset:
             raise ValueError(f"ArrayDataset.std must be positive, got {self.std}")
         if len(self.labels) and not (0 <= int(self.labels.min()) and int(self.labels.max()) < len(self.classes)):
             raise ValueError(f"ArrayDataset labels must lie in [0, {len(self.classes)}) (one per class)")
+        if self.eval_view is None:
+            self.eval_view = EvalView.whole_image(self.input_size, self.mean, self.std)
+
+    def with_view(self, view: EvalView) -> "ArrayDataset":
+        """The same images evaluated through ``view`` (a network's card: ``card.eval_transform()``)."""
+        return dataclasses.replace(self, eval_view=view)
 
     def __len__(self) -> int:
         return len(self.labels)
