@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .transforms import EvalView
 
-__all__ = ["ArrayDataset", "channel_stats"]
+__all__ = ["ArrayDataset", "channel_stats", "write_image_folder"]
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -89,3 +92,21 @@ class ArrayDataset:
     def input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of one image, for building a network that fits it."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def write_image_folder(dataset: ArrayDataset, root: str | os.PathLike[str], split: str,
+                       limit: int | None = None) -> Path:
+    """Write the first ``limit`` images of ``dataset`` as lossless PNGs in the image-folder layout
+    :class:`~senet.data.ImageFolderDataset` reads: ``root/train/<class>/<n>.png`` for
+    ``split="train"``, ``root/val/<class>/<n>.png`` for ``"test"``; returns ``root``. (The
+    folder dataset orders its classes by folder name, so labels follow the sorted class names.)"""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    base = root / ("train" if split == "train" else "val")
+    n = len(dataset) if limit is None else min(int(limit), len(dataset))
+    pixels = dataset.images[:n].permute(0, 2, 3, 1).numpy()  # (N, H, W, C) for Pillow
+    for i, (img, label) in enumerate(zip(pixels, dataset.labels[:n].tolist())):
+        (base / dataset.classes[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(base / dataset.classes[label] / f"{i:05d}.png")
+    return root
