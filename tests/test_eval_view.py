@@ -250,3 +250,33 @@ def test_write_image_folder_round_trips_the_pixels(tmp_path):
     index = int(path.stem)
     assert torch.equal(decode_image(path), data.images[index])
     assert folder.classes[label] == data.classes[int(data.labels[index])]
+
+
+# --- the accuracy the view is for (slow tier) --------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_view_the_card_names_beats_the_other_view_on_a_network_trained_on_a_folder(tmp_path):
+    """An SE network trained a few epochs on a folder export of the bundled CIFAR-10 images (32 px,
+    the Inception random-size crop) is evaluated through the view its card names and through the
+    other candidate view (the whole image), on the same checkpoint: the card's must be better. A
+    view rule that ignores the card (the side threshold of older versions) fails here."""
+    from senet.analysis.evaluate import evaluate
+    from senet.train import Reporter, fit
+
+    train, test = load_dataset("bundled", "train"), load_dataset("bundled", "test")
+    root = write_image_folder(train, tmp_path / "cifar", "train", limit=3000)
+    # Held out: the test split and 2,000 further training images (less noise in the comparison).
+    write_image_folder(test, root, "test")
+    write_image_folder(train, root, "test", limit=2000, start=3000)
+    cfg = load_config("bundled", [f"data.dataset={root}", "epochs=5", "eval_batch_size=500", "data.num_workers=0",
+                                  "threads=2"])
+    fit(cfg, tmp_path / "run", device="cpu", reporter=Reporter())
+    ckpt = load_checkpoint(tmp_path / "run")
+    card = ckpt.card
+    assert (card.crop_mode, card.crop_pct, card.input_size) == ("center", 0.875, (3, 32, 32))
+    other = card.replace(crop_mode="squash", crop_pct=1.0)
+    errors = {}
+    for name, c in (("card", card), ("whole image", other)):
+        errors[name] = evaluate(ckpt.model, make_loader(card_dataset(c), 500, train=False, num_workers=0))["top1_err"]
+    print(f"top-1 error on 2,500 held-out images: {errors}")
+    assert errors["card"] < errors["whole image"], errors

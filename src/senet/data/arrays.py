@@ -95,18 +95,19 @@ class ArrayDataset:
 
 
 def write_image_folder(dataset: ArrayDataset, root: str | os.PathLike[str], split: str,
-                       limit: int | None = None) -> Path:
-    """Write the first ``limit`` images of ``dataset`` as lossless PNGs in the image-folder layout
-    :class:`~senet.data.ImageFolderDataset` reads: ``root/train/<class>/<n>.png`` for
-    ``split="train"``, ``root/val/<class>/<n>.png`` for ``"test"``; returns ``root``. (The
-    folder dataset orders its classes by folder name, so labels follow the sorted class names.)"""
+                       limit: int | None = None, start: int = 0) -> Path:
+    """Write ``limit`` images of ``dataset`` from index ``start`` on as lossless PNGs in the
+    image-folder layout :class:`~senet.data.ImageFolderDataset` reads: ``root/train/<class>/<i>.png``
+    for ``split="train"``, ``root/val/<class>/<i>.png`` for ``"test"``, ``i`` the image's index in
+    ``dataset``; returns ``root``. (The folder dataset orders its classes by folder name, so
+    labels follow the sorted class names.)"""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root)
     base = root / ("train" if split == "train" else "val")
-    n = len(dataset) if limit is None else min(int(limit), len(dataset))
-    pixels = dataset.images[:n].permute(0, 2, 3, 1).numpy()  # (N, H, W, C) for Pillow
-    for i, (img, label) in enumerate(zip(pixels, dataset.labels[:n].tolist())):
+    stop = len(dataset) if limit is None else min(start + int(limit), len(dataset))
+    pixels = dataset.images[start:stop].permute(0, 2, 3, 1).numpy()  # (N, H, W, C) for Pillow
+    for i, img, label in zip(range(start, stop), pixels, dataset.labels[start:stop].tolist()):
         (base / dataset.classes[label]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(base / dataset.classes[label] / f"{i:05d}.png")
     return root

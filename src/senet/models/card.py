@@ -17,7 +17,6 @@ import inspect
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-import torch
 from torch import nn
 
 from ..layers.se import SEConfig
