@@ -75,7 +75,7 @@ def test_eval_view_resizes_with_the_cards_interpolation_and_crop():
     card = ModelCard("se_resnet50", crop_pct=0.95, interpolation="bicubic")
     x = card.eval_transform()(img)
     assert x.shape == (3, 224, 224)
-    by_hand = resize_center_crop(img, 224, 0.95, "bicubic")  # shorter side 236, centred 224 crop
+    by_hand = resize_center_crop(img, 224, 0.95, "bicubic")  # shorter side floor(224 / 0.95) = 235, centred 224
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
     torch.testing.assert_close(x, (by_hand - mean) / std)
     # Another crop or interpolation gives another input: the card's values are the ones used.
@@ -84,8 +84,10 @@ def test_eval_view_resizes_with_the_cards_interpolation_and_crop():
     # uint8 images (as decoded) are scaled to [0, 1] first.
     u8 = (img * 255).round().to(torch.uint8)
     torch.testing.assert_close(card.eval_transform()(u8), card.eval_transform()(u8.float() / 255))
-    # CIFAR-size networks see the whole image resized (they were trained on whole images).
-    small = ModelCard("se_resnet20", input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    # A card with the whole-image view (CIFAR networks, trained on whole images) resizes the whole image,
+    # at any size: the card's crop mode decides, not the input side.
+    small = ModelCard("se_resnet20", input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=1.0,
+                      crop_mode="squash")
     whole = torch.nn.functional.interpolate(img[None], size=(32, 32), mode="bilinear", antialias=True)[0]
     torch.testing.assert_close(small.eval_transform()(img), (whole.clamp(0, 1) - 0.5) / 0.5)
     # One-channel networks get the luma of a colour image.

@@ -94,8 +94,9 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
 
 def card_dataset(card: ModelCard, spec: str | None = None, split: str = "test", root: str | None = None) -> Any:
     """The dataset to evaluate or analyse a trained network on: ``spec`` (default: the one its
-    card says it was trained on), with the card's normalisation and, for image folders, the card's
-    evaluation view (:meth:`ModelCard.eval_transform`, the one ``senet predict`` applies)."""
+    card says it was trained on), its evaluation items prepared by the card's evaluation view
+    alone (:meth:`ModelCard.eval_transform`: size, crop, interpolation, mean/std; the one
+    ``senet predict`` applies), whatever the dataset's own default view."""
 
     spec = spec or card.dataset
     if spec is None:
@@ -105,7 +106,4 @@ def card_dataset(card: ModelCard, spec: str | None = None, split: str = "test", 
     if card.classes is not None and len(data.classes) != len(card.classes):
         raise ValueError(f"{data.name} has {len(data.classes)} classes but {card.name} was trained on "
                          f"{len(card.classes)}")
-    data.mean, data.std = card.mean, card.std
-    if hasattr(data, "eval_transform"):
-        data.eval_transform = card.eval_transform()
-    return data
+    return data.with_view(card.eval_transform())

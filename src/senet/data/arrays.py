@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import torch
+from PIL import Image
 
-__all__ = ["ArrayDataset", "channel_stats"]
+from .transforms import EvalView
+
+__all__ = ["ArrayDataset", "channel_stats", "write_image_folder"]
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -41,6 +46,11 @@ class ArrayDataset:
     ``name`` is what reports print ("CIFAR-10 subset (5,590 train / 500 test)"); ``mean`` and
     ``std`` are per-channel in [0, 1] units, computed from the *train* split and shared by its
     test split, so both are normalised alike.
+
+    ``eval_view`` is how evaluation batches are prepared (:class:`~senet.data.transforms.EvalView`).
+    By default it is the view matching this pipeline's training augmentation, which pads and
+    crops whole images: the whole image (``crop_mode="squash"``, ``crop_pct=1.0``) normalised
+    with ``mean``/``std``; a network's card replaces it (:meth:`with_view`).
     """
 
     images: torch.Tensor
@@ -49,6 +59,7 @@ class ArrayDataset:
     name: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    eval_view: EvalView | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -67,6 +78,12 @@ class ArrayDataset:
             raise ValueError(f"ArrayDataset.std must be positive, got {self.std}")
         if len(self.labels) and not (0 <= int(self.labels.min()) and int(self.labels.max()) < len(self.classes)):
             raise ValueError(f"ArrayDataset labels must lie in [0, {len(self.classes)}) (one per class)")
+        if self.eval_view is None:
+            self.eval_view = EvalView.whole_image(self.input_size, self.mean, self.std)
+
+    def with_view(self, view: EvalView) -> "ArrayDataset":
+        """The same images evaluated through ``view`` (a network's card: ``card.eval_transform()``)."""
+        return dataclasses.replace(self, eval_view=view)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,3 +92,22 @@ class ArrayDataset:
     def input_size(self) -> tuple[int, int, int]:
         """(C, H, W) of one image, for building a network that fits it."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def write_image_folder(dataset: ArrayDataset, root: str | os.PathLike[str], split: str,
+                       limit: int | None = None, start: int = 0) -> Path:
+    """Write ``limit`` images of ``dataset`` from index ``start`` on as lossless PNGs in the
+    image-folder layout :class:`~senet.data.ImageFolderDataset` reads: ``root/train/<class>/<i>.png``
+    for ``split="train"``, ``root/val/<class>/<i>.png`` for ``"test"``, ``i`` the image's index in
+    ``dataset``; returns ``root``. (The folder dataset orders its classes by folder name, so
+    labels follow the sorted class names.)"""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    base = root / ("train" if split == "train" else "val")
+    stop = len(dataset) if limit is None else min(start + int(limit), len(dataset))
+    pixels = dataset.images[start:stop].permute(0, 2, 3, 1).numpy()  # (N, H, W, C) for Pillow
+    for i, img, label in zip(range(start, stop), pixels, dataset.labels[start:stop].tolist()):
+        (base / dataset.classes[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(base / dataset.classes[label] / f"{i:05d}.png")
+    return root

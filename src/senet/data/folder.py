@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
+import copy
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from ..validation import check_choice
 from .images import CorruptImageError, decode_image
 from .seeding import generator_for
-from .transforms import cutout, eval_view, hflip, random_resized_crop
+from .transforms import EvalView, cutout, hflip, random_resized_crop
 
 __all__ = ["ImageFolderDataset", "CorruptImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
            "ON_CORRUPT", "EMPTY_CLASSES"]
@@ -34,8 +34,10 @@ class ImageFolderDataset(Dataset):
 
     Classes are the sorted sub-folders of ``train/``; ``val/`` may not introduce others. Items
     are ``(x, label)``: x a float32 (3, ``image_size``, ``image_size``) tensor normalised with
-    ImageNet statistics; training items use the random-size crop and flip of §5.1, test items the
-    resize-to-256 + centre-224 crop (scaled for other ``image_size``). Grey or palette images are
+    ImageNet statistics; training items use the random-size crop and flip of §5.1, test items
+    ``eval_view``: by default the view matching that crop, resize to 256 + centre 224 crop
+    (:meth:`EvalView.centre_crop <senet.data.transforms.EvalView.centre_crop>`, scaled for
+    other ``image_size``); a network's card replaces it (:meth:`with_view`). Grey or palette images are
     converted to RGB; 16-bit, float and CMYK images are scaled and transparent ones composited on
     white (``senet.data.images``).
 
@@ -64,9 +66,9 @@ class ImageFolderDataset(Dataset):
         self.classes = _class_names(self.root / "train", empty_classes, warn=self.train)
         self.samples = _list_images(self.root / _SPLIT_DIRS[split], self.classes)
         self._check_decodable()
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
-        # Decoded image -> normalised test input; None: eval_view at image_size with self.mean/std.
-        self.eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # the training items' normalisation
+        # Decoded image -> normalised test input: the view matching the random-size crop.
+        self.eval_view = EvalView.centre_crop((3, image_size, image_size), self.mean, self.std)
         self.name = f"image folder {self.root.name} ({split}: {len(self.samples):,} images, {len(self.classes)} classes)"
 
     def __len__(self) -> int:
@@ -76,6 +78,13 @@ class ImageFolderDataset(Dataset):
     def labels(self) -> list[int]:
         return [label for _, label in self.samples]
 
+    def with_view(self, view: EvalView) -> "ImageFolderDataset":
+        """The same images, whose evaluation items go through ``view`` (a network's card:
+        ``card.eval_transform()``)."""
+        out = copy.copy(self)
+        out.eval_view = view
+        return out
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         """Item ``index`` with the split's transforms (training randomness seeded by the index)."""
         return self.sample(index, generator_for(0, index) if self.train else None)
@@ -84,14 +93,11 @@ class ImageFolderDataset(Dataset):
                cutout_size: int = 0) -> tuple[torch.Tensor, int]:
         """Item ``index``: training view drawn from ``generator``, or the evaluation view if ``None``."""
         img, label = self._load(index)
-        if generator is None:  # the one evaluation view (a checkpoint's card sets eval_transform)
-            view = self.eval_transform or functools.partial(
-                eval_view, input_size=(3, self.image_size, self.image_size), mean=self.mean, std=self.std)
-            return view(img), label
+        if generator is None:  # the one evaluation view (a checkpoint's card sets it, with_view)
+            return self.eval_view(img), label
         img = random_resized_crop(img, self.image_size, generator)
         if flip:
             img = hflip(img.unsqueeze(0), torch.rand(1, generator=generator) < 0.5).squeeze(0)
-        # Read mean/std at each call: evaluation may set a checkpoint's statistics on the dataset.
         mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
         x = (img.to(torch.float32) / 255 - mean) / std

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from .arrays import ArrayDataset
 from .folder import CorruptImageError, ImageFolderDataset
 from .seeding import check_shard, derive_seed, generator_for, pad_to, padded_size, shard_order
-from .transforms import AugmentConfig, augment_batch, normalize, sample_augment
+from .transforms import AugmentConfig, augment_batch, sample_augment
 
 __all__ = ["Loader", "DeviceLoader", "FolderLoader", "make_loader"]
 
@@ -92,8 +92,11 @@ class DeviceLoader(_BaseLoader):
         self.augment = (augment or AugmentConfig()) if train else None
         self.images = dataset.images.to(self.device)  # uint8: a quarter of the float32 footprint
         self.labels = dataset.labels.to(self.device)
+        # Training batches are normalised with the dataset's statistics, evaluation batches go
+        # through its evaluation view (a network's card sets it: docs/models.md).
         self.mean = torch.tensor(dataset.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(dataset.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.eval_view = dataset.eval_view
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order().to(self.device)
@@ -111,7 +114,7 @@ class DeviceLoader(_BaseLoader):
             index = order[start : start + self.batch_size]
             x = self.images.index_select(0, index)
             if params is None:
-                x = normalize(x, self.mean, self.std)
+                x = self.eval_view(x)
             else:
                 x = augment_batch(x, params[start : start + self.batch_size], self.augment, self.mean, self.std)
             yield x, self.labels.index_select(0, index)

@@ -1,10 +1,10 @@
 """Export a network to ONNX, ``torch.export`` (``.pt2``) or TorchScript, checked against eager PyTorch.
 
 Every export runs on the CPU in eval mode with the reference composition of each block (a fused
-GPU path, where a model has one, is switched off first), then is loaded back and run on random
-input beside the eager model: onnxruntime for ONNX, ``torch.export.load`` for ``.pt2``, the
-loaded TorchScript module for TorchScript. The file appears at ``path`` only once that check has
-passed.
+GPU path, where a model has one, is switched off first), then is loaded back and run beside the
+eager model on random images prepared by the network's own evaluation view (its card's):
+onnxruntime for ONNX, ``torch.export.load`` for ``.pt2``, the loaded TorchScript module for
+TorchScript. The file appears at ``path`` only once that check has passed.
 
 ``format="pt2"`` saves an ``ExportedProgram`` (``torch.export.save``), the graph format PyTorch
 supports going forward (TorchScript is deprecated upstream); ``format="aoti"`` compiles that
@@ -29,10 +29,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..data.transforms import EvalView
+from ..models.card import ModelCard, default_stats
 from .inference import card_or_default, resolve_model
 
 __all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL",
-           "format_for_path"]
+           "format_for_path", "check_view"]
 
 FORMATS = ("onnx", "pt2", "aoti", "torchscript")
 # The format a file name implies, for callers (the CLI) that let the extension choose.
@@ -65,6 +67,7 @@ class ExportResult:
     runtime: str  # what ran the exported file in the check
     rtol: float = RTOL
     logit_scale: float | None = None  # the largest |logit| of eager PyTorch in the check
+    view: EvalView | None = None  # the view that prepared the check's images (None when not checked)
 
     @property
     def allowed(self) -> float | None:
@@ -199,7 +202,8 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
         input_size: (C, H, W) or a side S (default: the model's or checkpoint's own size).
         dynamic_batch: make the batch dimension variable (and check two batch sizes).
         opset: the ONNX opset (default :data:`DEFAULT_OPSET`).
-        check: run the saved file beside the eager model on random input (seeded by ``seed``);
+        check: run the saved file beside the eager model on random images (seeded by ``seed``)
+            prepared by the card's evaluation view (:func:`check_view`);
             :class:`ExportCheckError` if the largest abs difference exceeds
             ``tolerance + rtol * max|logit|`` (fp32 rounding grows with the values), and then
             nothing is left at ``path``.
@@ -229,7 +233,9 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
         model = copy.deepcopy(model)
     net = resolve_model(model, overrides).cpu().float().eval()
     _reference_path(net)
-    size = _input_size(input_size, card_or_default(net).input_size)  # the card's size unless given
+    card = card_or_default(net)
+    size = _input_size(input_size, card.input_size)  # the card's size unless given
+    view = check_view(card, size)
     gen = torch.Generator().manual_seed(seed)
     export_batch = 2 if dynamic_batch else 1
     checked = (2, 3) if dynamic_batch else (1,)
@@ -274,7 +280,7 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
             diff = scale = 0.0
             with torch.no_grad():
                 for b in checked:
-                    xb = torch.randn(b, *size, generator=gen)
+                    xb = view(_random_images(b, size, gen))
                     got, want = run(xb), net(xb)
                     if tuple(got.shape) != tuple(want.shape):
                         raise ExportCheckError(f"the {format} export gives shape {tuple(got.shape)} for batch {b}, "
@@ -289,4 +295,21 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(path, format, size, dynamic_batch, checked if check else (), diff, tolerance, runtime,
-                        rtol, scale)
+                        rtol, scale, view if check else None)
+
+
+def check_view(card: ModelCard, size: tuple[int, int, int]) -> EvalView:
+    """The evaluation view that prepares the export check's images: the card's
+    (:meth:`ModelCard.eval_transform`), at ``size`` when the caller asked for another input size
+    (with the default statistics when the channel count changes)."""
+    view = card.eval_transform()
+    if size == view.input_size:
+        return view
+    mean, std = (view.mean, view.std) if size[0] == view.input_size[0] else default_stats(size[0])
+    return view.replace(input_size=size, mean=mean, std=std)
+
+
+def _random_images(batch: int, size: tuple[int, int, int], gen: torch.Generator) -> torch.Tensor:
+    # Decoded-image stand-ins, larger than the input and not square, so the view resizes and crops.
+    c, h, w = size
+    return torch.randint(0, 256, (batch, c, h + h // 2 + 1, w + w // 3 + 2), generator=gen, dtype=torch.uint8)

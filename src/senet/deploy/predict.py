@@ -2,8 +2,8 @@
 
 Images are decoded by the decoder image-folder datasets use (:mod:`senet.data.folder`) and
 prepared by the network's own evaluation view, :meth:`ModelCard.eval_transform
-<senet.models.card.ModelCard.eval_transform>` (paper §5.1: shorter side to size / crop_pct,
-centred crop; CIFAR-size inputs resized whole; the card's mean/std), the same view ``senet eval``
+<senet.models.card.ModelCard.eval_transform>` (the crop, interpolation and mean/std its card
+records: the view its training matched, or its published weights'), the same view ``senet eval``
 applies, then classified in batches. An image that cannot be read is reported by path and
 skipped; the others are still classified.
 """

@@ -216,14 +216,14 @@ def onnx_top1(path: str | os.PathLike[str], images: torch.Tensor, labels: torch.
 
 
 def dataset_tensors(data: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(normalised float images, labels)`` of the first ``limit`` items of a dataset of
-    :func:`senet.data.load_dataset` (an ``ArrayDataset`` is normalised with its own mean/std)."""
+    """``(network inputs, labels)`` of the first ``limit`` items of a dataset of
+    :func:`senet.data.load_dataset`, every image (of either split) through the dataset's
+    evaluation view, ``data.eval_view``: a network's own view when the dataset comes from
+    :func:`senet.analysis.evaluate.card_dataset` (calibration sees what evaluation sees)."""
     n = len(data) if limit is None else min(int(limit), len(data))
-    if hasattr(data, "images"):  # ArrayDataset: uint8 tensors held whole
-        mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-        std = torch.tensor(data.std).view(1, -1, 1, 1)
-        return (data.images[:n].float() / 255 - mean) / std, data.labels[:n]
-    items = [data[i] for i in range(n)]
+    if hasattr(data, "images"):  # ArrayDataset: uint8 tensors held whole, viewed as one batch
+        return data.eval_view(data.images[:n]), data.labels[:n]
+    items = [data.sample(i, None) for i in range(n)]  # no generator: the evaluation view
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
 
 

@@ -3,9 +3,10 @@
 Every model that :func:`~senet.models.factory.create_model` builds carries a :class:`ModelCard`
 as ``model.pretrained_cfg`` (``model.default_cfg`` is the same object, timm's names). It says
 how to rebuild the network (registered name, overrides, retrofit), what it predicts (class
-names where known) and how to prepare its input (size, mean/std, crop fraction, interpolation).
-Training writes it, checkpoints carry it as JSON, and eval, predict, export and the analysis
-tools read it; :meth:`ModelCard.eval_transform` is the one evaluation view (paper §5.1).
+names where known) and how to prepare its input (size, mean/std, crop fraction and mode, interpolation: timm's data
+config). Training writes the evaluation view that matches its own augmentation, checkpoints carry
+it as JSON, and eval, predict, export and the analysis tools read it; :meth:`ModelCard.eval_transform`
+is the one evaluation view (paper §5.1), built from the card alone.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-import torch
 from torch import nn
 
 from ..layers.se import SEConfig
@@ -25,14 +26,18 @@ from .registry import ModelSpec, get_model_spec
 from .retrofit import retrofit_from_config
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..data.transforms import EvalView
     from ..weights.pretrained import PretrainedConfig
 
-__all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "attach_card",
+__all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "CROP_MODES", "attach_card",
            "card_of", "card_for", "default_stats"]
 
 # Where the weights came from: initialisation, published weights (by tag), a local file, a training run.
 WEIGHT_SOURCES = ("random", "published", "file", "trained")
+# The values senet.data.transforms.EvalView takes (timm's crop modes), repeated here so that
+# building a model does not load the data stack; a test checks that the two agree.
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+CROP_MODES = ("center", "squash", "border")
 _SE_TAG = "SEConfig"  # how an SEConfig override is written in JSON
 
 
@@ -145,8 +150,10 @@ class ModelCard:
     """How to rebuild, feed and read a network (docs/models.md, "The model card").
 
     ``name``/``overrides``: the registered model and its ``create_model`` keywords; ``retrofit``:
-    blocks inserted afterwards. ``input_size`` (C, H, W), ``mean``/``std``, ``crop_pct`` and
-    ``interpolation`` define the evaluation view (paper §5.1: a 224 crop of a 256 side, 0.875).
+    blocks inserted afterwards. ``input_size`` (C, H, W), ``mean``/``std``, ``crop_pct``,
+    ``crop_mode`` and ``interpolation`` are the evaluation view, with timm's meanings
+    (:class:`senet.data.transforms.EvalView`; paper §5.1: a 224 crop of a 256 side, 0.875;
+    ``crop_mode="squash"`` at ``crop_pct=1.0``: the whole image, as CIFAR networks train).
     ``classes``: the class names in logit order, or ``None`` where unknown (random weights).
     ``weights``: one of :data:`WEIGHT_SOURCES`, with ``weights_tag`` (timm's pretrained tag, a
     file name) and ``hub_id``/``url`` for published weights. ``dataset``/``data_root``: what a
@@ -163,6 +170,7 @@ class ModelCard:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     crop_pct: float = 0.875
+    crop_mode: str = "center"
     interpolation: str = "bilinear"
     classes: tuple[str, ...] | None = None
     classifier: str = "fc"
@@ -194,6 +202,8 @@ class ModelCard:
                              f"{len(self.mean)}/{len(self.std)}")
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"ModelCard.crop_pct must lie in (0, 1], got {self.crop_pct}")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"ModelCard.crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"ModelCard.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
                              f"got {self.interpolation!r}")
@@ -202,8 +212,6 @@ class ModelCard:
 
     # ---- timm-style read access ----
     def __getitem__(self, key: str) -> Any:
-        if key == "crop_mode":
-            return "center"
         field = _TIMM_KEYS.get(key, key)
         if field not in self._field_names():
             raise KeyError(key)
@@ -216,10 +224,10 @@ class ModelCard:
             return default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and (key == "crop_mode" or _TIMM_KEYS.get(key, key) in self._field_names())
+        return isinstance(key, str) and _TIMM_KEYS.get(key, key) in self._field_names()
 
     def keys(self) -> list[str]:
-        return [*self._field_names(), "crop_mode", *_TIMM_KEYS]
+        return [*self._field_names(), *_TIMM_KEYS]
 
     @classmethod
     def _field_names(cls) -> tuple[str, ...]:
@@ -238,12 +246,16 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
-        """The card written by :meth:`to_dict`; unknown keys fail naming them."""
+        """The card written by :meth:`to_dict`; unknown keys fail naming them. A card written
+        before cards recorded ``crop_mode`` gets the view its training pipeline matches
+        (:func:`legacy_view`)."""
         known = cls._field_names()
         unknown = [k for k in data if k not in known]
         if unknown:
             raise ValueError(f"model card: unknown key(s) {unknown}")
         kw = dict(data)
+        if "crop_mode" not in kw:
+            kw.update(legacy_view(kw))
         kw["overrides"] = FrozenMapping({k: _unplain(v) for k, v in (kw.get("overrides") or {}).items()})
         if kw.get("retrofit") is not None:
             kw["retrofit"] = RetrofitSpec.from_mapping(kw["retrofit"])
@@ -258,13 +270,19 @@ class ModelCard:
             retrofit_from_config(model, self.retrofit.to_dict(), self.input_size)
         return attach_card(model, self)
 
-    def eval_transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The evaluation view of this network: a decoded (C, H, W) image (float in [0, 1], or
-        ``uint8``) to the normalised network input (:func:`senet.data.transforms.eval_view`)."""
-        from ..data.transforms import eval_view  # here: building a model must not load the data stack
+    def eval_transform(self) -> "EvalView":
+        """The evaluation view of this network, from this card alone: a callable
+        :class:`~senet.data.transforms.EvalView` taking a decoded (C, H, W) image or (B, C, H, W)
+        batch (float in [0, 1], or ``uint8``) to the normalised network input. It is what timm's
+        ``create_transform(**resolve_data_config({}, model=model))`` builds from the same fields."""
+        from ..data.transforms import EvalView  # here: building a model must not load the data stack
 
-        return functools.partial(eval_view, input_size=self.input_size, crop_pct=self.crop_pct,
-                                 interpolation=self.interpolation, mean=self.mean, std=self.std)
+        return EvalView.from_config(self)
+
+    def with_view(self, view: "EvalView") -> "ModelCard":
+        """This card with the evaluation view ``view`` (input size, mean/std, crop, interpolation)."""
+        return self.replace(in_chans=view.input_size[0], input_size=view.input_size, mean=view.mean, std=view.std,
+                            crop_pct=view.crop_pct, crop_mode=view.crop_mode, interpolation=view.interpolation)
 
 
 def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:
@@ -290,6 +308,24 @@ def default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
 
 
+def legacy_view(card: Mapping[str, Any]) -> dict[str, Any]:
+    """``crop_mode`` (and ``crop_pct``) of a card written before cards recorded the crop mode
+    (docs/models.md, "Cards from older versions"): a network trained on an array dataset (a
+    name of ``senet.data.DATASETS`` or a ``synthetic:`` spec: CIFAR-style pad-and-crop of whole
+    images) gets the whole-image view; everything else (image folders, trained with the
+    random-size crop; published and local weights) the centre crop at its recorded ``crop_pct``."""
+    spec = card.get("dataset")
+    if card.get("weights") == "trained" and isinstance(spec, str) and _is_array_dataset(spec):
+        return {"crop_mode": "squash", "crop_pct": 1.0}
+    return {"crop_mode": "center"}
+
+
+def _is_array_dataset(spec: str) -> bool:
+    from ..data.datasets import DATASETS  # here: only old checkpoints need the dataset names
+
+    return spec in DATASETS or spec.startswith("synthetic:")
+
+
 def _argument(spec: "ModelSpec", overrides: Mapping[str, Any], name: str, fallback: Any) -> Any:
     # The value the builder received: an override, a registered default, or the builder's own default.
     if name in overrides:
@@ -300,11 +336,26 @@ def _argument(spec: "ModelSpec", overrides: Mapping[str, Any], name: str, fallba
     return fallback if param is None or param.default is param.empty else param.default
 
 
+def _published_copy(spec: "ModelSpec", cfg: "PretrainedConfig | None",
+                    weights_file: str) -> "PretrainedConfig | None":
+    # A local file is a copy of published weights when it bears their file name
+    # ("seresnet50.a1_in1k.safetensors", "se_resnet50-ce0d4300.pth") or when the caller named a
+    # tag other than the default; any other file is of unknown provenance: no published view or names.
+    name = PurePath(weights_file).name
+    for known in spec.pretrained:
+        if name == known.cache_name():
+            return known
+    return cfg if cfg is not None and spec.pretrained and cfg is not spec.pretrained[0] else None
+
+
 def card_for(spec: "ModelSpec", model: nn.Module, overrides: Mapping[str, Any],
              cfg: "PretrainedConfig | None" = None, weights_file: str | None = None) -> ModelCard:
     """The card of a model ``create_model`` just built from ``spec`` with ``overrides``: the
-    published weights' evaluation setup and ImageNet-1k names when ``cfg`` was loaded (also from
-    ``weights_file``, a local copy of them), else the registered input size and ImageNet statistics."""
+    published weights' evaluation view and ImageNet-1k names when ``cfg`` was loaded, or when
+    ``weights_file`` is a copy of published weights (their file name, or a tag named explicitly);
+    else the registered input size, ImageNet statistics and timm's default view (centre crop, 0.875)."""
+    if weights_file is not None:
+        cfg = _published_copy(spec, cfg, weights_file)
     in_chans = int(getattr(model, "in_chans", _argument(spec, overrides, "in_chans", spec.input_size[0])))
     num_classes = int(getattr(model, "num_classes", _argument(spec, overrides, "num_classes", 1000)))
     size = (in_chans, *(cfg.input_size[1:] if cfg is not None else spec.input_size[1:]))

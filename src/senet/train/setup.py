@@ -92,7 +92,9 @@ def load_data(cfg: TrainConfig, image_size: int) -> tuple[Any, Any]:
 def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
     """The network of ``cfg.model`` sized for ``dataset`` (classes, channels), and its card
     (attached to it): everything needed to rebuild and use it (name, overrides, the dataset's
-    classes and mean/std, input size, the dataset it is trained on)."""
+    classes, the dataset it is trained on) and the evaluation view that matches the training
+    augmentation of ``dataset``'s pipeline (``dataset.eval_view``: the whole image for array
+    datasets, the centre crop for image folders; input size and mean/std included)."""
     spec = get_model_spec(cfg.model.name)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.overrides.items()}
     args = spec.arguments()
@@ -103,14 +105,9 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
     if "in_chans" in args and channels != spec.input_size[0]:
         overrides.setdefault("in_chans", channels)
     model = create_model(cfg.model.name, **overrides)
-    # Array datasets know their image size; folders are decoded at image_size(cfg).
-    size = dataset.input_size[1] if hasattr(dataset, "input_size") else image_size(cfg)
-    # The evaluation view is the one fit evaluates with (paper §5.1: 0.875, bilinear; whole images below 128 px).
-    card = card_of(model).replace(
-        classes=tuple(dataset.classes), mean=tuple(dataset.mean), std=tuple(dataset.std),
-        input_size=(channels, size, size), crop_pct=0.875, interpolation="bilinear", weights="trained",
-        weights_tag=None, hub_id=None, url=None, dataset=cfg.data.dataset, data_root=cfg.data.root,
-        dataset_name=dataset.name)
+    card = card_of(model).with_view(dataset.eval_view).replace(
+        classes=tuple(dataset.classes), weights="trained", weights_tag=None, hub_id=None, url=None,
+        dataset=cfg.data.dataset, data_root=cfg.data.root, dataset_name=dataset.name)
     return attach_card(model, card), card
 
 
@@ -125,6 +122,7 @@ def setup(cfg: TrainConfig, device: torch.device, run: RunDirectory) -> Setup:
     torch.manual_seed(cfg.seed)  # fixes the initial weights; batches depend only on (seed, epoch, rank)
     train_set, test_set = load_data(cfg, image_size(cfg))
     model, card = _model(cfg, train_set, device, ranks, run)
+    test_set = test_set.with_view(card.eval_transform())  # fit evaluates as senet eval will: from the card
     optimizer = build_optimizer(model, cfg.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start, history, resumed = 0, [], {}
