@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -265,6 +265,20 @@ class ModelCard:
 
         return functools.partial(eval_view, input_size=self.input_size, crop_pct=self.crop_pct,
                                  interpolation=self.interpolation, mean=self.mean, std=self.std)
+
+    def with_head(self, num_classes: int, classes: Sequence[str] | None = None,
+                  global_pool: str | None = None) -> "ModelCard":
+        """This card for the network after its classifier was replaced by one with ``num_classes``
+        outputs (0: none), e.g. by ``reset_classifier``: ``num_classes`` and the rebuild overrides
+        follow, so :meth:`build` builds the new head; the class names become ``classes`` or are
+        dropped (a fresh classifier predicts unnamed classes). ``global_pool`` records a new pooling."""
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"with_head: {len(classes)} class names for num_classes={num_classes}")
+        overrides = {**self.overrides, "num_classes": num_classes}
+        if global_pool is not None:
+            overrides["global_pool"] = global_pool
+        return self.replace(num_classes=num_classes, overrides=FrozenMapping(overrides),
+                            classes=tuple(classes) if classes is not None else None)
 
 
 def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:
