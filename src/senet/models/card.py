@@ -1,6 +1,6 @@
 """The model card: one frozen record that travels with a network (docs/models.md).
 
-Every model that :func:`~senet.models.factory.create_model` builds carries a :class:`ModelCard`
+Every model that :func:`~senet.factory.create_model` builds carries a :class:`ModelCard`
 as ``model.pretrained_cfg`` (``model.default_cfg`` is the same object, timm's names). It says
 how to rebuild the network (registered name, overrides, retrofit), what it predicts (class
 names where known) and how to prepare its input (size, mean/std, crop fraction, interpolation).
@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from ..layers.se import SEConfig
-from ..weights.pretrained import IMAGENET_MEAN, IMAGENET_STD, class_names
+from ..published import IMAGENET_MEAN, IMAGENET_STD, class_names
 
 from .registry import ModelSpec, get_model_spec
 from .retrofit import retrofit_from_config
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..weights.pretrained import PretrainedConfig
+    from ..published import PretrainedConfig
 
 __all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "attach_card",
            "card_of", "card_for", "default_stats"]

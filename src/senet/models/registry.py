@@ -18,7 +18,7 @@ from torch import nn
 from ..layers.se import SEConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..weights.pretrained import PretrainedConfig
+    from ..published import PretrainedConfig
 
 __all__ = ["ModelSpec", "register_model", "unregister_model", "list_models", "get_model_spec", "UnknownModelError",
            "resolve_name", "list_pretrained", "aliases_of"]

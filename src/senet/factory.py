@@ -1,8 +1,10 @@
 """``create_model``: a registered network with its weights and its card, as timm's ``create_model``.
 
-The registry (:mod:`.registry`) holds what each name builds; this module adds what a user asks for
-on top: published or local weights (:mod:`senet.weights.pretrained`), the model card
-(:mod:`.card`), and ``features_only`` backbones (:mod:`.features`).
+The registry (:mod:`senet.models.registry`) holds what each name builds; this module adds what a
+user asks for on top: published or local weights (:mod:`senet.weights.pretrained`), the model
+card (:mod:`senet.models.card`), and ``features_only`` backbones (:mod:`senet.models.features`).
+It is where networks and weight files meet, so it sits above both packages: ``senet.models``
+never imports ``senet.weights`` (CONTRIBUTING.md, "Where things are").
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..weights.pretrained import load_pretrained
-from .card import attach_card, card_for
-from .features import FeatureBackbone
-from .registry import get_model_spec, list_models, resolve_name
+from .models.card import attach_card, card_for
+from .models.features import FeatureBackbone
+from .models.registry import get_model_spec, list_models, resolve_name
+from .weights.pretrained import load_pretrained
 
 __all__ = ["create_model"]
 
