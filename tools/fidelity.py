@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from senet.cost.counting import Complexity, complexity
-from senet.models.factory import create_model
+from senet.factory import create_model
 from senet.models.registry import get_model_spec
 from senet.models.resnet import Block
 

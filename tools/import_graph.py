@@ -1,8 +1,11 @@
 """The import graph of the ``senet`` package, read from the source (no import is executed).
 
-Every ``import``/``from ... import`` counts, at module level or inside a function, so that a cycle
-hidden by a function-local import shows. ``python tools/import_graph.py`` prints the cycles (strongly
-connected components of more than one module) and exits 1 if there are any.
+Every ``import``/``from ... import`` counts: at module level, inside a function, and under
+``if TYPE_CHECKING:``, so that a cycle hidden by a function-local import or living only in the
+type annotations shows too. :func:`package_graph` collapses modules to their sub-package
+(``senet.models``, ``senet.weights``, ...) to check the layering of docs/../CONTRIBUTING.md.
+``python tools/import_graph.py`` prints the cycles (strongly connected components of more than
+one node) of both graphs and exits 1 if there are any.
 """
 
 from __future__ import annotations
@@ -28,11 +31,7 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     tree = ast.parse(path.read_text(), str(path))
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
-                   for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
-        if id(node) in typing_only:  # `if TYPE_CHECKING:` imports exist for annotations only
-            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -51,11 +50,6 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
             if t and t != name and t.startswith("senet"):
                 found.add(t)
     return found
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def graph() -> dict[str, set[str]]:
@@ -106,8 +100,32 @@ def without_package_reexports(g: dict[str, set[str]]) -> dict[str, set[str]]:
     return {m: {t for t in ts if not (m.startswith(t + ".") and t in g)} for m, ts in g.items()}
 
 
+def package_of(module: str) -> str:
+    """``senet.models.zoo.cifar`` -> ``senet.models``; a top-level module is its own node."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(g: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Edges between sub-packages (and top-level modules). The root ``senet`` is left out: its
+    ``__init__`` is the lazy facade over everything (PEP 562), not a layer."""
+    out: dict[str, set[str]] = {}
+    for m, ts in g.items():
+        a = package_of(m)
+        if a == "senet":
+            continue
+        out.setdefault(a, set())
+        out[a] |= {b for b in map(package_of, ts) if b not in (a, "senet")}
+    return out
+
+
+def edges_between(g: dict[str, set[str]], a: str, b: str) -> list[tuple[str, str]]:
+    """The module imports that make the package edge ``a -> b`` (for messages)."""
+    return sorted((m, t) for m, ts in g.items() for t in ts if package_of(m) == a and package_of(t) == b)
+
+
 if __name__ == "__main__":
-    found = cycles(without_package_reexports(graph()))
+    g = without_package_reexports(graph())
+    found = cycles(g) + cycles(package_graph(g))
     for c in found:
         print(" <-> ".join(c))
     sys.exit(1 if found else 0)

@@ -27,7 +27,7 @@ _EXPORTS = {
     "export": "deploy.export",
     "fold_for_inference": "deploy.fold", "prepare_for_inference": "deploy.fast",
     "ConstantGate": "layers.se", "SEConfig": "layers.se", "SqueezeExcite": "layers.se", "se_width": "layers.se",
-    "create_model": "models.factory", "get_model_spec": "models.registry", "list_models": "models.registry",
+    "create_model": "factory", "get_model_spec": "models.registry", "list_models": "models.registry",
     "list_pretrained": "models.registry", "register_model": "models.registry", "ModelCard": "models.card",
     "RetrofitReport": "models.retrofit", "keras_param_count": "models.retrofit", "retrofit": "models.retrofit",
     "WeightLoadError": "weights.convert", "load_weights": "weights.convert",
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .deploy.fold import fold_for_inference
     from .layers.se import ConstantGate, SEConfig, SqueezeExcite, se_width
     from .models.card import ModelCard
-    from .models.factory import create_model
+    from .factory import create_model
     from .models.registry import get_model_spec, list_models, list_pretrained, register_model
     from .models.retrofit import RetrofitReport, keras_param_count, retrofit
     from .weights.convert import WeightLoadError, load_weights

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import torch  # here, as the imports below: `senet --help` must not import torch
 
     from ..cost.counting import complexity, format_complexity
-    from ..models.factory import create_model
+    from ..factory import create_model
     from ..models.registry import get_model_spec
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.bytes_dtype]

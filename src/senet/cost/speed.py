@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from ..device import resolve_device
 from ..layers.fused_se import set_fused, triton_available, use_fused
-from ..models.factory import create_model
+from ..factory import create_model
 from ..models.registry import get_model_spec
 from ..validation import check_choice
 

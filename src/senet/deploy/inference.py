@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from ..models.card import ModelCard, card_of, default_stats
-from ..models.factory import create_model
+from ..factory import create_model
 from ..weights.checkpoint import load_model
 
 __all__ = ["resolve_model", "looks_like_path", "card_or_default"]

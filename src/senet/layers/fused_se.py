@@ -43,6 +43,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
+import torch.fx
 from torch import nn
 
 __all__ = ["use_fused", "admissible", "triton_available", "set_fused", "squeeze_mean", "se_apply", "add_relu",
@@ -79,7 +80,7 @@ def _interpreting() -> bool:
 
 def _exporting() -> bool:
     # Exported graphs (TorchScript, torch.export, ONNX) must run without Triton: reference ops.
-    if torch.jit.is_scripting() or torch.jit.is_tracing():
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
         return True
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch.export (newer torch)
     if is_exporting is not None and is_exporting():

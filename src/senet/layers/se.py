@@ -12,6 +12,7 @@ import dataclasses
 from typing import Callable
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
@@ -105,6 +106,16 @@ def se_width(channels: int, reduction: float = 16, divisor: int = 1) -> int:
     return max(divisor, int(raw / divisor + 0.5) * divisor)
 
 
+def check_se_input(x: torch.Tensor, channels: int) -> None:
+    """An (N, channels, H, W) input, or a ValueError naming the shape. A ``torch.fx`` leaf (wrapped
+    below), so a traced graph runs the check instead of branching on a shape."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"SqueezeExcite expects an (N, {channels}, H, W) tensor, got shape {tuple(x.shape)}")
+
+
+torch.fx.wrap("check_se_input")
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-Excitation block, Eq. 2-4: ``x * gate(fc2(act(fc1(squeeze(x)))))``.
 
@@ -168,10 +179,7 @@ class SqueezeExcite(nn.Module):
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The excitation s of Eq. 3: shape (N, C, 1, 1), or (N, C, H, W) for NoSqueeze."""
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(
-                f"SqueezeExcite expects an (N, {self.channels}, H, W) tensor, got shape {tuple(x.shape)}"
-            )
+        check_se_input(x, self.channels)
         if self.squeeze_kind == "avg" and self._fused(x):
             z = fused_se.squeeze_mean(x)  # one Triton reduction instead of AdaptiveAvgPool2d
         else:
@@ -179,7 +187,8 @@ class SqueezeExcite(nn.Module):
         if self.fc_type == "linear":  # Linear acts on the last dim: move channels there and back
             # Positive dims (x is 4-d): ONNX export writes movedim(-1, 1) as an invalid negative Transpose perm.
             z = self.fc2(self.act(self.fc1(z.movedim(1, 3)))).movedim(3, 1)
-        elif z.shape[2] == 1 and z.shape[3] == 1 and self._bare_convs():
+        elif not torch.fx._symbolic_trace.is_fx_symbolic_tracing() and z.shape[2] == 1 and z.shape[3] == 1 \
+                and self._bare_convs():  # a traced graph keeps the general form, for any map size
             # A 1x1 convolution of a 1x1 map is a matrix product. Done as one, with the same weights,
             # it skips the convolution machinery: 4-8x faster for these sizes on CPU, about a third
             # of SE-ResNet-50's extra inference time there (docs/results.md).

@@ -16,6 +16,7 @@ import re
 from typing import Sequence
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
@@ -23,6 +24,9 @@ from torch.utils.checkpoint import checkpoint
 from ..validation import check_choice
 from .common import check_input, he_init
 from .features import FeatureInfo
+
+# The input check runs in a traced graph as one call, instead of the trace branching on a shape.
+torch.fx.wrap("check_input")
 
 __all__ = ["ModelBase", "GlobalPool", "ClassifierHead", "POOL_TYPES", "take_indices"]
 
@@ -153,6 +157,8 @@ class ModelBase(nn.Module):
         channels; ``pre_logits`` (VGG's fc6/fc7, ``hidden_size`` wide) runs before the pooling."""
         self.num_features = num_features
         self.head_hidden_size = hidden_size if hidden_size is not None else num_features
+        if not global_pool and num_classes:
+            raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
         self.num_classes = num_classes
         self.pre_logits = pre_logits if pre_logits is not None else nn.Identity()
         pool, drop = GlobalPool(global_pool), nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
@@ -181,7 +187,10 @@ class ModelBase(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A fresh classifier for ``num_classes`` outputs; 0 removes it (forward gives the pooled
         features). ``global_pool`` changes the pooling: ``"avg"``, ``"max"``, ``"avgmax"`` or
-        ``""`` (none, only with ``num_classes=0``: forward then gives the feature map)."""
+        ``""`` (none, only with ``num_classes=0``: forward then gives the feature map).
+
+        The model's card (``pretrained_cfg``), if any, is replaced by ``card.with_head(...)``: it
+        says ``num_classes`` and no class names (a fresh classifier predicts unnamed classes)."""
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         owner = self._head_owner()
@@ -194,6 +203,9 @@ class ModelBase(nn.Module):
         self.num_classes = num_classes
         fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
         self.set_submodule(self.classifier_name, fc)
+        update = getattr(getattr(self, "pretrained_cfg", None), "with_head", None)
+        if update is not None:  # the card follows the head, so card.build() builds this one
+            self.pretrained_cfg = self.default_cfg = update(num_classes, global_pool=global_pool)
 
     # ----- forward ----------------------------------------------------------------------------
 
@@ -212,7 +224,7 @@ class ModelBase(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The stem, then every stage in order, then the final norm (if any)."""
-        check_input(self, x)
+        check_input(x, self.in_chans, getattr(self, "min_input_size", 1), type(self).__name__)
         if self.grad_checkpointing:
             x = self._run_steps(self.stem_steps, x)
             for names in self._segments:
@@ -251,7 +263,7 @@ class ModelBase(nn.Module):
         wanted = {self.feature_info[i]["module"] for i in take}
         last = self.feature_info[take[-1]]["module"]
         stop = intermediates_only or stop_early
-        check_input(self, x)
+        check_input(x, self.in_chans, getattr(self, "min_input_size", 1), type(self).__name__)
         intermediates: list[torch.Tensor] = []
         # the stem step by step (it may hold a level), then each stage (ending at a level)
         for name, stage in [(n, False) for n in self.stem_steps] + [(seg[-1], seg) for seg in self._segments]:
@@ -317,9 +329,10 @@ class ModelBase(nn.Module):
         return {"stem": prefix(self.stem_steps), "blocks": blocks, "head": prefix(head)}
 
     def no_weight_decay(self) -> set[str]:
-        """Names of the parameters usually trained without weight decay: norm affine parameters
-        and biases (every 1-d parameter; Goyal et al. 2017)."""
-        return {n for n, p in self.named_parameters() if p.ndim <= 1}
+        """Names of parameters this model wants exempt from weight decay *beyond* the usual rule
+        (timm's meaning: an optimiser factory exempts every 1-d parameter and bias itself, and adds
+        these, e.g. a transformer's position embedding). These CNNs declare none: an empty set."""
+        return set()
 
     def __prepare_scriptable__(self) -> nn.Module:
         raise RuntimeError(f"{type(self).__name__} does not support TorchScript (deprecated upstream); "

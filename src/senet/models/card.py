@@ -1,6 +1,6 @@
 """The model card: one frozen record that travels with a network (docs/models.md).
 
-Every model that :func:`~senet.models.factory.create_model` builds carries a :class:`ModelCard`
+Every model that :func:`~senet.factory.create_model` builds carries a :class:`ModelCard`
 as ``model.pretrained_cfg`` (``model.default_cfg`` is the same object, timm's names). It says
 how to rebuild the network (registered name, overrides, retrofit), what it predicts (class
 names where known) and how to prepare its input (size, mean/std, crop fraction and mode, interpolation: timm's data
@@ -15,19 +15,19 @@ import dataclasses
 import functools
 import inspect
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from torch import nn
 
 from ..layers.se import SEConfig
-from ..weights.pretrained import IMAGENET_MEAN, IMAGENET_STD, class_names
+from ..published import IMAGENET_MEAN, IMAGENET_STD, class_names
 
 from .registry import ModelSpec, get_model_spec
 from .retrofit import retrofit_from_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.transforms import EvalView
-    from ..weights.pretrained import PretrainedConfig
+    from ..published import PretrainedConfig
 
 __all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "CROP_MODES", "attach_card",
            "card_of", "card_for", "default_stats"]
@@ -283,6 +283,20 @@ class ModelCard:
         """This card with the evaluation view ``view`` (input size, mean/std, crop, interpolation)."""
         return self.replace(in_chans=view.input_size[0], input_size=view.input_size, mean=view.mean, std=view.std,
                             crop_pct=view.crop_pct, crop_mode=view.crop_mode, interpolation=view.interpolation)
+
+    def with_head(self, num_classes: int, classes: Sequence[str] | None = None,
+                  global_pool: str | None = None) -> "ModelCard":
+        """This card for the network after its classifier was replaced by one with ``num_classes``
+        outputs (0: none), e.g. by ``reset_classifier``: ``num_classes`` and the rebuild overrides
+        follow, so :meth:`build` builds the new head; the class names become ``classes`` or are
+        dropped (a fresh classifier predicts unnamed classes). ``global_pool`` records a new pooling."""
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"with_head: {len(classes)} class names for num_classes={num_classes}")
+        overrides = {**self.overrides, "num_classes": num_classes}
+        if global_pool is not None:
+            overrides["global_pool"] = global_pool
+        return self.replace(num_classes=num_classes, overrides=FrozenMapping(overrides),
+                            classes=tuple(classes) if classes is not None else None)
 
 
 def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:

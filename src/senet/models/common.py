@@ -6,12 +6,14 @@ initialisation of the package (He init of the paper, §5.1, leaving SE blocks at
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 from .features import FeatureInfo
 
-__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "feature", "stage_ends", "he_init", "check_common", "check_input"]
+__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "DropPath", "drop_path", "make_drop_path", "drop_path_rates", "feature", "stage_ends",
+           "he_init", "check_common", "check_input"]
 
 
 class ConvBnAct(nn.Module):
@@ -54,6 +56,11 @@ class BatchNormReLU(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(super().forward(x))
 
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        # Fed by a convolution, so always 4-d; BatchNorm2d's own test would make a torch.fx
+        # trace branch on the input's rank (this class is not a torch.nn leaf).
+        pass
+
 
 def he_init(model: nn.Module) -> None:
     """He (MSRA) init of every convolution (paper §5.1), unit/zero BN, and a small normal init of
@@ -75,7 +82,7 @@ def he_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def check_common(num_classes: int, in_chans: int, drop_rate: float) -> None:
+def check_common(num_classes: int, in_chans: int, drop_rate: float, *, drop_path_rate: float = 0.0) -> None:
     """The checks every builder applies to its shared arguments, with messages naming them."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -83,17 +90,68 @@ def check_common(num_classes: int, in_chans: int, drop_rate: float) -> None:
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
     if not 0.0 <= drop_rate < 1.0:
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
 
-def check_input(model: nn.Module, x: torch.Tensor) -> None:
+def drop_path_rates(rate: float, num_blocks: int) -> list[float]:
+    """Stochastic-depth probability of each of ``num_blocks`` residual blocks, in network order:
+    timm's linear rule, ``rate * i / (num_blocks - 1)`` for block ``i`` (Huang et al. 2016, §3's
+    linear decay), so the first block is never dropped and the last is dropped with ``rate``."""
+    return [rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): in training, zero the whole residual branch of each
+    sample with probability ``p`` and scale the kept ones by ``1 / (1 - p)``; else ``x``.
+
+    A leaf of ``torch.fx`` tracing (wrapped below): the mask's shape comes from the real input."""
+    if not training or p == 0.0:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+torch.fx.wrap("drop_path")
+
+
+class DropPath(nn.Module):
+    """:func:`drop_path` as a module: a residual branch dropped per sample with probability
+    ``p`` in training mode; the identity in eval mode. No weights, so no state_dict keys."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4g}"
+
+
+def make_drop_path(p: float) -> DropPath | None:
+    """A :class:`DropPath` for ``p > 0``, else ``None``: a block built with 0 runs exactly the
+    network without stochastic depth (no extra op, same keys)."""
+    return DropPath(p) if p > 0 else None
+
+
+def check_input(x: torch.Tensor, in_chans: int, min_side: int, model: str) -> None:
     """Fail with the expected and the given shape, instead of an error deep inside a conv, when
-    ``x`` is not an (N, in_chans, H, W) batch at least ``model.min_input_size`` pixels on a side."""
-    c, side = model.in_chans, getattr(model, "min_input_size", 1)
-    if x.ndim != 4 or x.shape[1] != c:
-        raise ValueError(f"{type(model).__name__} expects an (N, {c}, H, W) input, got shape {tuple(x.shape)}"
-                         + (f"; build it with in_chans={x.shape[1]} for {x.shape[1]}-channel images" if x.ndim == 4 else ""))
-    if min(x.shape[-2:]) < side:
-        raise ValueError(f"{type(model).__name__} needs inputs of at least {side}x{side} pixels, got {tuple(x.shape)}")
+    ``x`` is not an (N, in_chans, H, W) batch at least ``min_side`` pixels on a side.
+
+    A leaf of ``torch.fx`` tracing (``torch.fx.wrap`` in :mod:`.base`): the traced graph calls it
+    with the real input, so the check still runs in a traced module, without the trace branching
+    on a shape."""
+    if x.ndim != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"{model} expects an (N, {in_chans}, H, W) input, got shape {tuple(x.shape)}"
+                         + (f"; build it with in_chans={x.shape[1]} for {x.shape[1]}-channel images"
+                            if x.ndim == 4 else ""))
+    if min(x.shape[-2:]) < min_side:
+        raise ValueError(f"{model} needs inputs of at least {min_side}x{min_side} pixels, got {tuple(x.shape)}")
 
 
 def feature(num_chs: int, reduction: int, module: str) -> dict:

@@ -86,6 +86,7 @@ class DenseNet(ModelBase):
     Args:
         layers: dense layers per block, e.g. ``(6, 12, 24, 16)`` for DenseNet-121.
         num_classes, in_chans, drop_rate: classifier outputs, input channels, dropout before it.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"``, or ``""`` with ``num_classes=0`` (the feature map).
         growth: growth rate k. stem_width: channels of the 7x7 stem conv (2k).
         bn_size: bottleneck width as a multiple of k. compression: transition channel factor.
         se: SE options, or ``None`` for the plain network.
@@ -96,7 +97,8 @@ class DenseNet(ModelBase):
     classifier_name = "classifier"
 
     def __init__(self, layers: Sequence[int] = DEPTHS[121], *, num_classes: int = 1000, in_chans: int = 3,
-                 drop_rate: float = 0.0, growth: int = 32, stem_width: int = 64, bn_size: int = 4,
+                 drop_rate: float = 0.0, global_pool: str = "avg", growth: int = 32, stem_width: int = 64,
+                 bn_size: int = 4,
                  compression: float = 0.5, se: SEConfig | None = None, placement: str = "layer") -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
@@ -127,5 +129,5 @@ class DenseNet(ModelBase):
         steps.append((f"features.norm{len(layers) + 1}", c, 1))
         names = [f"features.{n}" for n, _ in self.features.named_children()]
         self.init_layout(names[:3], names[3:], stage_ends(steps))
-        self.init_head(c, num_classes, drop_rate)
+        self.init_head(c, num_classes, drop_rate, global_pool=global_pool)
         self.init_weights()

@@ -212,12 +212,14 @@ class Inception(ModelBase):
     Args:
         variant: ``"bn_inception"`` or ``"inception_v3"``.
         num_classes, in_chans, drop_rate: classifier outputs, input channels, dropout before it.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"``, or ``""`` with ``num_classes=0`` (the feature map).
         eps: BN epsilon (None: the variant's own, 1e-5 for BN-Inception and 1e-3 for v3).
         se: SE options, or ``None`` for the plain network.
     """
 
     def __init__(self, variant: str = "inception_v3", *, num_classes: int = 1000, in_chans: int = 3,
-                 drop_rate: float = 0.0, eps: float | None = None, se: SEConfig | None = None) -> None:
+                 drop_rate: float = 0.0, global_pool: str = "avg", eps: float | None = None,
+                 se: SEConfig | None = None) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
         self.in_chans = in_chans
@@ -248,5 +250,5 @@ class Inception(ModelBase):
             c = module.out_channels
             steps.append((name, c, _module_stride(branches)))
         self.init_layout([name for name, _ in stem], self.module_names, stage_ends(steps))
-        self.init_head(c, num_classes, drop_rate)
+        self.init_head(c, num_classes, drop_rate, global_pool=global_pool)
         self.init_weights()

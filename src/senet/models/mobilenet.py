@@ -50,6 +50,7 @@ class MobileNetV1(ModelBase):
 
     Args:
         num_classes, in_chans, drop_rate: classifier outputs, input channels, dropout before it.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"``, or ``""`` with ``num_classes=0`` (the feature map).
         act: ``"relu6"`` (the TensorFlow/timm/Keras models) or ``"relu"`` (the MobileNet paper).
         eps: BN epsilon (timm: 1e-5; Keras: 1e-3).
         se: SE options, or ``None`` for the plain network.
@@ -60,7 +61,7 @@ class MobileNetV1(ModelBase):
     classifier_name = "classifier"
 
     def __init__(self, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 act: str = "relu6", eps: float = 1e-5, se: SEConfig | None = None, stem_se: bool = False) -> None:
+                 global_pool: str = "avg", act: str = "relu6", eps: float = 1e-5, se: SEConfig | None = None, stem_se: bool = False) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
         self.in_chans = in_chans
@@ -84,5 +85,5 @@ class MobileNetV1(ModelBase):
         self.init_layout(["conv_stem", "bn1", "act1", "stem_se"], [f"blocks.{i}" for i in range(len(STAGES))],
                          stage_ends([("stem_se", stem, 2)] + [
                              (f"blocks.{i}", cout, stride) for i, (cout, _, stride) in enumerate(STAGES)]))
-        self.init_head(cin, num_classes, drop_rate)
+        self.init_head(cin, num_classes, drop_rate, global_pool=global_pool)
         self.init_weights()

@@ -18,7 +18,7 @@ from torch import nn
 from ..layers.se import SEConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..weights.pretrained import PretrainedConfig
+    from ..published import PretrainedConfig
 
 __all__ = ["ModelSpec", "register_model", "unregister_model", "list_models", "get_model_spec", "UnknownModelError",
            "resolve_name", "list_pretrained", "aliases_of"]
@@ -92,13 +92,15 @@ class ModelSpec:
 
     def build(self, **overrides: Any) -> nn.Module:
         """The network with ``overrides``; ``num_classes=0`` builds it headless (``reset_classifier(0)``:
-        it returns pooled features), as timm does."""
+        it returns pooled features, or with ``global_pool=""`` the feature map), as timm does."""
         headless = overrides.get("num_classes") == 0
-        if headless:
-            overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
+        pool = None
+        if headless:  # built with a classifier (and so a pooling), then dropped, as timm's reset_classifier(0)
+            pool = overrides.get("global_pool")
+            overrides = {k: v for k, v in overrides.items() if k not in ("num_classes", "global_pool")}
         model = self.builder(**self.resolve(overrides))
         if headless:
-            model.reset_classifier(0)
+            model.reset_classifier(0, pool)
         return model
 
     def pretrained_config(self, tag: str | None = None) -> "PretrainedConfig":

@@ -12,6 +12,7 @@ import functools
 from typing import Sequence
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
@@ -19,7 +20,7 @@ from ..layers import fused_se
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 from ..validation import check_choice
 from .base import ModelBase
-from .common import check_common, he_init, stage_ends
+from .common import check_common, drop_path_rates, he_init, make_drop_path, stage_ends
 
 __all__ = ["ResNet", "BLOCKS", "STEMS"]
 
@@ -77,7 +78,9 @@ def merge_branches(se: nn.Module, out: torch.Tensor, shortcut: torch.Tensor, act
         if is_se:
             return fused_se.se_apply(out, se.scale(out), shortcut, relu=relu)
         return fused_se.add_relu(out, shortcut) if relu else out + shortcut
-    if not torch.is_grad_enabled() and out.dtype == torch.promote_types(out.dtype, shortcut.dtype):
+    # In place needs the dtypes, which a torch.fx trace cannot read: traced graphs keep the plain form.
+    if not torch.is_grad_enabled() and not torch.fx._symbolic_trace.is_fx_symbolic_tracing() \
+            and out.dtype == torch.promote_types(out.dtype, shortcut.dtype):
         if is_se:
             out = out.mul_(se.scale(out))
         elif not isinstance(se, nn.Identity):
@@ -86,6 +89,9 @@ def merge_branches(se: nn.Module, out: torch.Tensor, shortcut: torch.Tensor, act
         return out if act is None else act(out)
     out = se(out) + shortcut
     return out if act is None else act(out)
+
+
+_NO_SE = nn.Identity()  # the SE slot once SE was applied before stochastic depth
 
 
 class Block(nn.Module):
@@ -98,10 +104,12 @@ class Block(nn.Module):
     expansion = 1
     preact = False
 
-    def __init__(self, position: str) -> None:
+    def __init__(self, position: str, drop_path: float = 0.0) -> None:
         super().__init__()
         self.position = position
         self.fused: bool | None = None  # see senet.layers.set_fused
+        # Stochastic depth of the residual branch (None at 0: the unit is exactly the plain one).
+        self.drop_path = make_drop_path(drop_path)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -116,9 +124,14 @@ class Block(nn.Module):
             x = self.se(x)
         out = self.residual(x)
         if self.position == "standard":
-            return merge_branches(self.se, out, shortcut, None if self.preact else self.act_out, self.fused)
+            se = self.se
+            if self.drop_path is not None:  # as timm: the branch is dropped after SE, before the sum
+                out, se = self.drop_path(se(out)), _NO_SE
+            return merge_branches(se, out, shortcut, None if self.preact else self.act_out, self.fused)
         if self.position == "identity":  # SE-Identity: on the identity branch, in parallel
             shortcut = self.se(shortcut)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         out = out + shortcut
         if not self.preact:
             out = self.act_out(out)
@@ -131,8 +144,8 @@ class BasicBlock(Block):
     """Two 3x3 convolutions (ResNet-18/34 and the CIFAR ResNets)."""
 
     def __init__(self, cin: int, planes: int, stride: int, se: SEConfig | None, *, shortcut: str = "B",
-                 down_kernel: int = 1, branch_act: bool = False) -> None:
-        super().__init__(se.position if se else "standard")
+                 down_kernel: int = 1, branch_act: bool = False, drop_path: float = 0.0) -> None:
+        super().__init__(se.position if se else "standard", drop_path)
         cout = planes * self.expansion
         self.conv1, self.bn1 = conv_bn(cin, planes, 3, stride)
         self.act1 = nn.ReLU(inplace=True)
@@ -163,8 +176,8 @@ class Bottleneck(Block):
 
     def __init__(self, cin: int, planes: int, stride: int, se: SEConfig | None, *, groups: int = 1,
                  base_width: int = 64, stride_in_1x1: bool = False, reduce_first: int = 1,
-                 shortcut: str = "B", down_kernel: int = 1) -> None:
-        super().__init__(se.position if se else "standard")
+                 shortcut: str = "B", down_kernel: int = 1, drop_path: float = 0.0) -> None:
+        super().__init__(se.position if se else "standard", drop_path)
         width = int(planes * base_width / 64) * groups
         first = width // reduce_first
         cout = planes * self.expansion
@@ -194,8 +207,8 @@ class PreActBlock(Block):
     preact = True
 
     def __init__(self, cin: int, planes: int, stride: int, se: SEConfig | None, *, bottleneck: bool,
-                 shortcut: str = "B", down_kernel: int = 1) -> None:
-        super().__init__(se.position if se else "standard")
+                 shortcut: str = "B", down_kernel: int = 1, drop_path: float = 0.0) -> None:
+        super().__init__(se.position if se else "standard", drop_path)
         self.expansion = 4 if bottleneck else 1
         cout = planes * self.expansion
         self.bn1 = nn.BatchNorm2d(cin)
@@ -264,6 +277,11 @@ class ResNet(ModelBase):
         branch_act: basic units end their residual branch with a ReLU (before SE), as the
             ``legacy_seresnet18/34`` weights of timm were trained.
         drop_rate: dropout before the classifier (0.2 for SENet-154).
+        drop_path_rate: stochastic depth (Huang et al. 2016), timm's linear rule: unit ``i`` of
+            the network's ``n`` units drops its residual branch with probability
+            ``drop_path_rate * i / (n - 1)`` in training (``drop_path_rates``). 0 builds exactly
+            the network without it (same modules, keys and outputs).
+        global_pool: ``"avg"`` (the paper), ``"max"``, ``"avgmax"``, or ``""`` with ``num_classes=0``.
         se: SE options (:class:`~senet.layers.se.SEConfig`), or ``None`` for the plain network.
         zero_init_last: zero the last BN of each residual branch (Goyal et al. 2017).
         fused: the fused Triton SE operator (:mod:`senet.layers.fused_se`) for the end of each unit,
@@ -291,6 +309,8 @@ class ResNet(ModelBase):
         stride_in_1x1: bool = False,
         shortcut: str = "B",
         drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
         branch_act: bool = False,
         se: SEConfig | None = None,
         zero_init_last: bool = False,
@@ -303,7 +323,7 @@ class ResNet(ModelBase):
         check_choice("down_kernel", down_kernel, (1, 3))
         if len(layers) != len(widths) or not all(n >= 1 for n in layers):
             raise ValueError(f"layers={tuple(layers)} must give >= 1 unit for each of the {len(widths)} widths")
-        check_common(num_classes, in_chans, drop_rate)
+        check_common(num_classes, in_chans, drop_rate, drop_path_rate=drop_path_rate)
         self.in_chans = in_chans
         make_block, expansion = BLOCKS[block]
         preact = block.startswith("preact")
@@ -335,13 +355,15 @@ class ResNet(ModelBase):
         steps = [("act1", stem_out, stem_stride), ("maxpool", stem_out, 1 if stem == "cifar" else 2)]
 
         cin = stem_out
+        unit_drop = iter(drop_path_rates(drop_path_rate, sum(layers)))
         self.stage_names: list[str] = []
         for i, (n, planes) in enumerate(zip(layers, widths)):
             stage_se = se if se is not None and se.applies_to(i + 1, len(layers)) else None
             units = []
             for j in range(n):
                 stride = 2 if (j == 0 and i > 0) else 1
-                kwargs: dict[str, object] = dict(shortcut=shortcut, down_kernel=down_kernel)
+                kwargs: dict[str, object] = dict(shortcut=shortcut, down_kernel=down_kernel,
+                                                 drop_path=next(unit_drop))
                 if block == "basic":
                     kwargs.update(branch_act=branch_act)
                 elif branch_act:
@@ -361,7 +383,7 @@ class ResNet(ModelBase):
         # last four for the ImageNet networks).
         self.init_layout(["conv1", "bn1", "act1", "maxpool"], self.stage_names, stage_ends(steps),
                          norm="final_norm" if preact else None)
-        self.init_head(cin, num_classes, drop_rate)
+        self.init_head(cin, num_classes, drop_rate, global_pool=global_pool)
         self.reset_parameters(zero_init_last)
         fused_se.set_fused(self, fused)
 

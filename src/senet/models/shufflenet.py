@@ -23,7 +23,7 @@ from torch import nn
 
 from ..layers.se import SEConfig, make_se
 from .base import ModelBase
-from .common import check_common, stage_ends
+from .common import check_common, drop_path_rates, make_drop_path, stage_ends
 
 __all__ = ["ShuffleNetV1", "STAGE_WIDTHS"]
 
@@ -35,17 +35,20 @@ REPEATS = (4, 8, 4)
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of ``groups`` groups so the next group conv mixes them (§3.1)."""
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+    # Written without reading the shape, so torch.fx traces it.
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
 class ShuffleUnit(nn.Module):
     """One ShuffleNet unit (Fig. 2b for stride 1, Fig. 2c for stride 2), SE slot on the branch."""
 
     def __init__(self, cin: int, cout: int, stride: int, groups: int, first_groups: int,
-                 se: SEConfig | None) -> None:
+                 se: SEConfig | None, drop_path: float = 0.0) -> None:
         super().__init__()
         self.stride = stride
+        # Stochastic depth only where the branch is summed with the input (stride 1): a strided
+        # unit concatenates, and dropping its branch would zero channels, not skip the unit.
+        self.drop_path = make_drop_path(drop_path) if stride == 1 else None
         mid = cout // 4  # bottleneck: 1/4 of the unit's output channels (§3.2)
         branch_out = cout - cin if stride == 2 else cout
         self.shuffle_groups = first_groups
@@ -67,6 +70,8 @@ class ShuffleUnit(nn.Module):
         out = self.bn2(self.conv2(out))
         out = self.se(self.bn3(self.conv3(out)))
         shortcut = self.shortcut(x)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         out = torch.cat((shortcut, out), 1) if self.stride == 2 else out + shortcut
         return self.act_out(out)
 
@@ -78,15 +83,19 @@ class ShuffleNetV1(ModelBase):
     Args:
         groups: g, the group count of the 1x1 convolutions (1, 2, 3, 4 or 8).
         num_classes, in_chans, drop_rate: classifier outputs, input channels, dropout before it.
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"``, or ``""`` with ``num_classes=0`` (the feature map).
+        drop_path_rate: stochastic depth of the stride-1 units (those with a residual sum), timm's
+            linear rule over all units in order (``drop_path_rates``); 0: none.
         se: SE options, or ``None`` for the plain network.
     """
 
     min_input_size = 32
 
     def __init__(self, groups: int = 3, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
-                 se: SEConfig | None = None) -> None:
+                 global_pool: str = "avg", drop_path_rate: float = 0.0, se: SEConfig | None = None) -> None:
         super().__init__()
-        check_common(num_classes, in_chans, drop_rate)
+        check_common(num_classes, in_chans, drop_rate, drop_path_rate=drop_path_rate)
+        dpr = iter(drop_path_rates(drop_path_rate, sum(REPEATS)))
         self.in_chans = in_chans
         if groups not in STAGE_WIDTHS:
             raise ValueError(f"groups={groups!r} is not supported; allowed values: {', '.join(map(str, STAGE_WIDTHS))}")
@@ -101,11 +110,11 @@ class ShuffleNetV1(ModelBase):
             for j in range(n):
                 # The very first 1x1 conv is not grouped: its 24 input channels are too few (§3.3).
                 first_groups = 1 if (i == 0 and j == 0) else groups
-                units.append(ShuffleUnit(cin, cout, 2 if j == 0 else 1, groups, first_groups, se))
+                units.append(ShuffleUnit(cin, cout, 2 if j == 0 else 1, groups, first_groups, se, next(dpr)))
                 cin = cout
             self.add_module(f"stage{i + 2}", nn.Sequential(*units))
         self.init_layout(["conv1", "bn1", "act1", "maxpool"], [f"stage{i + 2}" for i in range(len(REPEATS))],
                          stage_ends([("act1", stem, 2), ("maxpool", stem, 2)] + [
                              (f"stage{i + 2}", c, 2) for i, c in enumerate(STAGE_WIDTHS[groups])]))
-        self.init_head(cin, num_classes, drop_rate)
+        self.init_head(cin, num_classes, drop_rate, global_pool=global_pool)
         self.init_weights()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 import torch
+import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
@@ -35,6 +36,20 @@ CIFAR10_LAYER: tuple[Layer, ...] = (64, 64, 64, "A", 128, 128, 128, "A", 256, 25
 HEADS = ("mlp", "gap")
 
 
+def pool_up_to(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """``x`` average-pooled up to ``kernel`` pixels on each side where it is smaller (else ``x``).
+
+    A leaf of ``torch.fx`` tracing (``torch.fx.wrap`` below): the size test runs on the real input
+    when the traced graph runs, instead of the trace branching on a shape."""
+    h, w = x.shape[-2:]
+    if h < kernel or w < kernel:
+        return F.adaptive_avg_pool2d(x, (max(h, kernel), max(w, kernel)))
+    return x
+
+
+torch.fx.wrap("pool_up_to")
+
+
 class ConvMlp(nn.Module):
     """VGG's fully connected layers fc6/fc7 as a 7x7 and a 1x1 convolution (timm's layout).
 
@@ -51,9 +66,7 @@ class ConvMlp(nn.Module):
         self.act2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h < self.kernel or w < self.kernel:
-            x = F.adaptive_avg_pool2d(x, (max(h, self.kernel), max(w, self.kernel)))
+        x = pool_up_to(x, self.kernel)
         return self.act2(self.fc2(self.drop(self.act1(self.fc1(x)))))
 
 
@@ -68,6 +81,7 @@ class VGG(ModelBase):
         head: ``"mlp"`` (VGG's fc6/fc7 with 4096 units, then the classifier) or ``"gap"``
             (global average pooling straight into the classifier: the 10-layer CIFAR network's head).
         mlp_width: units of fc6/fc7. drop_rate: dropout in the head (timm: 0; VGG: 0.5).
+        global_pool: ``"avg"``, ``"max"``, ``"avgmax"``, or ``""`` with ``num_classes=0`` (the feature map).
         eps: BN epsilon.
         se: SE options, or ``None`` for the plain network.
     """
@@ -77,7 +91,8 @@ class VGG(ModelBase):
 
     def __init__(self, layers: Sequence[Layer] = VGG16, *, num_classes: int = 1000, in_chans: int = 3,
                  norm: bool = False, conv_bias: bool = True, head: str = "mlp", mlp_width: int = 4096,
-                 drop_rate: float = 0.0, eps: float = 1e-5, se: SEConfig | None = None) -> None:
+                 drop_rate: float = 0.0, global_pool: str = "avg", eps: float = 1e-5,
+                 se: SEConfig | None = None) -> None:
         super().__init__()
         check_common(num_classes, in_chans, drop_rate)
         self.in_chans = in_chans
@@ -109,5 +124,6 @@ class VGG(ModelBase):
         self.init_layout(names[:1], names[1:], info)
         # timm's VGG: fc6/fc7 (as convolutions) are the head's pre-logits, before the pooling.
         mlp = ConvMlp(cin, mlp_width, drop_rate) if head == "mlp" else None
-        self.init_head(cin, num_classes, drop_rate, pre_logits=mlp, hidden_size=mlp_width if mlp else cin)
+        self.init_head(cin, num_classes, drop_rate, global_pool=global_pool, pre_logits=mlp,
+                       hidden_size=mlp_width if mlp else cin)
         self.init_weights()

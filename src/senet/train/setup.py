@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import data
 from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
-from ..models.factory import create_model
+from ..factory import create_model
 from ..models.registry import get_model_spec
 from ..models.retrofit import retrofit_from_config
 from ..validation import check_choice

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -18,14 +18,23 @@ from torch import nn
 from .convert import convert_state_dict
 from .fileformat import read_file_metadata
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..models.registry import ModelSpec
+
+
+class Candidate(Protocol):
+    """What identification needs of a registered network (``senet.models.registry.ModelSpec``
+    has it): its name, the key layout of its published weights, and a way to build it."""
+
+    name: str
+    layout: str
+
+    def build(self, **overrides: Any) -> nn.Module: ...
+
 
 # The registered networks to compare a file with; the caller passes them (``senet.models`` depends
 # on this package, not the other way round), lazily, since building them is only needed on a failure.
-Candidates = Callable[[], Iterable["ModelSpec"]]
+Candidates = Callable[[], Iterable[Candidate]]
 
-__all__ = ["LAYOUTS", "detect_layout", "file_metadata", "identify", "head_prefix", "describe_weights"]
+__all__ = ["Candidate", "Candidates", "LAYOUTS", "detect_layout", "file_metadata", "identify", "head_prefix", "describe_weights"]
 
 LAYOUTS = ("senet", "timm", "legacy")
 
@@ -59,7 +68,7 @@ def _signature(sd: Mapping[str, Any], head: str) -> frozenset[tuple[str, tuple[i
                      if not (head and k.startswith(head)) and not k.endswith("num_batches_tracked"))
 
 
-def identify(sd: Mapping[str, torch.Tensor], candidates: Iterable["ModelSpec"], layout: str | None = None) -> list[str]:
+def identify(sd: Mapping[str, torch.Tensor], candidates: Iterable[Candidate], layout: str | None = None) -> list[str]:
     """The ``candidates`` (registry entries) whose tensors (names and shapes, classifier aside) are
     exactly ``sd``'s, with ``sd`` in ``layout`` (detected when None). Models whose weights use that
     layout come first."""

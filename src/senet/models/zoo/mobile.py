@@ -4,8 +4,7 @@ each with its SE twin (r = 16, FC biases) and the plain baseline (``se=None``)."
 from __future__ import annotations
 
 from ...layers.se import SEConfig
-from ...weights.pretrained import INCEPTION_MEAN, INCEPTION_STD
-from ...weights.pretrained import PretrainedConfig
+from ...published import INCEPTION_MEAN, INCEPTION_STD, PretrainedConfig
 from ..mobilenet import MobileNetV1
 from ..registry import register_model
 from ..shufflenet import ShuffleNetV1

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...layers.se import SEConfig
-from ...weights.pretrained import PretrainedConfig
+from ...published import PretrainedConfig
 from ..registry import register_model
 from ..resnet import ResNet
 

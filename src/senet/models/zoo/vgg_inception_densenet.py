@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...layers.se import SEConfig
-from ...weights.pretrained import INCEPTION_MEAN, INCEPTION_STD
-from ...weights.pretrained import PretrainedConfig
+from ...published import INCEPTION_MEAN, INCEPTION_STD, PretrainedConfig
 from ..densenet import DEPTHS, DenseNet
 from ..inception import Inception
 from ..inception_resnet import InceptionResNetV2

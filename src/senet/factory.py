@@ -1,8 +1,10 @@
 """``create_model``: a registered network with its weights and its card, as timm's ``create_model``.
 
-The registry (:mod:`.registry`) holds what each name builds; this module adds what a user asks for
-on top: published or local weights (:mod:`senet.weights.pretrained`), the model card
-(:mod:`.card`), and ``features_only`` backbones (:mod:`.features`).
+The registry (:mod:`senet.models.registry`) holds what each name builds; this module adds what a
+user asks for on top: published or local weights (:mod:`senet.weights.pretrained`), the model
+card (:mod:`senet.models.card`), and ``features_only`` backbones (:mod:`senet.models.features`).
+It is where networks and weight files meet, so it sits above both packages: ``senet.models``
+never imports ``senet.weights`` (CONTRIBUTING.md, "Where things are").
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..layers.fused_se import set_fused
-from ..weights.pretrained import load_pretrained
-from .card import attach_card, card_for
-from .features import FeatureBackbone
-from .registry import get_model_spec, list_models, resolve_name
+from .layers.fused_se import set_fused
+from .models.card import attach_card, card_for
+from .models.features import FeatureBackbone
+from .models.registry import get_model_spec, list_models, resolve_name
+from .weights.pretrained import load_pretrained
 
 __all__ = ["create_model"]
 
 
 def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False, features_only: bool = False,
-                 out_indices: Sequence[int] | None = None, **overrides: Any) -> nn.Module:
+                 out_indices: int | Sequence[int] | None = None, **overrides: Any) -> nn.Module:
     """Build the registered model ``name``; keyword ``overrides`` replace its default arguments.
 
     SE options can be overridden field by field with an ``se_`` prefix
@@ -33,9 +35,14 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     ``pretrained=True`` loads the model's published weights (see :mod:`senet.weights.pretrained`),
     ``pretrained="file"`` a local file in the model's layout. ``num_classes=0`` drops the
     classifier (the model returns pooled features). ``features_only=True`` returns a
-    :class:`~senet.models.features.FeatureBackbone` giving the feature maps of the stages
-    ``out_indices`` (indices into ``model.feature_info``; negative ones count from the end),
-    with the model's own state_dict keys (docs/backbones.md).
+    :class:`~senet.models.features.FeatureBackbone` giving the feature maps of the levels
+    ``out_indices`` of ``model.feature_info``, as timm: an int ``n`` the last ``n`` levels, a
+    sequence those levels (negative ones count from the end); it has the model's own state_dict
+    keys and card (docs/backbones.md).
+
+    The knobs timm users pass (docs/models.md): ``drop_rate`` (dropout before the classifier),
+    ``global_pool`` (``"avg"``, ``"max"``, ``"avgmax"``, or ``""`` with ``num_classes=0``: the
+    feature map) on every family, ``drop_path_rate`` (stochastic depth) on the residual ones.
 
     ``se_fused=True`` runs every SE block and residual unit of any family on the fused Triton
     kernels where they apply (:mod:`senet.layers.fused_se`); the default is the PyTorch composition.
@@ -46,8 +53,9 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     spec = get_model_spec(name)
     tag = resolve_name(name)[1]
     headless = overrides.get("num_classes") == 0
-    if headless:  # built with its classifier so that published weights load, then dropped
-        overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
+    pool = overrides.get("global_pool") if headless else None
+    if headless:  # built with its classifier (and a pooling) so that published weights load, then dropped
+        overrides = {k: v for k, v in overrides.items() if k not in ("num_classes", "global_pool")}
     if out_indices is not None and not features_only:
         raise TypeError("out_indices applies only with features_only=True")
     model = spec.build(**overrides)
@@ -57,10 +65,10 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
         load_pretrained(model, spec.name, cfg, pretrained, cfg.source if cfg else spec.layout,
                         candidates=lambda: [get_model_spec(n) for n in list_models()])
     if headless:
-        model.reset_classifier(0)
+        model.reset_classifier(0, pool)
+        overrides = {**overrides, "num_classes": 0, **({"global_pool": pool} if pool is not None else {})}
     weights_file = None if pretrained is True or pretrained is False or pretrained is None else os.fspath(pretrained)
-    attach_card(model, card_for(spec, model, {**overrides, **({"num_classes": 0} if headless else {})}, cfg,
-                                weights_file))
+    attach_card(model, card_for(spec, model, overrides, cfg, weights_file))
     if fused is not None:
         set_fused(model, fused)
     if features_only:
