@@ -1,0 +1,173 @@
+"""The modern recipe's parts, each against what it should compute: EMA against a hand-rolled
+average, LAMB against the paper's Algorithm 2, layer-wise LR decay against a hand computation,
+RandAugment's per-sample draws, random erasing, the train/test resolution split."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import senet
+from senet.data.augment import (OPS, parse_randaugment, rand_augment, random_erase, sample_erasing,
+                                sample_randaugment)
+from senet.train import load_config
+from senet.train.batches import BatchSteps
+from senet.train.ema import build_ema
+from senet.train.epoch import _set_lr
+from senet.train.lamb import Lamb
+from senet.train.optim import build_optimizer, layer_depths
+from senet.train.schedule import lr_at
+
+
+def test_ema_equals_a_hand_rolled_average_of_weights_and_buffers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(2, 3, 6, 6))
+    ema = build_ema(model, 0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    keys = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+    hand = None
+    for _ in range(4):
+        loss = model(torch.randn(8, 3, 6, 6)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update_parameters(model)
+        now = {k: model.state_dict()[k].clone() for k in keys}
+        hand = now if hand is None else {k: 0.9 * hand[k] + 0.1 * now[k] for k in keys}
+    got = ema.module.state_dict()
+    for k in keys:  # running_mean/var included (use_buffers=True)
+        torch.testing.assert_close(got[k], hand[k])
+    assert build_ema(model, 0.0) is None
+
+
+def _lamb_reference(x, grads, lr, b1, b2, eps, wd):
+    """Algorithm 2 of You et al. 2019 (phi = identity), written out for one tensor."""
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        r = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+        u = r + wd * x
+        x = x - lr * x.norm() / u.norm() * u
+    return x
+
+
+def test_lamb_update_matches_the_papers_formula():
+    torch.manual_seed(0)
+    w0 = torch.randn(5, 3, dtype=torch.float64)
+    target = torch.randn(5, 3, dtype=torch.float64)
+    w = nn.Parameter(w0.clone())
+    opt = Lamb([w], lr=0.05, betas=(0.9, 0.99), eps=1e-6, weight_decay=0.1, max_grad_norm=0.0)
+    grads = []
+    for _ in range(5):  # a toy quadratic
+        opt.zero_grad()
+        ((w - target) ** 2).sum().backward()
+        grads.append(w.grad.clone())
+        opt.step()
+    # The reference replays the same gradients (each depends on the previous iterate).
+    torch.testing.assert_close(w.detach(), _lamb_reference(w0, grads, 0.05, 0.9, 0.99, 1e-6, 0.1))
+
+
+def test_lamb_clips_the_global_gradient_norm_and_skips_the_ratio_without_decay():
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))
+    opt = Lamb([{"params": [w], "weight_decay": 0.0}], lr=0.1, betas=(0.0, 0.0), eps=1e-12, max_grad_norm=1.0)
+    w.grad = torch.tensor([30.0, 40.0])  # norm 50, scaled to 1; betas 0: r = g / |g| = sign
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([2.9, 3.9]))  # plain Adam step: no trust ratio
+
+
+def test_layer_decay_scales_each_groups_learning_rate():
+    cfg = load_config("bundled", ["optim.layer_decay=0.7", "optim.lr=0.2"])
+    model = senet.create_model("se_resnet20")
+    opt = build_optimizer(model, cfg.optim)
+    depths = layer_depths(model)
+    # se_resnet20: stem, 9 blocks, head = depths 0..10 (timm's group_parameters numbering).
+    assert depths["conv1.weight"] == 0 and depths["layer1.0.conv1.weight"] == 1 and depths["fc.weight"] == 10
+    by_param = {id(p): n for n, p in model.named_parameters()}
+    lr = lr_at(3.5, cfg)
+    _set_lr(opt, lr)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            want = lr * 0.7 ** (10 - depths[by_param[id(p)]])
+            assert math.isclose(group["lr"], want, rel_tol=1e-12)
+    # The hand computation for the stem and the block before the head:
+    assert math.isclose(opt.param_groups[0]["lr"], lr * 0.7 ** 10)
+    # Without layer decay no group carries a scale: the paper's recipe, unchanged.
+    plain = build_optimizer(model, load_config("bundled").optim)
+    assert all("lr_scale" not in g for g in plain.param_groups)
+
+
+def test_declared_no_weight_decay_is_honoured_with_the_bias_and_norm_filter():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+            self.pos = nn.Parameter(torch.zeros(3, 4))
+
+        def no_weight_decay(self):
+            return {"pos"}
+
+    cfg = load_config("bundled", ["optim.decay_norm_and_bias=false"]).optim
+    opt = build_optimizer(Net(), cfg)
+    decayed = [p for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    assert [tuple(p.shape) for p in decayed] == [(2, 4)]  # pos, fc.bias exempt
+    # The paper's rule decays everything, as before.
+    opt = build_optimizer(Net(), load_config("bundled").optim)
+    assert len(opt.param_groups) == 1
+
+
+def test_randaugment_notation():
+    s = parse_randaugment("rand-m7-mstd0.5-inc1")
+    assert (s.magnitude, s.num_ops, s.mstd, s.increasing, s.prob) == (7.0, 2, 0.5, True, 0.5)
+    assert parse_randaugment("rand-m9-n3").num_ops == 3
+    with pytest.raises(ValueError):
+        parse_randaugment("auto-m9")
+    with pytest.raises(ValueError):
+        parse_randaugment("rand-q3")
+
+
+def test_randaugment_draws_per_sample_ops_and_magnitudes_from_the_generator():
+    s = parse_randaugment("rand-m7-mstd0.5-inc1")
+    a = sample_randaugment(s, 64, torch.Generator().manual_seed(1))
+    b = sample_randaugment(s, 64, torch.Generator().manual_seed(1))
+    assert all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("op", "apply", "level", "sign"))
+    assert len(set(a.op[:, 0].tolist())) > 5  # per sample, not per batch
+    assert a.level.std() > 0 and a.level.min() >= 0 and a.level.max() <= 1
+    assert abs(a.level.mean().item() - 0.7) < 0.05
+    x = torch.rand(64, 3, 12, 12)
+    out = rand_augment(x, a, s, (0.5, 0.5, 0.5))
+    # Samples that drew no applied op are untouched; the others apply their own drawn ops.
+    untouched = ~a.apply.any(1)
+    assert torch.equal(out[untouched], x[untouched])
+    i = int(torch.nonzero(a.apply[:, 0] & ~a.apply[:, 1] & (a.op[:, 0] == OPS.index("Invert")))[0])
+    torch.testing.assert_close(out[i], 1 - x[i])
+
+
+def test_random_erasing_fills_one_box_with_noise():
+    g = torch.Generator().manual_seed(0)
+    p = sample_erasing(32, 16, 16, 0.5, g)
+    x = torch.full((32, 3, 16, 16), 7.0)
+    out = random_erase(x, p, torch.Generator().manual_seed(1))
+    for i in range(32):
+        changed = (out[i] != 7.0).any(0)
+        if p.erase[i]:
+            y0, y1, x0, x1 = p.box[i].tolist()
+            area = (y1 - y0) * (x1 - x0)
+            assert changed.sum() == area and changed[y0:y1, x0:x1].all()
+            assert 0.02 * 256 - 1 <= area <= 256 / 3 + 16
+        else:
+            assert not changed.any()
+    assert 0 < int(p.erase.sum()) < 32
+
+
+def test_train_resolution_differs_from_the_test_resolution():
+    cfg = load_config("bundled", ["data.train_image_size=24"])
+    steps = BatchSteps.for_epoch(cfg, 0, 0, (0.5,) * 3, (0.25,) * 3, 10, torch.device("cpu"))
+    x, t = steps.apply(torch.randn(4, 3, 32, 32), torch.arange(4))
+    assert x.shape == (4, 3, 24, 24) and t is None
+    # Everything off: the loaded batch itself.
+    off = BatchSteps.for_epoch(load_config("bundled"), 0, 0, (0.5,) * 3, (0.25,) * 3, 10, torch.device("cpu"))
+    xb = torch.randn(4, 3, 32, 32)
+    assert off.apply(xb, torch.arange(4))[0] is xb and not off.active
