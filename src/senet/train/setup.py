@@ -142,7 +142,8 @@ def setup(cfg: TrainConfig, device: torch.device, run: RunDirectory) -> Setup:
     augment = data.AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
     shard = dict(device=device, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
                  num_workers=cfg.data.num_workers)
-    train_loader = data.make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment, **shard)
+    train_loader = data.make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment,
+                                    repeats=cfg.data.aug_repeats, **shard)
     test_loader = data.make_loader(test_set, max(cfg.eval_batch_size // ranks.world_size, 1), train=False, **shard)
     info = {"model": cfg.model.name, "params": sum(p.numel() for p in model.parameters()), "dataset": train_set.name,
             "test_dataset": test_set.name, "device": str(device), "precision": precision_name(amp_dtype),
