@@ -221,3 +221,18 @@ def test_drop_path_rate_trains_where_the_models_accept_it():
                                   "batch_size=32", "threads=1"])
     result = fit(cfg, None, device="cpu", reporter=Reporter())
     assert math.isfinite(result.final["train_loss"])
+
+
+def test_senet_train_with_layer_decay_gives_the_hand_computed_group_learning_rates(tmp_path):
+    from senet.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--set", "optim.layer_decay=0.7", "--set", "data.dataset=synthetic:64:3x32x32",
+            "--set", "schedule.name=constant", "--set", "schedule.warmup_epochs=0", "--set", "threads=1", "--epochs", "1", "--batch-size", "32",
+            "--lr", "0.05", "--device", "cpu", "--out", str(run)]
+    assert main(args) == 0
+    state = torch.load(run / "checkpoints/last_state.pt", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    # se_resnet20: depths 0 (stem) .. 10 (head); a constant schedule leaves lr * 0.7 ** (10 - depth).
+    assert [round(g["lr"], 10) for g in groups] == [round(0.05 * 0.7 ** (10 - d), 10) for d in range(11)]
+    assert [g["lr_scale"] for g in groups] == [0.7 ** (10 - d) for d in range(11)]
