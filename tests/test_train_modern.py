@@ -236,3 +236,17 @@ def test_senet_train_with_layer_decay_gives_the_hand_computed_group_learning_rat
     # se_resnet20: depths 0 (stem) .. 10 (head); a constant schedule leaves lr * 0.7 ** (10 - depth).
     assert [round(g["lr"], 10) for g in groups] == [round(0.05 * 0.7 ** (10 - d), 10) for d in range(11)]
     assert [g["lr_scale"] for g in groups] == [0.7 ** (10 - d) for d in range(11)]
+
+
+def test_new_fields_are_checked_and_default_to_the_papers_recipe():
+    from senet.train.config import ConfigError, TrainConfig
+
+    cfg = TrainConfig()
+    assert (cfg.mix.active, cfg.loss, cfg.ema_decay, cfg.data.randaugment, cfg.data.reprob, cfg.data.aug_repeats,
+            cfg.data.train_image_size, cfg.optim.layer_decay, cfg.model.drop_path_rate) == (
+        False, "ce", 0.0, "", 0.0, 1, None, None, 0.0)
+    for bad, key in (("data.randaugment=rand-x9", "data.randaugment"), ("mix.mode=pair", "mix.mode"),
+                     ("loss=mse", "loss"), ("ema_decay=1.0", "ema_decay"), ("optim.layer_decay=0", "optim.layer_decay"),
+                     ("optim.name=lars", "optim.name")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config("bundled", [bad])
