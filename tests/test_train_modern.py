@@ -250,3 +250,21 @@ def test_new_fields_are_checked_and_default_to_the_papers_recipe():
                      ("optim.name=lars", "optim.name")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config("bundled", [bad])
+
+
+def test_repeated_copies_from_an_image_folder_are_cropped_differently(tmp_path):
+    from PIL import Image
+
+    from senet.data import load_dataset, make_loader
+
+    for label, name in enumerate(("cat", "dog")):
+        for i in range(3):
+            for split in ("train", "val"):
+                path = tmp_path / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray((torch.rand(40, 48, 3) * 255).to(torch.uint8).numpy()).save(path)
+    train = load_dataset(str(tmp_path), "train", image_size=16)
+    loader = make_loader(train, 6, train=True, seed=1, num_workers=0, repeats=3)
+    x, y = next(iter(loader))
+    # Consecutive triples are the same image; each copy draws its own random-size crop and flip.
+    assert torch.equal(y[0:3], y[0].expand(3)) and not torch.equal(x[0], x[1]) and not torch.equal(x[1], x[2])

@@ -142,8 +142,11 @@ class _EpochView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | _Unreadable:
-        generator = None if self.seed is None else generator_for(self.seed, index)
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | _Unreadable:
+        # (index, copy): the copy-th showing of a sample this epoch (repeated augmentation) draws anew.
+        index, copy = item if isinstance(item, tuple) else (item, 0)
+        key = (self.seed, index) if copy == 0 else (self.seed, index, copy)
+        generator = None if self.seed is None else generator_for(*key)
         try:
             return self.dataset.sample(index, generator, flip=self.augment.flip,
                                        cutout_size=self.augment.cutout)
@@ -182,7 +185,7 @@ class FolderLoader(_BaseLoader):
         loader = DataLoader(
             _EpochView(self.dataset, seed, self.augment),
             batch_size=self.batch_size,
-            sampler=self._order().tolist(),
+            sampler=_numbered_copies(self._order().tolist()) if self.repeats > 1 else self._order().tolist(),
             num_workers=self.num_workers,
             pin_memory=self.device.type != "cpu",
             drop_last=False,  # the order is already cut to whole batches when drop_last is set
@@ -196,6 +199,16 @@ class FolderLoader(_BaseLoader):
                 raise CorruptImageError(batch.message)
             x, y = batch
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+
+def _numbered_copies(order: list[int]) -> list[tuple[int, int]]:
+    """Each index with the number of its earlier occurrences in ``order``."""
+    seen: dict[int, int] = {}
+    out = []
+    for i in order:
+        out.append((i, seen.get(i, 0)))
+        seen[i] = seen.get(i, 0) + 1
+    return out
 
 
 def make_loader(
