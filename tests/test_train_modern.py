@@ -247,7 +247,7 @@ def test_new_fields_are_checked_and_default_to_the_papers_recipe():
         False, "ce", 0.0, "", 0.0, 1, None, None, 0.0)
     for bad, key in (("data.randaugment=rand-x9", "data.randaugment"), ("mix.mode=pair", "mix.mode"),
                      ("loss=mse", "loss"), ("ema_decay=1.0", "ema_decay"), ("optim.layer_decay=0", "optim.layer_decay"),
-                     ("optim.name=lars", "optim.name")):
+                     ("optim.name=lion", "optim.name")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_config("bundled", [bad])
 
@@ -268,3 +268,23 @@ def test_repeated_copies_from_an_image_folder_are_cropped_differently(tmp_path):
     x, y = next(iter(loader))
     # Consecutive triples are the same image; each copy draws its own random-size crop and flip.
     assert torch.equal(y[0:3], y[0].expand(3)) and not torch.equal(x[0], x[1]) and not torch.equal(x[1], x[2])
+
+
+def test_lars_step_matches_the_papers_local_learning_rate():
+    from senet.train.lars import Lars
+
+    torch.manual_seed(0)
+    w0, g1, g2 = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64), torch.randn(
+        4, 3, dtype=torch.float64)
+    w = nn.Parameter(w0.clone())
+    opt = Lars([w], lr=0.5, momentum=0.9, weight_decay=0.01, trust_coeff=0.02, eps=0.0)
+    x, buf = w0.clone(), None
+    for g in (g1, g2):
+        w.grad = g.clone()
+        opt.step()
+        # You et al. 2017, eq. 6: local lr = eta ||w|| / (||g|| + wd ||w||), on g + wd w; then momentum SGD.
+        local = 0.02 * x.norm() / (g.norm() + 0.01 * x.norm())
+        step = local * (g + 0.01 * x)
+        buf = step if buf is None else 0.9 * buf + step
+        x = x - 0.5 * buf
+    torch.testing.assert_close(w.detach(), x)

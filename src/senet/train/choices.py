@@ -6,7 +6,7 @@ __all__ = ["PRECISIONS", "COMPILE_MODES", "OPTIMIZERS", "SCHEDULES", "MIX_MODES"
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lamb")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "lamb", "lars")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
 MIX_MODES = ("batch", "elem")  # timm's Mixup modes: one ratio per batch, or one per sample
 LOSSES = ("ce", "bce")

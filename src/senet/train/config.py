@@ -100,10 +100,11 @@ class OptimConfig:
     ``layer_decay`` (None = off) scales each parameter group's learning rate by
     ``layer_decay ** (deepest - depth)``, depths from ``model.group_matcher()`` (timm's
     ``param_groups_layer_decay``; Clark et al. 2020). ``max_grad_norm``: LAMB's clipping of the
-    global gradient norm inside the optimiser, as timm's ``Lamb`` (0 = off).
+    global gradient norm inside the optimiser, as timm's ``Lamb`` (0 = off). ``trust_coeff``:
+    LARS's trust coefficient (You et al. 2017, eta).
     """
 
-    name: str = "sgd"  # sgd | adam | adamw | rmsprop | lamb
+    name: str = "sgd"  # sgd | adam | adamw | rmsprop | lamb | lars
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -114,6 +115,7 @@ class OptimConfig:
     alpha: float = 0.99  # RMSProp smoothing constant
     layer_decay: float | None = None
     max_grad_norm: float = 1.0
+    trust_coeff: float = 0.001
 
     def __post_init__(self) -> None:
         _check_fields(self, "optim.")
@@ -304,6 +306,7 @@ RULES: dict[str, Rule] = {
     "optim.alpha": _number(0, 1),
     "optim.layer_decay": _number(0, 1, lo_open=True, none="off"),
     "optim.max_grad_norm": _number(0, why="0 = off"),
+    "optim.trust_coeff": _number(0, lo_open=True),
     "model.drop_path_rate": _number(0, 1, hi_open=True),
     "data.randaugment": lambda v: _randaugment(v),
     "data.reprob": _number(0, 1),
@@ -360,7 +363,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         _check_fields(section, prefix)
     o = cfg.optim
     # (Other optimisers ignore nesterov, so a recipe's nesterov=true survives --set optim.name=adam.)
-    if o.nesterov and o.name == "sgd" and o.momentum <= 0:
+    if o.nesterov and o.name in ("sgd", "lars") and o.momentum <= 0:
         raise ConfigError(f"config key 'optim.nesterov' needs optim.momentum > 0 with SGD, got "
                           f"optim.momentum={o.momentum!r}; set optim.nesterov=false or a momentum")
     return cfg

@@ -23,6 +23,7 @@ from ..validation import check_choice
 from .choices import OPTIMIZERS
 from .config import OptimConfig
 from .lamb import Lamb
+from .lars import Lars
 
 __all__ = ["param_groups", "layer_depths", "layer_decay_groups", "declared_no_decay", "build_optimizer",
            "restore_optimizer", "OPTIMIZERS"]
@@ -95,7 +96,7 @@ def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam, AdamW, RMSProp or LAMB over :func:`param_groups` of ``model``
+    """SGD (momentum, Nesterov), Adam, AdamW, RMSProp, LAMB or LARS over :func:`param_groups` of ``model``
     (:func:`layer_decay_groups` with ``cfg.layer_decay``).
 
     The learning rate set here is overwritten before every step by the schedule (``lr_at``) times
@@ -117,6 +118,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     if cfg.name == "lamb":
         return Lamb(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, max_grad_norm=cfg.max_grad_norm)
+    if cfg.name == "lars":
+        return Lars(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, trust_coeff=cfg.trust_coeff)
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
 
 
