@@ -47,10 +47,9 @@ class BatchSteps:
                   num_classes: int, device: torch.device) -> "BatchSteps":
         d, m = cfg.data, cfg.mix
         key = (cfg.seed, epoch, rank)
-        stat = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
         mix = MixSettings(m.mixup_alpha, m.cutmix_alpha, m.prob, m.switch_prob, m.mode) if m.active else None
         noise = torch.Generator(device=device).manual_seed(derive_seed(*key, "erase-noise")) if d.reprob > 0 else None
-        return cls(stat(mean), stat(std), num_classes, cfg.label_smoothing, d.train_image_size,
+        return cls(_per_channel(mean, device), _per_channel(std, device), num_classes, cfg.label_smoothing, d.train_image_size,
                    parse_randaugment(d.randaugment) if d.randaugment else None, d.reprob, mix,
                    generator_for(*key, "augment-batch"), noise,
                    np.random.default_rng(derive_seed(*key, "mix")) if mix is not None else None)
@@ -77,3 +76,7 @@ class BatchSteps:
             return x, None
         params = sample_mix(self.mix, x.shape[0], x.shape[2], x.shape[3], self.mix_rng)
         return mix_images(x, params), mix_targets(y, self.num_classes, params.lam, self.label_smoothing)
+
+
+def _per_channel(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)

@@ -276,6 +276,18 @@ def _model_overrides(v: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _randaugment(v: str) -> str | None:
+    if not v:
+        return None
+    from ..data.augment import parse_randaugment  # here: the data layer needs torch, a config alone does not
+
+    try:
+        parse_randaugment(v)
+    except ValueError as e:
+        return f"timm's RandAugment notation, e.g. 'rand-m9-mstd0.5-inc1' ({e})"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _choices() -> dict[str, Sequence[str]]:
     # Imported here: these two lists live beside code that needs torch, and a config alone does not.
@@ -308,7 +320,7 @@ RULES: dict[str, Rule] = {
     "optim.max_grad_norm": _number(0, why="0 = off"),
     "optim.trust_coeff": _number(0, lo_open=True),
     "model.drop_path_rate": _number(0, 1, hi_open=True),
-    "data.randaugment": lambda v: _randaugment(v),
+    "data.randaugment": _randaugment,
     "data.reprob": _number(0, 1),
     "data.aug_repeats": _number(1, why="1 = off"),
     "data.train_image_size": _number(1, none="the test side"),
@@ -334,18 +346,6 @@ RULES: dict[str, Rule] = {
     "threads": _number(0, why="0 = torch's default"),
     "sync_every": _number(1, why="training steps between reads of the divergence flag"),
 }
-
-
-def _randaugment(v: str) -> str | None:
-    if not v:
-        return None
-    from ..data.augment import parse_randaugment  # here: the data layer needs torch, a config alone does not
-
-    try:
-        parse_randaugment(v)
-    except ValueError as e:
-        return f"timm's RandAugment notation, e.g. 'rand-m9-mstd0.5-inc1' ({e})"
-    return None
 
 
 def _check_fields(obj: Any, prefix: str) -> None:

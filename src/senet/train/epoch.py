@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as dist
 from torch import nn
+
 from .batches import BatchSteps
 from .config import TrainConfig
 from .distributed import all_reduce_sum, any_across_ranks, rank_info
