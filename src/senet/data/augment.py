@@ -101,13 +101,16 @@ def rand_augment(x: torch.Tensor, params: RandAugmentParams, spec: RandAugmentSp
     fill_t = torch.tensor(fill, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     ops = spec.ops
     for layer in range(params.op.shape[1]):
-        op, apply = params.op[:, layer].to(x.device), params.apply[:, layer].to(x.device)
+        # Which samples take which operation is decided on the host (the draws are CPU tensors), so
+        # selecting them never waits for the device.
+        op, apply = params.op[:, layer].cpu(), params.apply[:, layer].cpu()
         level = params.level[:, layer].to(x.device, x.dtype)
         sign = params.sign[:, layer].to(x.device, x.dtype)
         out = x.clone()
         for k, name in enumerate(ops):
             rows = torch.nonzero((op == k) & apply).flatten()
             if rows.numel():
+                rows = rows.to(x.device)
                 out[rows] = _OP_FNS[name](x[rows], level[rows], sign[rows], fill_t)
         x = out
     return x

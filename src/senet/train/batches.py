@@ -41,6 +41,7 @@ class BatchSteps:
     aug_gen: torch.Generator | None = None  # CPU: RandAugment and erasing draws
     noise_gen: torch.Generator | None = None  # on the device: the erasing noise
     mix_rng: np.random.Generator | None = None
+    fill: tuple[float, ...] = ()            # the mean colour, for RandAugment's uncovered pixels
 
     @classmethod
     def for_epoch(cls, cfg: TrainConfig, epoch: int, rank: int, mean: Sequence[float], std: Sequence[float],
@@ -52,7 +53,7 @@ class BatchSteps:
         return cls(_per_channel(mean, device), _per_channel(std, device), num_classes, cfg.label_smoothing, d.train_image_size,
                    parse_randaugment(d.randaugment) if d.randaugment else None, d.reprob, mix,
                    generator_for(*key, "augment-batch"), noise,
-                   np.random.default_rng(derive_seed(*key, "mix")) if mix is not None else None)
+                   np.random.default_rng(derive_seed(*key, "mix")) if mix is not None else None, tuple(mean))
 
     @property
     def active(self) -> bool:
@@ -67,7 +68,7 @@ class BatchSteps:
         if self.randaugment is not None:
             # The operations are defined on [0, 1] images (timm applies them before normalising).
             params = sample_randaugment(self.randaugment, x.shape[0], self.aug_gen)
-            x01 = rand_augment(x * self.std + self.mean, params, self.randaugment, tuple(self.mean.flatten().tolist()))
+            x01 = rand_augment(x * self.std + self.mean, params, self.randaugment, self.fill)
             x = (x01 - self.mean) / self.std
         if self.reprob > 0:
             x = random_erase(x, sample_erasing(x.shape[0], x.shape[2], x.shape[3], self.reprob, self.aug_gen),
