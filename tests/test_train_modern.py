@@ -288,3 +288,21 @@ def test_lars_step_matches_the_papers_local_learning_rate():
         buf = step if buf is None else 0.9 * buf + step
         x = x - 0.5 * buf
     torch.testing.assert_close(w.detach(), x)
+
+
+def test_image_folders_train_at_the_train_side_and_the_card_keeps_the_test_side(tmp_path):
+    from PIL import Image
+
+    from senet.train.setup import build_model, image_size, load_data
+
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            path = tmp_path / split / name / "0.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((torch.rand(40, 48, 3) * 255).to(torch.uint8).numpy()).save(path)
+    cfg = load_config("bundled", [f"data.dataset={tmp_path}", "data.image_size=24", "data.train_image_size=16"])
+    train, test = load_data(cfg, image_size(cfg))
+    assert train.image_size == 16 and test.image_size == 24
+    assert train[0][0].shape == (3, 16, 16)
+    _, card = build_model(cfg, train)
+    assert card.input_size == (3, 24, 24)
