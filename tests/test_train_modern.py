@@ -122,6 +122,10 @@ def test_randaugment_notation():
     s = parse_randaugment("rand-m7-mstd0.5-inc1")
     assert (s.magnitude, s.num_ops, s.mstd, s.increasing, s.prob) == (7.0, 2, 0.5, True, 0.5)
     assert parse_randaugment("rand-m9-n3").num_ops == 3
+    assert math.isinf(parse_randaugment("rand-m9-mstd101").mstd)  # timm: uniform magnitudes in [0, 9]
+    assert parse_randaugment("rand-m9-mstd1-mmax8").magnitude_max == 8
+    uniform = sample_randaugment(parse_randaugment("rand-m9-mstd101"), 500, torch.Generator().manual_seed(0))
+    assert uniform.level.min() >= 0 and uniform.level.max() <= 0.9 and abs(uniform.level.mean().item() - 0.45) < 0.05
     with pytest.raises(ValueError):
         parse_randaugment("auto-m9")
     with pytest.raises(ValueError):

@@ -38,14 +38,16 @@ _LUMA = (0.299, 0.587, 0.114)
 
 @dataclasses.dataclass(frozen=True)
 class RandAugmentSpec:
-    """timm's ``rand-m{M}-n{N}-mstd{S}-inc{0|1}-p{P}``: ``num_ops`` operations each applied with
-    probability ``prob`` at magnitude ``magnitude`` (of 10) plus Gaussian noise of std ``mstd``."""
+    """timm's ``rand-m{M}-n{N}-mstd{S}-mmax{X}-inc{0|1}-p{P}``: ``num_ops`` operations each applied
+    with probability ``prob`` at magnitude ``magnitude`` (of 10) plus Gaussian noise of std ``mstd``
+    (``mstd`` above 100: uniform in [0, M], as timm), clipped to [0, ``magnitude_max``]."""
 
     magnitude: float = 9.0
     num_ops: int = 2
     mstd: float = 0.0
     increasing: bool = False
     prob: float = 0.5
+    magnitude_max: float = LEVEL_DENOM
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -63,11 +65,13 @@ def parse_randaugment(text: str) -> RandAugmentSpec:
         if m is None:
             raise ValueError(f"unknown part {part!r} in {text!r}")
         values[m.group(1)] = float(m.group(2))
+    mstd = values.get("mstd", 0.0)
     spec = RandAugmentSpec(magnitude=values.get("m", 9.0), num_ops=int(values.get("n", 2)),
-                           mstd=values.get("mstd", 0.0), increasing=bool(values.get("inc", 0)),
-                           prob=values.get("p", 0.5))
-    if not (0 <= spec.magnitude <= LEVEL_DENOM and spec.num_ops >= 1 and spec.mstd >= 0 and 0 <= spec.prob <= 1):
-        raise ValueError(f"out of range in {text!r}: m in [0, 10], n >= 1, mstd >= 0, p in [0, 1]")
+                           mstd=math.inf if mstd > 100 else mstd, increasing=bool(values.get("inc", 0)),
+                           prob=values.get("p", 0.5), magnitude_max=values.get("mmax", LEVEL_DENOM))
+    if not (0 <= spec.magnitude <= LEVEL_DENOM and spec.num_ops >= 1 and spec.mstd >= 0 and 0 <= spec.prob <= 1
+            and 0 < spec.magnitude_max <= LEVEL_DENOM):
+        raise ValueError(f"out of range in {text!r}: m in [0, 10], n >= 1, mstd >= 0, p in [0, 1], mmax in (0, 10]")
     return spec
 
 
@@ -84,12 +88,16 @@ class RandAugmentParams:
 
 def sample_randaugment(spec: RandAugmentSpec, batch: int, generator: torch.Generator) -> RandAugmentParams:
     """Draw each sample's operations (uniformly, with replacement, as timm), whether each applies
-    (``prob``), its magnitude (``N(m, mstd)`` clipped to [0, 10]) and its sign."""
+    (``prob``), its magnitude (``N(m, mstd)``, or uniform in [0, m] for an infinite ``mstd``,
+    clipped to [0, ``magnitude_max``]) and its sign."""
     shape = (batch, spec.num_ops)
     op = torch.randint(len(spec.ops), shape, generator=generator)
     apply = torch.rand(shape, generator=generator) < spec.prob
-    magnitude = spec.magnitude + spec.mstd * torch.randn(shape, generator=generator)
-    level = magnitude.clamp(0.0, LEVEL_DENOM) / LEVEL_DENOM
+    if math.isinf(spec.mstd):
+        magnitude = spec.magnitude * torch.rand(shape, generator=generator)
+    else:
+        magnitude = spec.magnitude + spec.mstd * torch.randn(shape, generator=generator)
+    level = magnitude.clamp(0.0, spec.magnitude_max) / LEVEL_DENOM
     sign = torch.where(torch.rand(shape, generator=generator) < 0.5, -1.0, 1.0)
     return RandAugmentParams(op, apply, level, sign)
 
