@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from senet.experiments.compare import recipe_comparison_sweep, recipe_table, write_recipe_comparison
+from senet.experiments.compare import recipe_comparison_sweep, write_recipe_comparison
 from senet.experiments.sweep import RunRecord, cell_config, run_sweep
 from senet.experiments.report import write_sweep_report
 from senet.train import load_config

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import senet
-from senet.data.augment import (OPS, parse_randaugment, rand_augment, random_erase, sample_erasing,
-                                sample_randaugment)
+from senet.data.augment import OPS, parse_randaugment, rand_augment, sample_randaugment
+from senet.data.erasing import random_erase, sample_erasing
 from senet.train import load_config
 from senet.train.batches import BatchSteps
 from senet.train.ema import build_ema

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..data.augment import RandAugmentSpec, parse_randaugment, rand_augment, random_erase, sample_erasing, sample_randaugment
+from ..data.augment import RandAugmentSpec, parse_randaugment, rand_augment, sample_randaugment
+from ..data.erasing import random_erase, sample_erasing
 from ..data.mix import MixSettings, mix_images, mix_targets, sample_mix
 from ..data.seeding import derive_seed, generator_for
 from .config import TrainConfig
