@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .arrays import ArrayDataset
 from .folder import CorruptImageError, ImageFolderDataset
+from .repeated import repeated_order
 from .seeding import check_shard, derive_seed, generator_for, pad_to, padded_size, shard_order
 from .transforms import AugmentConfig, augment_batch, sample_augment
 
@@ -37,7 +38,7 @@ class Loader(Protocol):
 
 class _BaseLoader:
     def __init__(self, n: int, batch_size: int, *, train: bool, seed: int, rank: int, world_size: int,
-                 drop_last: bool | None) -> None:
+                 drop_last: bool | None, repeats: int = 1) -> None:
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(seed, int):
@@ -59,6 +60,7 @@ class _BaseLoader:
                 f"(senet train --batch-size) or drop_last=False"
             )
         self.epoch = 0
+        self.repeats = repeats if train else 1  # repeated augmentation (senet.data.repeated)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next ``iter()`` yields."""
@@ -76,6 +78,9 @@ class _BaseLoader:
         return len(self) * self.batch_size if self.drop_last else self.shard_size
 
     def _order(self) -> torch.Tensor:
+        if self.repeats > 1:
+            return repeated_order(self.dataset_size, seed=self.seed, epoch=self.epoch, rank=self.rank,
+                                  world_size=self.world_size, repeats=self.repeats)[: self.num_samples]
         return shard_order(self.dataset_size, seed=self.seed, epoch=self.epoch, rank=self.rank,
                            world_size=self.world_size, shuffle=self.train)[: self.num_samples]
 
@@ -85,9 +90,9 @@ class DeviceLoader(_BaseLoader):
 
     def __init__(self, dataset: ArrayDataset, batch_size: int, *, train: bool, device: torch.device | str = "cpu",
                  seed: int = 0, augment: AugmentConfig | None = None, rank: int = 0, world_size: int = 1,
-                 drop_last: bool | None = None) -> None:
+                 drop_last: bool | None = None, repeats: int = 1) -> None:
         super().__init__(len(dataset), batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
-                         drop_last=drop_last)
+                         drop_last=drop_last, repeats=repeats)
         self.device = torch.device(device)
         self.augment = (augment or AugmentConfig()) if train else None
         self.images = dataset.images.to(self.device)  # uint8: a quarter of the float32 footprint
@@ -140,8 +145,11 @@ class _EpochView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | _Unreadable:
-        generator = None if self.seed is None else generator_for(self.seed, index)
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | _Unreadable:
+        # (index, copy): the copy-th showing of a sample this epoch (repeated augmentation) draws anew.
+        index, copy = item if isinstance(item, tuple) else (item, 0)
+        key = (self.seed, index) if copy == 0 else (self.seed, index, copy)
+        generator = None if self.seed is None else generator_for(*key)
         try:
             return self.dataset.sample(index, generator, flip=self.augment.flip,
                                        cutout_size=self.augment.cutout)
@@ -164,9 +172,10 @@ class FolderLoader(_BaseLoader):
 
     def __init__(self, dataset: ImageFolderDataset, batch_size: int, *, train: bool,
                  device: torch.device | str = "cpu", seed: int = 0, augment: AugmentConfig | None = None,
-                 rank: int = 0, world_size: int = 1, drop_last: bool | None = None, num_workers: int = 2) -> None:
+                 rank: int = 0, world_size: int = 1, drop_last: bool | None = None, num_workers: int = 2,
+                 repeats: int = 1) -> None:
         super().__init__(len(dataset), batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
-                         drop_last=drop_last)
+                         drop_last=drop_last, repeats=repeats)
         if not (isinstance(num_workers, int) and num_workers >= 0):
             raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         self.dataset = dataset
@@ -179,7 +188,7 @@ class FolderLoader(_BaseLoader):
         loader = DataLoader(
             _EpochView(self.dataset, seed, self.augment),
             batch_size=self.batch_size,
-            sampler=self._order().tolist(),
+            sampler=_numbered_copies(self._order().tolist()) if self.repeats > 1 else self._order().tolist(),
             num_workers=self.num_workers,
             pin_memory=self.device.type != "cpu",
             drop_last=False,  # the order is already cut to whole batches when drop_last is set
@@ -195,6 +204,16 @@ class FolderLoader(_BaseLoader):
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
 
+def _numbered_copies(order: list[int]) -> list[tuple[int, int]]:
+    """Each index with the number of its earlier occurrences in ``order``."""
+    seen: dict[int, int] = {}
+    out = []
+    for i in order:
+        out.append((i, seen.get(i, 0)))
+        seen[i] = seen.get(i, 0) + 1
+    return out
+
+
 def make_loader(
     dataset: ArrayDataset | ImageFolderDataset,
     batch_size: int,
@@ -207,6 +226,7 @@ def make_loader(
     world_size: int = 1,
     drop_last: bool | None = None,
     num_workers: int = 2,
+    repeats: int = 1,
 ) -> DeviceLoader | FolderLoader:
     """A loader yielding ``(x, y)`` on ``device``: x float32 normalised (B, C, H, W), y int64.
 
@@ -216,10 +236,11 @@ def make_loader(
     ``drop_last=False``. Evaluation loaders keep the dataset order, do not augment and keep
     every sample. With ``world_size > 1`` each rank sees a disjoint share of equal size
     (padded by repeating at most ``world_size - 1`` samples; ``loader.padding`` counts them).
+    ``repeats > 1`` (training only): repeated augmentation (:func:`senet.data.repeated.repeated_order`).
     Call ``set_epoch(e)`` before iterating epoch ``e``.
     """
     common = dict(train=train, device=device, seed=seed, augment=augment, rank=rank, world_size=world_size,
-                  drop_last=drop_last)
+                  drop_last=drop_last, repeats=repeats)
     if isinstance(dataset, ArrayDataset):
         if train:
             _check_augment_fits(augment or AugmentConfig(), dataset.images.shape[-2:])

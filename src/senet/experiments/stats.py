@@ -25,6 +25,11 @@ class Summary:
     def __str__(self) -> str:
         return f"{self.mean:.2f} ± {self.std:.2f}" if self.n > 1 else f"{self.mean:.2f}"
 
+    @property
+    def stderr(self) -> float:
+        """Standard error of the mean, ``std / sqrt(n)`` (NaN for a single value)."""
+        return self.std / math.sqrt(self.n) if self.n > 1 else math.nan
+
 
 def summarize(values: Sequence[float]) -> Summary:
     """Mean and sample standard deviation; std is 0 for a single value."""

@@ -15,7 +15,7 @@ import functools
 import math
 from typing import Any, Callable, Mapping, Sequence, Union
 
-from .choices import COMPILE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
+from .choices import COMPILE_MODES, LOSSES, MIX_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
 from .coerce import ConfigError, build, check_section
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "DataConfig",
     "OptimConfig",
     "ScheduleConfig",
+    "MixConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -52,6 +53,8 @@ class ModelConfig:
     weights: str | None = None
     weights_source: str = "timm"
     retrofit: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Stochastic depth (Huang et al. 2016), timm's per-block linear rule; 0 = the network as published.
+    drop_path_rate: float = 0.0
 
     def __post_init__(self) -> None:
         _check_fields(self, "model.")
@@ -59,7 +62,16 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """Dataset (``senet.data.load_dataset`` spec) and batch augmentation (paper §5.1)."""
+    """Dataset (``senet.data.load_dataset`` spec) and batch augmentation (paper §5.1).
+
+    The modern recipe's parts (Wightman et al. 2021, "ResNet strikes back", Table 1), all off by
+    default: ``randaugment`` in timm's notation (``rand-m7-mstd0.5-inc1``: magnitude 7 of 10, its
+    per-sample std 0.5, the increasing ops; ``n`` ops, default 2), ``reprob``: random erasing's
+    probability (timm's ``pixel`` mode: per-pixel normal noise), ``aug_repeats``: repeated
+    augmentation (Hoffer et al. 2020; each sample shown this many times per epoch under different
+    augmentations, across the ranks), ``train_image_size``: the side training crops are made at
+    (None: the test side; RSB A3 trains at 160 and tests at 224, Touvron et al. 2019).
+    """
 
     dataset: str = "bundled"
     root: str | None = None
@@ -71,6 +83,10 @@ class DataConfig:
     num_workers: int = 2
     on_corrupt: str = "warn"
     empty_classes: str = "warn"  # image folders: class folders without images are skipped ("warn") or refused
+    randaugment: str = ""  # "" = off; e.g. "rand-m7-mstd0.5-inc1"
+    reprob: float = 0.0
+    aug_repeats: int = 1
+    train_image_size: int | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self, "data.")
@@ -78,9 +94,17 @@ class DataConfig:
 
 @dataclasses.dataclass
 class OptimConfig:
-    """Optimiser. ``decay_norm_and_bias=False`` exempts BN/bias parameters from weight decay."""
+    """Optimiser. ``decay_norm_and_bias=False`` exempts 1-d parameters (BN, biases) and the names the
+    model declares in ``no_weight_decay()`` from weight decay (timm's ``filter_bias_and_bn``).
 
-    name: str = "sgd"  # sgd | adam | adamw | rmsprop
+    ``layer_decay`` (None = off) scales each parameter group's learning rate by
+    ``layer_decay ** (deepest - depth)``, depths from ``model.group_matcher()`` (timm's
+    ``param_groups_layer_decay``; Clark et al. 2020). ``max_grad_norm``: LAMB's clipping of the
+    global gradient norm inside the optimiser, as timm's ``Lamb`` (0 = off). ``trust_coeff``:
+    LARS's trust coefficient (You et al. 2017, eta).
+    """
+
+    name: str = "sgd"  # sgd | adam | adamw | rmsprop | lamb | lars
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -89,6 +113,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     alpha: float = 0.99  # RMSProp smoothing constant
+    layer_decay: float | None = None
+    max_grad_norm: float = 1.0
+    trust_coeff: float = 0.001
 
     def __post_init__(self) -> None:
         _check_fields(self, "optim.")
@@ -117,12 +144,39 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass
+class MixConfig:
+    """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of each training batch, as timm's
+    ``Mixup``: with probability ``prob``, one of them (CutMix with probability ``switch_prob`` when
+    both alphas are > 0) with a ratio drawn from Beta(alpha, alpha), per ``batch`` (one ratio and box
+    for the batch) or per ``elem`` (each sample with the batch reversed). Targets carry
+    ``label_smoothing``. Both alphas 0 = off (the paper's recipe).
+    """
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+    mode: str = "batch"
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "mix.")
+
+    @property
+    def active(self) -> bool:
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.prob > 0
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Everything that determines a run. ``batch_size`` is global (split over ranks).
 
     ``precision``: ``auto`` (bf16 on CUDA where supported, else fp16; fp32 on CPU), ``fp32``,
     ``bf16`` or ``fp16`` (CUDA only). ``grad_clip``: max gradient norm, 0 = off.
-    ``label_smoothing`` as in the paper's ablations (§6). ``threads``: CPU threads (0 = torch's
+    ``label_smoothing`` as in the paper's ablations (§6). ``loss``: ``ce`` (cross-entropy) or
+    ``bce`` (binary cross-entropy on the (mixed) targets, RSB §3.1), with ``bce_target_thresh``
+    (None = off) turning targets above it to 1 and the rest to 0 (timm). ``ema_decay`` (0 = off):
+    an exponential moving average of the weights and buffers, evaluated and checkpointed beside
+    the raw weights. ``threads``: CPU threads (0 = torch's
     default); float results depend on it, so a run is bit-reproducible with the same value.
     ``compile`` wraps the network in ``torch.compile`` with ``compile_mode`` (``default``,
     ``reduce-overhead``: CUDA graphs, which remove the launch overhead of small networks,
@@ -136,11 +190,15 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    mix: MixConfig = dataclasses.field(default_factory=MixConfig)
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 500
     seed: int = 0
     label_smoothing: float = 0.0
+    loss: str = "ce"
+    bce_target_thresh: float | None = None
+    ema_decay: float = 0.0
     precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
@@ -218,6 +276,18 @@ def _model_overrides(v: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _randaugment(v: str) -> str | None:
+    if not v:
+        return None
+    from ..data.augment import parse_randaugment  # here: the data layer needs torch, a config alone does not
+
+    try:
+        parse_randaugment(v)
+    except ValueError as e:
+        return f"timm's RandAugment notation, e.g. 'rand-m9-mstd0.5-inc1' ({e})"
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _choices() -> dict[str, Sequence[str]]:
     # Imported here: these two lists live beside code that needs torch, and a config alone does not.
@@ -226,7 +296,7 @@ def _choices() -> dict[str, Sequence[str]]:
 
     return {"model.weights_source": tuple(SOURCES), "data.on_corrupt": ON_CORRUPT,
             "data.empty_classes": EMPTY_CLASSES, "optim.name": OPTIMIZERS, "schedule.name": SCHEDULES,
-            "precision": PRECISIONS, "compile_mode": COMPILE_MODES}
+            "precision": PRECISIONS, "compile_mode": COMPILE_MODES, "mix.mode": MIX_MODES, "loss": LOSSES}
 
 
 #: The allowed values of every field that has a range (by dotted key); fields with a fixed set of
@@ -246,6 +316,20 @@ RULES: dict[str, Rule] = {
     "optim.betas": _each(_number(0, 1, hi_open=True)),
     "optim.eps": _number(0, lo_open=True),
     "optim.alpha": _number(0, 1),
+    "optim.layer_decay": _number(0, 1, lo_open=True, none="off"),
+    "optim.max_grad_norm": _number(0, why="0 = off"),
+    "optim.trust_coeff": _number(0, lo_open=True),
+    "model.drop_path_rate": _number(0, 1, hi_open=True),
+    "data.randaugment": _randaugment,
+    "data.reprob": _number(0, 1),
+    "data.aug_repeats": _number(1, why="1 = off"),
+    "data.train_image_size": _number(1, none="the test side"),
+    "mix.mixup_alpha": _number(0, why="0 = off"),
+    "mix.cutmix_alpha": _number(0, why="0 = off"),
+    "mix.prob": _number(0, 1),
+    "mix.switch_prob": _number(0, 1),
+    "bce_target_thresh": _number(0, 1, hi_open=True, none="off"),
+    "ema_decay": _number(0, 1, hi_open=True, why="0 = off"),
     "schedule.step_size": _number(1, why="epochs between drops"),
     "schedule.gamma": _number(0, lo_open=True),
     "schedule.milestones": _increasing,
@@ -275,11 +359,11 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
     for section, prefix in ((cfg.model, "model."), (cfg.data, "data."), (cfg.optim, "optim."),
-                            (cfg.schedule, "schedule."), (cfg, "")):
+                            (cfg.schedule, "schedule."), (cfg.mix, "mix."), (cfg, "")):
         _check_fields(section, prefix)
     o = cfg.optim
     # (Other optimisers ignore nesterov, so a recipe's nesterov=true survives --set optim.name=adam.)
-    if o.nesterov and o.name == "sgd" and o.momentum <= 0:
+    if o.nesterov and o.name in ("sgd", "lars") and o.momentum <= 0:
         raise ConfigError(f"config key 'optim.nesterov' needs optim.momentum > 0 with SGD, got "
                           f"optim.momentum={o.momentum!r}; set optim.nesterov=false or a momentum")
     return cfg
@@ -299,7 +383,7 @@ def check_model_fits_data(cfg: TrainConfig, num_classes: int, in_chans: int) -> 
 #: optimiser's class and parameter groups (its saved state would not fit). Everything else may change
 #: with ``--resume RUN --set KEY=VALUE`` (optimiser hyperparameters are applied to the restored optimiser).
 RESUME_FIXED = ("model.name", "model.overrides", "model.retrofit", "data.dataset", "data.image_size", "optim.name",
-                "optim.decay_norm_and_bias")
+                "optim.decay_norm_and_bias", "optim.layer_decay", "ema_decay")
 
 
 def config_changes(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:

@@ -17,10 +17,11 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn import functional as F
 
+from .batches import BatchSteps
 from .config import TrainConfig
 from .distributed import all_reduce_sum, any_across_ranks, rank_info
+from .loss import training_loss
 from .metrics import TrainMeter, summarize
 from .progress import Reporter
 from .schedule import lr_at
@@ -63,16 +64,20 @@ def train_epoch(t: Setup, cfg: TrainConfig, epoch: int, report: Reporter) -> Tra
     meter, steps = TrainMeter(t.device), t.steps
     lrs = [lr_at(epoch + step / steps, cfg) for step in range(steps)]  # the pure schedule, once an epoch
     mark_step = cfg.compile and cfg.compile_mode == "reduce-overhead"  # CUDA graphs: one replay per step
+    batches = BatchSteps.for_epoch(cfg, epoch, rank_info().rank, t.card.mean, t.card.std, t.info["classes"],
+                                   t.device)
     bad, started = None, time.perf_counter()
     for step, (x, y) in enumerate(t.train_loader):
         _set_lr(t.optimizer, lrs[step])
+        x, targets = batches.apply(x, y)  # the modern recipe's steps; the batch as loaded when all are off
         if mark_step:
             torch.compiler.cudagraph_mark_step_begin()
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(t.device, t.amp_dtype):
             logits = t.net(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        loss = training_loss(logits, y, targets, loss=cfg.loss, label_smoothing=cfg.label_smoothing,
+                             bce_target_thresh=cfg.bce_target_thresh)
         t.optimizer.zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -80,6 +85,8 @@ def train_epoch(t: Setup, cfg: TrainConfig, epoch: int, report: Reporter) -> Tra
             nn.utils.clip_grad_norm_(t.model.parameters(), cfg.grad_clip)
         t.scaler.step(t.optimizer)
         t.scaler.update()
+        if t.ema is not None:
+            t.ema.update_parameters(t.model)
         meter.update(step, logits, y, loss)  # on the device, with the first non-finite step
         if (step + 1) % cfg.sync_every == 0 or step + 1 == steps:
             bad = meter.first_bad_step()  # the same on every rank
@@ -106,14 +113,18 @@ def divergence(t: Setup, trained: TrainedEpoch, val: Mapping[str, float] | None)
     return None
 
 
-def epoch_row(trained: TrainedEpoch, val: Mapping[str, float]) -> dict[str, Any]:
+def epoch_row(trained: TrainedEpoch, val: Mapping[str, float],
+              ema: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The epoch's row of the metrics table (``rundir.METRIC_COLUMNS``); ``time_s`` counts the
-    evaluation too."""
+    evaluation too. With an EMA of the weights, its validation loss and errors follow as
+    ``ema_val_loss``, ``ema_top1_err``, ``ema_top5_err`` (in metrics.jsonl)."""
     train = trained.metrics
+    extra = {} if ema is None else {"ema_val_loss": ema["loss"], "ema_top1_err": ema["top1_err"],
+                                    "ema_top5_err": ema["top5_err"]}
     return {"epoch": trained.epoch + 1, "lr": trained.lr, "train_loss": train["loss"], "train_acc": train["acc"],
             "train_err": train["top1_err"], "val_loss": val["loss"], "top1_err": val["top1_err"],
             "top5_err": val["top5_err"], "time_s": time.perf_counter() - trained.started,
-            "images_per_s": trained.images / max(trained.seconds, 1e-9)}
+            "images_per_s": trained.images / max(trained.seconds, 1e-9), **extra}
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -124,9 +135,11 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     # A plain float: the optimisers pass it to their kernels as a scalar (no device tensor, no sync).
+    # The schedule scales each group by its ``lr_scale`` (layer-wise decay, timm's convention).
     for group in optimizer.param_groups:
-        if group["lr"] != lr:
-            group["lr"] = lr
+        group_lr = lr * group["lr_scale"] if "lr_scale" in group else lr
+        if group["lr"] != group_lr:
+            group["lr"] = group_lr
 
 
 @torch.no_grad()

@@ -84,9 +84,12 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
             error = divergence(t, trained, val)
             if error is not None:
                 run.stop(error, t.history)  # the finite checkpoints stay; report.md says why; raises
-            t.history.append(epoch_row(trained, val))
+            ema_val = None if t.ema is None else evaluate(  # the averaged weights, beside the raw ones
+                t.ema.module, t.test_loader, autocast_dtype=t.amp_dtype, channels_last=cfg.channels_last)
+            t.history.append(epoch_row(trained, val, ema_val))
             run.report.epoch_end(t.history[-1])
-            run.save_epoch(t.history, t.model, t.optimizer, t.scaler, t.card, final=epoch + 1 == end)
+            run.save_epoch(t.history, t.model, t.optimizer, t.scaler, t.card, final=epoch + 1 == end,
+                           extra_state=None if t.ema is None else {"ema": t.ema.state_dict()})
         final, best, summary = final_summary(t.history, t.info["classes"], t.info["test_dataset"])
         run.finish(t.history, summary)  # report.md; waits for every file
     return RunResult(t.history, final, best, t.model.eval(), t.card, Path(run_dir) if run_dir is not None else None)

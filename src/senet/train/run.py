@@ -119,11 +119,13 @@ class RunDirectory:
         self.report.start({**info, "run_dir": self.path})
 
     def save_epoch(self, history: list[dict[str, Any]], model: nn.Module, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler, card: ModelCard, *, final: bool) -> None:
+                   scaler: torch.amp.GradScaler, card: ModelCard, *, final: bool,
+                   extra_state: Mapping[str, Any] | None = None) -> None:
         """Queue the files of the epoch just appended to ``history``: its metrics, the plot (at most
         every ``PLOT_EVERY_S`` seconds, and after the ``final`` epoch), and ``last`` every
         ``cfg.save_every`` epochs and at the end, ``best`` when it ties or beats every earlier epoch.
-        The weights and trainer state are copied to the CPU now; the files follow in the background."""
+        The weights and trainer state (with ``extra_state``, e.g. the EMA) are copied to the CPU now;
+        the files follow in the background."""
         if self.path is None:
             return
         done = history[-1]["epoch"]
@@ -135,7 +137,7 @@ class RunDirectory:
         if last or best:  # copies, since training goes on while the writer saves them
             weights = WeightsSnapshot(model)
             state.update(optimizer=cpu_snapshot(optimizer.state_dict()), scaler=scaler.state_dict(),
-                         rng=capture_rng(), config=config_to_dict(self.cfg))
+                         rng=capture_rng(), config=config_to_dict(self.cfg), **cpu_snapshot(dict(extra_state or {})))
         self._writer.submit(functools.partial(_write_epoch, self.path, self._title, weights, card, state,
                                               last=last, best=best, plot=plot))
 

@@ -24,6 +24,7 @@ from ..weights.convert import load_weights
 from .choices import COMPILE_MODES, PRECISIONS
 from .config import TrainConfig, check_model_fits_data
 from .distributed import RankInfo, rank_info
+from .ema import build_ema
 from .optim import build_optimizer, restore_optimizer
 from .rng import restore_rng
 from .run import RunDirectory
@@ -49,6 +50,7 @@ class Setup:
     start: int = 0                # epochs already trained (a resumed run)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     resumed: dict[str, Any] = dataclasses.field(default_factory=dict)  # env.json's record of a resume
+    ema: Any = None               # an AveragedModel of ``model`` (cfg.ema_decay > 0), else None
 
     @property
     def steps(self) -> int:
@@ -86,7 +88,9 @@ def load_data(cfg: TrainConfig, image_size: int) -> tuple[Any, Any]:
     d = cfg.data
     kw = dict(root=d.root, download=d.download, image_size=image_size, on_corrupt=d.on_corrupt,
               empty_classes=d.empty_classes)
-    return data.load_dataset(d.dataset, "train", **kw), data.load_dataset(d.dataset, "test", **kw)
+    # Image folders decode training crops at the train side (RSB A3: 160 px train, 224 px test).
+    train_kw = {**kw, "image_size": d.train_image_size or image_size}
+    return data.load_dataset(d.dataset, "train", **train_kw), data.load_dataset(d.dataset, "test", **kw)
 
 
 def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
@@ -104,6 +108,8 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
         overrides.setdefault("num_classes", len(dataset.classes))
     if "in_chans" in args and channels != spec.input_size[0]:
         overrides.setdefault("in_chans", channels)
+    if cfg.model.drop_path_rate > 0:  # passed only when set: 0 is every family's network as published
+        overrides.setdefault("drop_path_rate", cfg.model.drop_path_rate)
     model = create_model(cfg.model.name, **overrides)
     card = card_of(model).with_view(dataset.eval_view).replace(
         classes=tuple(dataset.classes), weights="trained", weights_tag=None, hub_id=None, url=None,
@@ -125,22 +131,24 @@ def setup(cfg: TrainConfig, device: torch.device, run: RunDirectory) -> Setup:
     test_set = test_set.with_view(card.eval_transform())  # fit evaluates as senet eval will: from the card
     optimizer = build_optimizer(model, cfg.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    ema = build_ema(model, cfg.ema_decay)
     start, history, resumed = 0, [], {}
     if run.resume_from is not None:
-        start, history, resumed = _resume(cfg, run, train_set.name, model, optimizer, scaler)
+        start, history, resumed = _resume(cfg, run, train_set.name, model, optimizer, scaler, ema)
 
     net = _wrap(model, cfg, device, ranks)
     augment = data.AugmentConfig(crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, cutout=cfg.data.cutout)
     shard = dict(device=device, seed=cfg.seed, rank=ranks.rank, world_size=ranks.world_size,
                  num_workers=cfg.data.num_workers)
-    train_loader = data.make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment, **shard)
+    train_loader = data.make_loader(train_set, cfg.batch_size // ranks.world_size, train=True, augment=augment,
+                                    repeats=cfg.data.aug_repeats, **shard)
     test_loader = data.make_loader(test_set, max(cfg.eval_batch_size // ranks.world_size, 1), train=False, **shard)
     info = {"model": cfg.model.name, "params": sum(p.numel() for p in model.parameters()), "dataset": train_set.name,
             "test_dataset": test_set.name, "device": str(device), "precision": precision_name(amp_dtype),
             "epochs": cfg.epochs, "steps": len(train_loader), "batch_size": cfg.batch_size,
             "world_size": ranks.world_size, "classes": len(train_set.classes)}
     return Setup(model, net, card, device, optimizer, scaler, train_loader, test_loader, amp_dtype, info,
-                 start, history, resumed)
+                 start, history, resumed, ema)
 
 
 def _model(cfg: TrainConfig, train_set: Any, device: torch.device, ranks: RankInfo,
@@ -163,13 +171,15 @@ def _model(cfg: TrainConfig, train_set: Any, device: torch.device, ranks: RankIn
 
 
 def _resume(cfg: TrainConfig, run: RunDirectory, dataset: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+            scaler: torch.amp.GradScaler, ema: Any = None) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
     """Load the state ``run`` resumes (its files repaired from it) into the model, optimiser,
     scaler and RNGs; return ``(epochs trained, history, what env.json records of the resume)``."""
     state = run.resume_state(dataset)
     load_weights(model, state["model"], source="senet")  # the state file is self-contained
     changed = restore_optimizer(optimizer, state["optimizer"])  # with cfg's hyperparameters, not the saved
     scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     restore_rng(state["rng"])
     start = state["epoch"]
     if cfg.epochs < start:
