@@ -402,3 +402,18 @@ def test_se_resnet50_default_plans_no_launch_where_kernels_would_run(se_fused, l
     with K.recording() as launches:
         model(x).sum().backward()
     assert bool(launches) == launched
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_train_config_model_fused_opts_in(flag):
+    """``senet train --set model.fused=true`` builds the network on the fused path; by default it is
+    the reference composition, and the card (how to rebuild the network) is the same either way."""
+    from senet.train import load_config
+    from senet.train.setup import build_model, image_size, load_data
+
+    cfg = load_config("bundled", [f"model.fused={str(flag).lower()}", "data.dataset=synthetic:8:3x16x16"])
+    train_set, _ = load_data(cfg, image_size(cfg))
+    model, card = build_model(cfg, train_set)
+    flags = {m.fused for m in model.modules() if hasattr(m, "fused")}
+    assert flags == ({True} if flag else {None})
+    assert "se_fused" not in card.overrides

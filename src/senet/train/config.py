@@ -55,6 +55,8 @@ class ModelConfig:
     retrofit: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Stochastic depth (Huang et al. 2016), timm's per-block linear rule; 0 = the network as published.
     drop_path_rate: float = 0.0
+    # The fused Triton SE kernels (docs/performance.md): opt-in until they have run on a GPU.
+    fused: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self, "model.")

@@ -110,6 +110,8 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
         overrides.setdefault("in_chans", channels)
     if cfg.model.drop_path_rate > 0:  # passed only when set: 0 is every family's network as published
         overrides.setdefault("drop_path_rate", cfg.model.drop_path_rate)
+    if cfg.model.fused:  # a runtime choice, not part of the network: the card does not record it
+        overrides["se_fused"] = True
     model = create_model(cfg.model.name, **overrides)
     card = card_of(model).with_view(dataset.eval_view).replace(
         classes=tuple(dataset.classes), weights="trained", weights_tag=None, hub_id=None, url=None,
