@@ -213,11 +213,7 @@ def test_drop_path_rate_is_passed_to_create_model(monkeypatch):
     assert seen[0]["drop_path_rate"] == 0.1 and "drop_path_rate" not in seen[1]  # 0: today's call, unchanged
 
 
-def test_drop_path_rate_trains_where_the_models_accept_it():
-    try:
-        senet.create_model("se_resnet20", drop_path_rate=0.1)
-    except (TypeError, ValueError):
-        pytest.skip("create_model does not accept drop_path_rate on this branch yet")
+def test_drop_path_rate_trains():
     from senet.train import fit
     from senet.train.progress import Reporter
 

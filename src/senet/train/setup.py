@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from .. import data
-from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..factory import create_model
+from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..models.registry import get_model_spec
 from ..models.retrofit import retrofit_from_config
 from ..validation import check_choice
@@ -113,7 +113,11 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
     if cfg.model.fused:  # a runtime choice, not part of the network: the card does not record it
         overrides["se_fused"] = True
     model = create_model(cfg.model.name, **overrides)
-    card = card_of(model).with_view(dataset.eval_view).replace(
+    view = dataset.eval_view
+    if not hasattr(dataset, "input_size"):  # folders: trained at data.train_image_size, tested at image_size(cfg)
+        side = image_size(cfg)
+        view = dataclasses.replace(view, input_size=(view.input_size[0], side, side))
+    card = card_of(model).with_view(view).replace(
         classes=tuple(dataset.classes), weights="trained", weights_tag=None, hub_id=None, url=None,
         dataset=cfg.data.dataset, data_root=cfg.data.root, dataset_name=dataset.name)
     return attach_card(model, card), card
