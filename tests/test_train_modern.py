@@ -305,4 +305,10 @@ def test_image_folders_train_at_the_train_side_and_the_card_keeps_the_test_side(
     assert train.image_size == 16 and test.image_size == 24
     assert train[0][0].shape == (3, 16, 16)
     _, card = build_model(cfg, train)
-    assert card.input_size == (3, 24, 24)
+    assert card.input_size == (3, 24, 24) and card.crop_pct == 0.875 and card.crop_mode == "center"
+    # RSB tests at a crop fraction of 0.95: the card records it, and the test split is built from the card.
+    cfg = load_config("bundled", [f"data.dataset={tmp_path}", "data.image_size=24", "data.eval_crop_pct=0.95"])
+    _, card = build_model(cfg, train)
+    assert card.crop_pct == 0.95 and card.eval_transform().crop_pct == 0.95
+    with pytest.raises(ValueError, match="eval_crop_pct"):
+        load_config("bundled", ["data.eval_crop_pct=1.5"])

@@ -89,6 +89,9 @@ class DataConfig:
     reprob: float = 0.0
     aug_repeats: int = 1
     train_image_size: int | None = None
+    # Image folders: the crop fraction of the evaluation view the card records (None: 0.875, the
+    # centre crop matching the random-size crop, paper §5.1; RSB tests at 0.95).
+    eval_crop_pct: float | None = None
 
     def __post_init__(self) -> None:
         _check_fields(self, "data.")
@@ -326,6 +329,7 @@ RULES: dict[str, Rule] = {
     "data.reprob": _number(0, 1),
     "data.aug_repeats": _number(1, why="1 = off"),
     "data.train_image_size": _number(1, none="the test side"),
+    "data.eval_crop_pct": _number(0, 1, lo_open=True, none="the pipeline's own view"),
     "mix.mixup_alpha": _number(0, why="0 = off"),
     "mix.cutmix_alpha": _number(0, why="0 = off"),
     "mix.prob": _number(0, 1),

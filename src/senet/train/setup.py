@@ -116,7 +116,8 @@ def build_model(cfg: TrainConfig, dataset: Any) -> tuple[nn.Module, ModelCard]:
     view = dataset.eval_view
     if not hasattr(dataset, "input_size"):  # folders: trained at data.train_image_size, tested at image_size(cfg)
         side = image_size(cfg)
-        view = dataclasses.replace(view, input_size=(view.input_size[0], side, side))
+        view = dataclasses.replace(view, input_size=(view.input_size[0], side, side),
+                                   crop_pct=cfg.data.eval_crop_pct or view.crop_pct)
     card = card_of(model).with_view(view).replace(
         classes=tuple(dataset.classes), weights="trained", weights_tag=None, hub_id=None, url=None,
         dataset=cfg.data.dataset, data_root=cfg.data.root, dataset_name=dataset.name)
