@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from .transforms import EvalView
 
@@ -101,6 +100,8 @@ def write_image_folder(dataset: ArrayDataset, root: str | os.PathLike[str], spli
     for ``split="train"``, ``root/val/<class>/<i>.png`` for ``"test"``, ``i`` the image's index in
     ``dataset``; returns ``root``. (The folder dataset orders its classes by folder name, so
     labels follow the sorted class names.)"""
+    from PIL import Image  # here: Pillow is needed only to write image files (import senet.data stays light)
+
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root)
