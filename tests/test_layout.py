@@ -54,6 +54,7 @@ def test_no_cycle_between_packages():
 def test_type_checking_imports_count(tmp_path):
     tool = _tool()
     src = tmp_path / "probe.py"
-    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from senet.models.registry import ModelSpec\n")
+    src.write_text("from typing import TYPE_CHECKING\n"
+                   "if TYPE_CHECKING:\n    from senet.models.registry import ModelSpec\n")
     known = set(tool.modules())
     assert tool.imports("senet.probe", src, known) == {"senet.models.registry"}

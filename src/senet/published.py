@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import lru_cache
+from importlib.resources import files
 from typing import Any
 
 __all__ = ["PretrainedConfig", "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "LABEL_SETS",
@@ -58,7 +59,7 @@ class PretrainedConfig:
         return self.url or f"https://huggingface.co/{self.hub_id}"
 
     def cache_name(self) -> str:
-        """The file name looked for in :func:`weights_dir`: the URL's file name, or
+        """The file name looked for in :func:`senet.weights.pretrained.weights_dir`: the URL's file name, or
         ``<repo>.safetensors`` for a hub repository (``seresnet50.a1_in1k.safetensors``)."""
         if self.url:
             return self.url.rsplit("/", 1)[-1]
@@ -75,8 +76,6 @@ class PretrainedConfig:
 @lru_cache(maxsize=None)
 def imagenet_classes() -> tuple[str, ...]:
     """The 1000 ImageNet-1k (ILSVRC-2012) class names, in the index order of the published models."""
-    from importlib.resources import files
-
     text = files("senet").joinpath("data", "imagenet_classes.txt").read_text(encoding="utf-8")
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != 1000:  # pragma: no cover - packaging error

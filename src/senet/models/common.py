@@ -12,8 +12,8 @@ from torch import nn
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 from .features import FeatureInfo
 
-__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "DropPath", "drop_path", "make_drop_path", "drop_path_rates", "feature", "stage_ends",
-           "he_init", "check_common", "check_input"]
+__all__ = ["ConvBnAct", "ActSE", "BatchNormReLU", "DropPath", "drop_path", "make_drop_path", "drop_path_rates",
+           "feature", "stage_ends", "he_init", "check_common", "check_input"]
 
 
 class ConvBnAct(nn.Module):

@@ -34,7 +34,8 @@ class Candidate(Protocol):
 # on this package, not the other way round), lazily, since building them is only needed on a failure.
 Candidates = Callable[[], Iterable[Candidate]]
 
-__all__ = ["Candidate", "Candidates", "LAYOUTS", "detect_layout", "file_metadata", "identify", "head_prefix", "describe_weights"]
+__all__ = ["Candidate", "Candidates", "LAYOUTS", "detect_layout", "file_metadata", "identify", "head_prefix",
+           "describe_weights"]
 
 LAYOUTS = ("senet", "timm", "legacy")
 
