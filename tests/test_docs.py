@@ -46,7 +46,7 @@ WEIGHT_FILES = {
     "mobilenetv1_100.safetensors": ("mobilenetv1_100", "safetensors"),  # timm mobilenetv1_100
 }
 WEIGHT_NAME = re.compile(r"""["']([\w./-]+\.(?:pth|pt|safetensors|bin))["']""")
-NEEDS = re.compile(r"^\s*#\s*needs:\s*([^(]+)", re.MULTILINE)
+NEEDS = re.compile(r"^\s*#\s*needs:\s*([^(\n]+)", re.MULTILINE)
 OPTIONAL_PACKAGES = ("onnx", "onnxruntime", "triton", "tensorboard", "huggingface_hub")
 KNOWN_NEEDS = ("cuda", "network", "minutes", *OPTIONAL_PACKAGES)
 RUN_COMMANDS = ("models", "summary")  # `senet` commands cheap enough to run in the suite
