@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import UserInputError
 from .common import add_input_size_argument
 
 # senet.cost.speed's choices, written out so that `senet benchmark --help` needs no torch (tests/test_cli.py checks
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..device import intra_op_threads
 
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        raise UserInputError(f"--threads must be >= 1, got {args.threads}")
     with intra_op_threads(args.threads):  # restored afterwards: main() may be called in-process
         result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
                            batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UserInputError
 from .common import add_inference_arguments, add_overrides_argument, compile_option, output_file
 
 
@@ -35,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         source, inputs = args.checkpoint, args.inputs
     elif len(args.inputs) < 2:
-        raise ValueError("give a checkpoint (or model name) and at least one image, folder or glob")
+        raise UserInputError("give a checkpoint (or model name) and at least one image, folder or glob")
     else:
         source, inputs = args.inputs[0], args.inputs[1:]
     if args.out and not args.out.lower().endswith((".csv", ".json")):
-        raise ValueError(f"--out {args.out}: the extension must be .csv or .json")
+        raise UserInputError(f"--out {args.out}: the extension must be .csv or .json")
     skipped = []
 
     def report(path, reason):  # one line per unreadable image, and carry on

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import UserInputError
 from .common import add_overrides_argument, add_source_argument
 
 
@@ -49,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--calibration-images", args.calibration_images), ("--batch-size", args.batch_size),
                         ("--eval-images", args.eval_images)):
         if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+            raise UserInputError(f"{flag} must be >= 1, got {value}")
     steps = args.finetune_steps
     if steps is not None and args.gate != "hard_sigmoid":
-        raise ValueError("--finetune-steps applies to --gate hard_sigmoid")
+        raise UserInputError("--finetune-steps applies to --gate hard_sigmoid")
     steps = (300 if args.gate == "hard_sigmoid" else 0) if steps is None else steps
     overrides = dict(args.overrides)
     if looks_like_path(args.source):

@@ -7,6 +7,7 @@ import shlex
 import sys
 import time
 
+from ..errors import UserInputError
 from .common import add_device_argument, resolve_device
 
 
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = _flag_overrides(args) + list(args.overrides)
     if args.resume:
         if args.config or args.out or args.overwrite:
-            raise ValueError("--resume continues a run with its own config and directory; "
-                             "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
+            raise UserInputError("--resume continues a run with its own config and directory; "
+                                 "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
         run_cfg = resume_config(args.resume)
         cfg = apply_overrides(run_cfg, overrides)
         if has_checkpoint(args.resume):  # (a run without one starts over: anything may change)

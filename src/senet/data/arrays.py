@@ -6,6 +6,8 @@ import dataclasses
 
 import torch
 
+from ..errors import UserInputError
+
 __all__ = ["ArrayDataset", "channel_stats"]
 
 
@@ -16,9 +18,9 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     need a float copy of the whole array.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+        raise UserInputError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
     if images.shape[0] == 0:
-        raise ValueError("cannot compute channel statistics of an empty image set")
+        raise UserInputError("cannot compute channel statistics of an empty image set")
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
@@ -52,21 +54,21 @@ class ArrayDataset:
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(
+            raise UserInputError(
                 f"ArrayDataset.images must be a uint8 (N, C, H, W) tensor, got "
                 f"{getattr(self.images, 'dtype', type(self.images).__name__)} {tuple(getattr(self.images, 'shape', ()))}"
             )
         if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.ndim != 1:
-            raise ValueError("ArrayDataset.labels must be an int64 (N,) tensor")
+            raise UserInputError("ArrayDataset.labels must be an int64 (N,) tensor")
         if len(self.labels) != len(self.images):
-            raise ValueError(f"ArrayDataset has {len(self.images)} images but {len(self.labels)} labels")
+            raise UserInputError(f"ArrayDataset has {len(self.images)} images but {len(self.labels)} labels")
         channels = self.images.shape[1]
         if len(self.mean) != channels or len(self.std) != channels:
-            raise ValueError(f"ArrayDataset.mean/std need {channels} values (one per channel)")
+            raise UserInputError(f"ArrayDataset.mean/std need {channels} values (one per channel)")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"ArrayDataset.std must be positive, got {self.std}")
+            raise UserInputError(f"ArrayDataset.std must be positive, got {self.std}")
         if len(self.labels) and not (0 <= int(self.labels.min()) and int(self.labels.max()) < len(self.classes)):
-            raise ValueError(f"ArrayDataset labels must lie in [0, {len(self.classes)}) (one per class)")
+            raise UserInputError(f"ArrayDataset labels must lie in [0, {len(self.classes)}) (one per class)")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserInputError, UserTypeError
 from ..validation import check_choice
 from .arrays import ArrayDataset
 from .bundled import BUNDLED, load_bundled, load_synthetic
@@ -46,7 +47,7 @@ def load_dataset(
     warning, "error": refuse it). ``root`` and ``download`` locate or fetch the CIFAR archives.
     """
     if not isinstance(spec, (str, Path)):
-        raise TypeError(f"dataset spec must be a name or a path, got {type(spec).__name__}")
+        raise UserTypeError(f"dataset spec must be a name or a path, got {type(spec).__name__}")
     check_choice("split", split, SPLITS)
     check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
     check_choice("empty_classes", empty_classes, EMPTY_CLASSES)
@@ -64,6 +65,6 @@ def load_dataset(
         return ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt,
                                   empty_classes=empty_classes)
     if path.exists() or "/" in spec or "\\" in spec:
-        raise ValueError(f"dataset path {spec!r} is not a folder with train/ and val/ sub-folders of class folders")
+        raise UserInputError(f"dataset path {spec!r} is not a folder with train/ and val/ sub-folders of class folders")
     check_choice("dataset", spec, [*DATASETS, "synthetic:N[:CxHxW]", "<path to an image folder>"])
     raise AssertionError("unreachable")  # check_choice raised

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import MissingPathError, UserInputError
 from ..validation import check_choice
 from .images import CorruptImageError, decode_image
 from .seeding import generator_for
@@ -56,7 +57,7 @@ class ImageFolderDataset(Dataset):
         check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
         check_choice("empty_classes", empty_classes, EMPTY_CLASSES)
         if not (isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 1):
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+            raise UserInputError(f"image_size must be a positive integer, got {image_size!r}")
         self.root = Path(root)
         self.split, self.image_size, self.on_corrupt = split, image_size, on_corrupt
         self.train = split == "train"
@@ -134,20 +135,20 @@ def _cutout_one(x: torch.Tensor, size: int, centre: torch.Tensor) -> torch.Tenso
 
 def _class_names(train_dir: Path, empty_classes: str, warn: bool) -> list[str]:
     if not train_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"image folder {train_dir.parent} has no train/ sub-folder; expected "
             f"<root>/train/<class>/<image> and <root>/val/<class>/<image>"
         )
     folders = sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir() and not entry.name.startswith("."))
     if not folders:
-        raise FileNotFoundError(f"{train_dir} has no class sub-folders (one folder of images per class)")
+        raise MissingPathError(f"{train_dir} has no class sub-folders (one folder of images per class)")
     empty = [name for name in folders if next(_walk_images(train_dir / name), None) is None]
     if empty and empty_classes == "error":
-        raise ValueError(f"class folder(s) {empty} of {train_dir} hold no images (extensions "
-                         f"{', '.join(IMAGE_EXTENSIONS)}); remove them, or set empty_classes='warn' to skip them")
+        raise UserInputError(f"class folder(s) {empty} of {train_dir} hold no images (extensions "
+                             f"{', '.join(IMAGE_EXTENSIONS)}); remove them, or set empty_classes='warn' to skip them")
     if len(empty) == len(folders):
-        raise FileNotFoundError(f"{train_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)} "
-                                f"in its class folder(s) {folders}")
+        raise MissingPathError(f"{train_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)} "
+                               f"in its class folder(s) {folders}")
     if empty and warn:
         warnings.warn(f"skipping class folder(s) {empty} of {train_dir}: no images in them", RuntimeWarning,
                       stacklevel=4)
@@ -182,7 +183,7 @@ def _walk_images(folder: Path) -> Iterator[Path]:
 
 def _list_images(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"image folder {split_dir.parent} has no {split_dir.name}/ sub-folder")
+        raise MissingPathError(f"image folder {split_dir.parent} has no {split_dir.name}/ sub-folder")
     present = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith("."))
     samples: list[tuple[Path, int]] = []
     unknown = []
@@ -192,12 +193,12 @@ def _list_images(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
             if next(_walk_images(split_dir / name), None) is not None:
                 unknown.append(name)
     if unknown:
-        raise ValueError(f"{split_dir} has class folder(s) {unknown} with images that train/ does not; "
-                         f"classes: {classes}")
+        raise UserInputError(f"{split_dir} has class folder(s) {unknown} with images that train/ does not; "
+                             f"classes: {classes}")
     for label, name in enumerate(classes):
         folder = split_dir / name
         if folder.is_dir():
             samples += [(path, label) for path in _walk_images(folder)]
     if not samples:
-        raise FileNotFoundError(f"{split_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
+        raise MissingPathError(f"{split_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
     return samples

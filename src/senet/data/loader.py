@@ -17,6 +17,7 @@ from typing import Iterator, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import UserInputError, UserTypeError
 from .arrays import ArrayDataset
 from .folder import CorruptImageError, ImageFolderDataset
 from .seeding import check_shard, derive_seed, generator_for, pad_to, padded_size, shard_order
@@ -39,12 +40,12 @@ class _BaseLoader:
     def __init__(self, n: int, batch_size: int, *, train: bool, seed: int, rank: int, world_size: int,
                  drop_last: bool | None) -> None:
         if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+            raise UserInputError(f"seed must be an integer, got {seed!r}")
         check_shard(rank, world_size)
         if n < 1:
-            raise ValueError("cannot make a loader over an empty dataset")
+            raise UserInputError("cannot make a loader over an empty dataset")
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size = rank, world_size
         self.drop_last = train if drop_last is None else bool(drop_last)
@@ -53,7 +54,7 @@ class _BaseLoader:
         #: samples repeated to give every rank the same count (0 when world_size divides n).
         self.padding = padded_size(n, world_size) - n
         if self.drop_last and self.shard_size < batch_size:
-            raise ValueError(
+            raise UserInputError(
                 f"batch_size={batch_size} exceeds the {self.shard_size} samples rank {rank} sees per epoch, "
                 f"so no full batch is left; use a batch_size of at most {self.shard_size} "
                 f"(senet train --batch-size) or drop_last=False"
@@ -63,7 +64,7 @@ class _BaseLoader:
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next ``iter()`` yields."""
         if not (isinstance(epoch, int) and epoch >= 0):
-            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+            raise UserInputError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -165,7 +166,7 @@ class FolderLoader(_BaseLoader):
         super().__init__(len(dataset), batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
                          drop_last=drop_last)
         if not (isinstance(num_workers, int) and num_workers >= 0):
-            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+            raise UserInputError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         self.dataset = dataset
         self.device = torch.device(device)
         self.augment = augment or AugmentConfig()
@@ -223,7 +224,7 @@ def make_loader(
         return DeviceLoader(dataset, batch_size, **common)  # type: ignore[arg-type]
     if isinstance(dataset, ImageFolderDataset):
         return FolderLoader(dataset, batch_size, num_workers=num_workers, **common)  # type: ignore[arg-type]
-    raise TypeError(f"make_loader needs an ArrayDataset or ImageFolderDataset, got {type(dataset).__name__}")
+    raise UserTypeError(f"make_loader needs an ArrayDataset or ImageFolderDataset, got {type(dataset).__name__}")
 
 
 def _check_augment_fits(augment: AugmentConfig, size: tuple[int, int]) -> None:
@@ -232,5 +233,5 @@ def _check_augment_fits(augment: AugmentConfig, size: tuple[int, int]) -> None:
     h, w = size
     for key, value in (("data.crop_padding", augment.crop_padding), ("data.cutout", augment.cutout)):
         if value > max(h, w):
-            raise ValueError(f"{key}={value} is larger than the images ({h}x{w}); use at most {max(h, w)} "
-                             f"(0 turns it off)")
+            raise UserInputError(f"{key}={value} is larger than the images ({h}x{w}); use at most {max(h, w)} "
+                                 f"(0 turns it off)")

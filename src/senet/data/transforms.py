@@ -19,6 +19,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from ..errors import UserInputError
+
 __all__ = [
     "AugmentConfig",
     "AugmentParams",
@@ -53,9 +55,9 @@ class AugmentConfig:
         for field in ("crop_padding", "cutout"):
             value = getattr(self, field)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-                raise ValueError(f"AugmentConfig.{field} must be a non-negative integer, got {value!r}")
+                raise UserInputError(f"AugmentConfig.{field} must be a non-negative integer, got {value!r}")
         if not isinstance(self.flip, bool):
-            raise ValueError(f"AugmentConfig.flip must be a bool, got {self.flip!r}")
+            raise UserInputError(f"AugmentConfig.flip must be a bool, got {self.flip!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,14 +215,14 @@ def eval_view(img: torch.Tensor, *, input_size: tuple[int, int, int], crop_pct: 
     c, h, w = (int(s) for s in input_size)
     x = img.to(torch.float32) / 255 if img.dtype == torch.uint8 else img.to(torch.float32)
     if x.dim() != 3:
-        raise ValueError(f"eval_view expects one (C, H, W) image, got shape {tuple(img.shape)}")
+        raise UserInputError(f"eval_view expects one (C, H, W) image, got shape {tuple(img.shape)}")
     if x.shape[0] != c:
         if c == 1 and x.shape[0] == 3:
             x = (x * torch.tensor(_LUMA).view(3, 1, 1)).sum(0, keepdim=True)
         elif x.shape[0] == 1:
             x = x.expand(c, -1, -1)
         else:
-            raise ValueError(f"the network takes {c}-channel images; this one has {x.shape[0]} channels")
+            raise UserInputError(f"the network takes {c}-channel images; this one has {x.shape[0]} channels")
     if min(h, w) < WHOLE_IMAGE_BELOW or h != w:
         x = _resize(x, h, w, interpolation) if x.shape[1:] != (h, w) else x
     else:

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..errors import MissingExtraError, SenetError, UserInputError
 from .inference import card_or_default, resolve_model
 
 __all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL",
@@ -47,7 +48,7 @@ TOLERANCE = 1e-4  # max abs difference on fp32 logits ...
 RTOL = 1e-5
 
 
-class ExportCheckError(ValueError):
+class ExportCheckError(SenetError, ValueError):
     """The exported model's outputs differ from eager PyTorch's by more than the tolerance."""
 
 
@@ -87,7 +88,7 @@ def _require(module: str, why: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{why} needs {module}: pip install 'senet[export]'") from None
+        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[export]'") from None
 
 
 def _input_size(size: int | Sequence[int] | None, default: Sequence[int]) -> tuple[int, int, int]:
@@ -97,7 +98,7 @@ def _input_size(size: int | Sequence[int] | None, default: Sequence[int]) -> tup
         size = (int(default[0]), size, size)
     size = tuple(int(s) for s in size)
     if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"input_size must be S or (C, H, W) with positive entries, got {size}")
+        raise UserInputError(f"input_size must be S or (C, H, W) with positive entries, got {size}")
     return size  # type: ignore[return-value]
 
 
@@ -211,17 +212,17 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     import copy
 
     if format not in FORMATS:
-        raise ValueError(f"format={format!r} is not supported; allowed values: {', '.join(map(repr, FORMATS))}")
+        raise UserInputError(f"format={format!r} is not supported; allowed values: {', '.join(map(repr, FORMATS))}")
     if dynamo and format != "onnx":
-        raise ValueError("dynamo=True applies to format='onnx' only")
+        raise UserInputError("dynamo=True applies to format='onnx' only")
     if not tolerance > 0:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+        raise UserInputError(f"tolerance must be positive, got {tolerance}")
     if not rtol >= 0:
-        raise ValueError(f"rtol must be >= 0, got {rtol}")
+        raise UserInputError(f"rtol must be >= 0, got {rtol}")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
+        raise UserInputError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
     if format == "onnx" and check:  # fail before the (slow) export if the checker is missing
         _require("onnx", "checking an ONNX export")
         _require("onnxruntime", "checking an ONNX export")

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserInputError, UserTypeError
 from .fold import fold_for_inference
 
 __all__ = ["prepare_for_inference", "serving_model", "FastInference", "InferenceReport", "COMPILE_CHOICES",
@@ -133,16 +134,16 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     ``example`` must equal the eval-mode model's within fp32 rounding, else ``RuntimeError``.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"prepare_for_inference expects an nn.Module, got {type(model).__name__}")
+        raise UserTypeError(f"prepare_for_inference expects an nn.Module, got {type(model).__name__}")
     if compile not in COMPILE_CHOICES or isinstance(compile, int) and not isinstance(compile, bool):
-        raise ValueError(f"compile={compile!r} is not supported; allowed values: 'auto', True, False")
+        raise UserInputError(f"compile={compile!r} is not supported; allowed values: 'auto', True, False")
     if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if example is not None and (example.ndim != 4 or example.shape[0] != batch_size):
-        raise ValueError(f"example must be a batch of {batch_size} images (N, C, H, W), "
-                         f"got shape {tuple(example.shape)}")
+        raise UserInputError(f"example must be a batch of {batch_size} images (N, C, H, W), "
+                             f"got shape {tuple(example.shape)}")
     if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+        raise UserInputError(f"rounds must be >= 1, got {rounds}")
     size = _input_size(model, example)
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
     x = x.detach().float().cpu()

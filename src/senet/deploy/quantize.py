@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import MissingExtraError, MissingPathError, UserInputError
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
 from ..validation import check_choice
@@ -60,7 +61,7 @@ def _require(module: str, why: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
+        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
     finally:
         for log, level in zip(logs, levels):
             log.setLevel(level)
@@ -86,7 +87,7 @@ def finetune(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, st
     """A few SGD steps (momentum 0.9, cosine-decayed ``lr``) on ``(images, labels)`` in place, to
     adapt a network to a swapped gate; returns it in eval mode. Normalised float images."""
     if steps < 0 or batch_size < 1:
-        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
+        raise UserInputError(f"steps must be >= 0 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
@@ -155,7 +156,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, gate
     batches = iter(calibration)
     first = next(batches, None)
     if first is None:
-        raise ValueError("calibration gave no batches; pass at least one batch of images")
+        raise UserInputError("calibration gave no batches; pass at least one batch of images")
     net = copy.deepcopy(model).cpu().float().eval()
     set_fused(net, False)
     if gate_policy == "hard_sigmoid" and not any(isinstance(getattr(net.get_submodule(n), "gate", None),
@@ -199,7 +200,7 @@ def save_quantized(model: QuantizedModel, example: torch.Tensor, path: str | os.
     ``torch.export.load`` reads it back once torchao is imported (it registers the INT8 ops)."""
     path = Path(path)
     if path.suffix != ".pt2":
-        raise ValueError(f"{path}: an INT8 program is saved as a torch.export archive; name it *.pt2")
+        raise UserInputError(f"{path}: an INT8 program is saved as a torch.export archive; name it *.pt2")
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model.program, (example.float(),), dynamic_shapes=({0: batch},))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,9 +267,9 @@ def quantize_and_measure(model: nn.Module, calibration: torch.Tensor, images: to
     ``finetune_steps`` on ``finetune_data`` (images, labels) before quantizing."""
     check_choice("gate_policy", gate_policy, GATE_POLICIES)
     if len(calibration) == 0 or len(labels) == 0:
-        raise ValueError("quantize_and_measure needs calibration images and evaluation images")
+        raise UserInputError("quantize_and_measure needs calibration images and evaluation images")
     if finetune_steps and (gate_policy != "hard_sigmoid" or finetune_data is None):
-        raise ValueError("finetune_steps applies to gate_policy='hard_sigmoid' with finetune_data")
+        raise UserInputError("finetune_steps applies to gate_policy='hard_sigmoid' with finetune_data")
     model = model.eval()
     before = top1(model, images, labels, batch_size)
     source, swapped = model, None
@@ -301,10 +302,10 @@ def quantize_onnx(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     quant = _require("onnxruntime.quantization", "ONNX INT8 quantization")
     source, dest = Path(source), Path(dest)
     if not source.is_file():
-        raise FileNotFoundError(f"no ONNX file at {source}")
+        raise MissingPathError(f"no ONNX file at {source}")
     batches = [x.float().numpy() for x in calibration]
     if not batches:
-        raise ValueError("calibration gave no batches; pass at least one batch of images")
+        raise UserInputError("calibration gave no batches; pass at least one batch of images")
 
     class _Reader(quant.CalibrationDataReader):
         def __init__(self) -> None:

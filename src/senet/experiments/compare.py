@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from ..errors import UserInputError
 from ..models.registry import get_model_spec
 from .sweep import Sweep, sweep_from_dict
 
@@ -26,7 +27,7 @@ def comparison_sweep(
     models = list(models)
     if len(models) == 1:
         if not get_model_spec(models[0]).has_se:
-            raise ValueError(f"{models[0]!r} has no SE blocks: give two or more models to compare")
+            raise UserInputError(f"{models[0]!r} has no SE blocks: give two or more models to compare")
         cells = [{"label": f"{models[0]} without SE", "config": {"model": {"name": models[0], "overrides": {"se": None}}}},
                  {"label": models[0], "config": {"model": {"name": models[0]}}}]
     else:

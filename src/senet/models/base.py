@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import UserInputError
 from ..validation import check_choice
 from .common import check_input, he_init
 from .features import FeatureInfo
@@ -74,15 +75,15 @@ def take_indices(num_levels: int, indices: int | Sequence[int] | None) -> list[i
         return list(range(num_levels))
     if isinstance(indices, int):
         if not 1 <= indices <= num_levels:
-            raise ValueError(f"indices={indices}: an int takes the last n levels, 1 <= n <= {num_levels}")
+            raise UserInputError(f"indices={indices}: an int takes the last n levels, 1 <= n <= {num_levels}")
         return list(range(num_levels - indices, num_levels))
     take = []
     for i in indices:
         if not isinstance(i, int) or not -num_levels <= i < num_levels:
-            raise ValueError(f"indices={tuple(indices)}: each must be an int in [{-num_levels}, {num_levels - 1}]")
+            raise UserInputError(f"indices={tuple(indices)}: each must be an int in [{-num_levels}, {num_levels - 1}]")
         take.append(i % num_levels)
     if not take:
-        raise ValueError("indices=(): name at least one feature level")
+        raise UserInputError("indices=(): name at least one feature level")
     return sorted(set(take))
 
 
@@ -116,7 +117,7 @@ class ModelBase(nn.Module):
             self.get_submodule(name)  # fail now on a wrong name
         missing = [f["module"] for f in self.feature_info if f["module"] not in steps]
         if missing:
-            raise ValueError(f"{type(self).__name__}: feature_info modules {missing} are not stem or stage steps")
+            raise UserInputError(f"{type(self).__name__}: feature_info modules {missing} are not stem or stage steps")
         self._final_step = steps[-1]
         self._set_steps(stem, stages)
 
@@ -183,14 +184,14 @@ class ModelBase(nn.Module):
         features). ``global_pool`` changes the pooling: ``"avg"``, ``"max"``, ``"avgmax"`` or
         ``""`` (none, only with ``num_classes=0``: forward then gives the feature map)."""
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+            raise UserInputError(f"num_classes must be an int >= 0, got {num_classes!r}")
         owner = self._head_owner()
         if global_pool is not None:
             if global_pool == "" and num_classes:
-                raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
+                raise UserInputError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
             owner.global_pool = GlobalPool(global_pool)
         elif num_classes and not owner.global_pool.pool_type:
-            raise ValueError(f"num_classes={num_classes} needs a global_pool; this model has none (pass global_pool='avg')")
+            raise UserInputError(f"num_classes={num_classes} needs a global_pool; this model has none (pass global_pool='avg')")
         self.num_classes = num_classes
         fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
         self.set_submodule(self.classifier_name, fc)
@@ -246,7 +247,7 @@ class ModelBase(nn.Module):
         the deepest level taken (the final features are then that level's map).
         """
         if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported; these networks give 'NCHW' maps")
+            raise UserInputError(f"output_fmt={output_fmt!r} is not supported; these networks give 'NCHW' maps")
         take = take_indices(len(self.feature_info), indices)
         wanted = {self.feature_info[i]["module"] for i in take}
         last = self.feature_info[take[-1]]["module"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 from .features import FeatureInfo
 
@@ -78,11 +79,11 @@ def he_init(model: nn.Module) -> None:
 def check_common(num_classes: int, in_chans: int, drop_rate: float) -> None:
     """The checks every builder applies to its shared arguments, with messages naming them."""
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise UserInputError(f"num_classes must be >= 1, got {num_classes}")
     if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        raise UserInputError(f"in_chans must be >= 1, got {in_chans}")
     if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        raise UserInputError(f"drop_rate must be in [0, 1), got {drop_rate}")
 
 
 def check_input(model: nn.Module, x: torch.Tensor) -> None:
@@ -90,10 +91,10 @@ def check_input(model: nn.Module, x: torch.Tensor) -> None:
     ``x`` is not an (N, in_chans, H, W) batch at least ``model.min_input_size`` pixels on a side."""
     c, side = model.in_chans, getattr(model, "min_input_size", 1)
     if x.ndim != 4 or x.shape[1] != c:
-        raise ValueError(f"{type(model).__name__} expects an (N, {c}, H, W) input, got shape {tuple(x.shape)}"
-                         + (f"; build it with in_chans={x.shape[1]} for {x.shape[1]}-channel images" if x.ndim == 4 else ""))
+        raise UserInputError(f"{type(model).__name__} expects an (N, {c}, H, W) input, got shape {tuple(x.shape)}"
+                             + (f"; build it with in_chans={x.shape[1]} for {x.shape[1]}-channel images" if x.ndim == 4 else ""))
     if min(x.shape[-2:]) < side:
-        raise ValueError(f"{type(model).__name__} needs inputs of at least {side}x{side} pixels, got {tuple(x.shape)}")
+        raise UserInputError(f"{type(model).__name__} needs inputs of at least {side}x{side} pixels, got {tuple(x.shape)}")
 
 
 def feature(num_chs: int, reduction: int, module: str) -> dict:

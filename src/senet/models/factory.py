@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ..errors import UserTypeError
 from ..weights.pretrained import load_pretrained
 from .card import attach_card, card_for
 from .features import FeatureBackbone
@@ -42,7 +43,7 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     if headless:  # built with its classifier so that published weights load, then dropped
         overrides = {k: v for k, v in overrides.items() if k != "num_classes"}
     if out_indices is not None and not features_only:
-        raise TypeError("out_indices applies only with features_only=True")
+        raise UserTypeError("out_indices applies only with features_only=True")
     model = spec.build(**overrides)
     cfg = None
     if pretrained is not False and pretrained is not None:

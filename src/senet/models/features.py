@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserInputError
+
 __all__ = ["FeatureInfo", "FeatureBackbone", "select"]
 
 
@@ -40,11 +42,11 @@ def select(info: Sequence[dict[str, Any]], out_indices: int | Sequence[int] | No
     idx = []
     for i in out_indices:
         if not isinstance(i, int) or not -n <= i < n:
-            raise ValueError(f"out_indices={tuple(out_indices)}: each must be an int in [{-n}, {n - 1}] "
-                             f"(this model has {n} feature levels: {[f['module'] for f in info]})")
+            raise UserInputError(f"out_indices={tuple(out_indices)}: each must be an int in [{-n}, {n - 1}] "
+                                 f"(this model has {n} feature levels: {[f['module'] for f in info]})")
         idx.append(i % n)
     if len(set(idx)) != len(idx):
-        raise ValueError(f"out_indices={tuple(out_indices)} names a level twice")
+        raise UserInputError(f"out_indices={tuple(out_indices)} names a level twice")
     return sorted(idx)
 
 
@@ -63,8 +65,8 @@ class FeatureBackbone(nn.Module):
         self.out_indices = tuple(select(model.feature_info, out_indices))
         model.prune_intermediate_layers(list(self.out_indices), prune_norm=True, prune_head=True)
         if next(model.named_parameters(recurse=False), None) or next(model.named_buffers(recurse=False), None):
-            raise ValueError(f"{type(model).__name__} holds tensors outside its submodules; features_only "
-                             "needs every weight inside a stem or stage module")
+            raise UserInputError(f"{type(model).__name__} holds tensors outside its submodules; features_only "
+                                 "needs every weight inside a stem or stage module")
         for name, child in model.named_children():
             self.add_module(name, child)
         self.__dict__["model"] = model  # the same modules; not registered, so keys get no "model." prefix

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..errors import MissingPathError, NotAFileError
 from ..weights.checkpoint import (UNVERIFIED, CheckpointError, CheckpointMeta, checkpoint_paths, load_state,
                                   read_weights, read_weights_file, write_checkpoint_files)
 from .plots import plot_curves
@@ -43,8 +44,8 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
         path = checkpoint_paths(run_dir, tag)[1]
         for p in checkpoint_paths(run_dir, tag):
             if p.is_dir():  # it could be neither read nor rewritten
-                raise IsADirectoryError(f"{p} is a directory, not a checkpoint file; move it away "
-                                        f"(mv {p} {p}.moved) and resume again")
+                raise NotAFileError(f"{p} is a directory, not a checkpoint file; move it away "
+                                    f"(mv {p} {p}.moved) and resume again")
         try:
             state = load_state(run_dir, tag)
         except FileNotFoundError:
@@ -61,7 +62,7 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
         return state, tag, notes
     last = checkpoint_paths(run_dir, "last")[1]
     if all(p.endswith("does not exist") for p in problems):
-        raise FileNotFoundError(f"no checkpoint to resume from: {last} does not exist")
+        raise MissingPathError(f"no checkpoint to resume from: {last} does not exist")
     raise CheckpointError(Path(run_dir), "holds no usable checkpoint to resume from: " + "; ".join(problems))
 
 

@@ -22,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..errors import MissingPathError, UserInputError
 from ..models.card import ModelCard
 from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
 from .coerce import ConfigError
@@ -71,14 +72,14 @@ class RunDirectory:
         """
         reporter = TerminalReporter() if reporter is None else reporter
         if resume and run_dir is None:
-            raise ValueError("resume=True needs the run directory to resume from")
+            raise UserInputError("resume=True needs the run directory to resume from")
         main = rank_info().is_main
         if run_dir is None or not main:  # nothing to write here: report only (rank 0), resume from run_dir
             yield cls(cfg, None, reporter if main else Reporter(), resume_from=Path(run_dir) if resume else None)
             return
         path = Path(run_dir)
         if resume and not path.is_dir():
-            raise FileNotFoundError(f"no checkpoint to resume from: {path} is not a directory")
+            raise MissingPathError(f"no checkpoint to resume from: {path} is not a directory")
         with RunLock(path):
             if resume and not has_checkpoint(path):  # stopped before its first checkpoint: nothing to continue
                 _start_over(path, reporter)
@@ -98,7 +99,7 @@ class RunDirectory:
         """The checkpoint state the run continues from (``last``, else ``best``), checked against
         the config; on rank 0 every file of the directory is first made to agree with it."""
         if self.resume_from is None:
-            raise ValueError("this run starts from scratch: it has no checkpoint state to resume from")
+            raise UserInputError("this run starts from scratch: it has no checkpoint state to resume from")
         state, tag, notes = load_resume_state(self.resume_from)
         check_resume_changes(config_from_dict(state["config"]), self.cfg)  # before any file is touched
         for note in notes:
@@ -195,12 +196,12 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
         return config_from_dict(load_resume_state(run_dir)[0]["config"])
     last = checkpoint_paths(run_dir, "last")[1]
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"no checkpoint to resume from: {run_dir} is not a directory")
+        raise MissingPathError(f"no checkpoint to resume from: {run_dir} is not a directory")
     with RunLock(run_dir):  # a live run that has not checkpointed yet: "in use by pid N"
         pass
     if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {last} does not exist and {run_dir} has no "
-                                f"config.yaml; start a new run into it with senet train --out {run_dir}")
+        raise MissingPathError(f"no checkpoint to resume from: {last} does not exist and {run_dir} has no "
+                               f"config.yaml; start a new run into it with senet train --out {run_dir}")
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:

@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
+from ..errors import UserInputError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock
@@ -32,7 +34,7 @@ _SETUP_FILES = {LOCK_NAME, "config.yaml", "env.json"}
 _CHECKPOINT_FILES = ("last_state.pt", "last.safetensors", "best_state.pt", "best.safetensors")
 
 
-class RunDirError(ValueError):
+class RunDirError(UserInputError):
     """The run directory cannot be used: locked by another process, not empty, or an OS error
     (permission, read-only file system, not a directory, disk full). One line, naming the path."""
 

@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..errors import BadFileError, MissingPathError
 from ..models.card import ModelCard, RetrofitSpec, default_stats
 from .convert import load_weights
 from .fileformat import header_size, safetensors_metadata
@@ -73,7 +74,7 @@ STATE_HASH_KEY = "sha256"
 WEIGHTS_HASH_KEY = "senet_sha256"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadFileError):
     """A checkpoint file exists but cannot be trusted: empty, truncated, not a checkpoint, or its
     content does not match the hash recorded when it was written."""
 
@@ -296,7 +297,7 @@ def load_state(run_dir: str | os.PathLike[str], tag: str = "last") -> dict[str, 
     without a hash is returned with ``state[UNVERIFIED] = True``."""
     state_path = checkpoint_paths(run_dir, tag)[1]
     if not state_path.is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {state_path} does not exist")
+        raise MissingPathError(f"no checkpoint to resume from: {state_path} does not exist")
     data = state_path.read_bytes()
     try:
         state = _torch_load(data)
@@ -356,11 +357,11 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
             return candidate
         if problems:
             raise CheckpointError(path, "holds no usable checkpoint: " + "; ".join(problems))
-        raise FileNotFoundError(f"{path} holds no checkpoints/best.safetensors or last.safetensors")
+        raise MissingPathError(f"{path} holds no checkpoints/best.safetensors or last.safetensors")
     if path.name.endswith("_state.pt"):
         path = path.with_name(path.name[: -len("_state.pt")] + ".safetensors")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingPathError(f"checkpoint not found: {path}")
     return path
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ..errors import MissingPathError, UserInputError, UserTypeError
 from .convert import WeightLoadError, convert_state_dict, load_weights, read_state_dict
 from .identify import Candidates, describe_weights, file_metadata
 
@@ -46,7 +47,7 @@ LABEL_SETS = ("imagenet-1k",)
 _HASH = re.compile(r"-([a-f0-9]{6,})\.")
 
 
-class PretrainedWeightsError(FileNotFoundError):
+class PretrainedWeightsError(MissingPathError):
     """Published weights that cannot be found, fetched or trusted; the message says what to do."""
 
 
@@ -77,7 +78,7 @@ class PretrainedConfig:
 
     def __post_init__(self) -> None:
         if (self.hub_id is None) == (self.url is None):
-            raise ValueError(f"PretrainedConfig({self.tag!r}) needs exactly one of hub_id and url")
+            raise UserInputError(f"PretrainedConfig({self.tag!r}) needs exactly one of hub_id and url")
 
     @property
     def location(self) -> str:
@@ -213,9 +214,9 @@ def load_pretrained(model: nn.Module, name: str, cfg: PretrainedConfig | None, p
     elif isinstance(pretrained, (str, os.PathLike)):
         path = Path(pretrained)
         if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights file not found: {path}")
+            raise MissingPathError(f"pretrained weights file not found: {path}")
     else:
-        raise TypeError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
+        raise UserTypeError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
     raw = read_state_dict(path)
     drop = cfg.drop_keys if cfg else ()
     sd = convert_state_dict({k: v for k, v in raw.items() if not k.startswith(drop)}, source)
@@ -253,6 +254,6 @@ def imagenet_classes() -> tuple[str, ...]:
 def class_names(labels: str) -> tuple[str, ...]:
     """The class names of a label set named by a :class:`PretrainedConfig` (``"imagenet-1k"``)."""
     if labels != "imagenet-1k":
-        raise ValueError(f"unknown label set {labels!r}; known: {', '.join(LABEL_SETS)}")
+        raise UserInputError(f"unknown label set {labels!r}; known: {', '.join(LABEL_SETS)}")
     return imagenet_classes()
 
