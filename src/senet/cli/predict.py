@@ -52,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
                                 fast=not args.eager, compile=compile_option(args.compile))
     if predictions:
         print(format_predictions(predictions))
-    if args.out:
+    if not predictions:
+        print("senet predict: error: no image could be read" + (f"; {args.out} left as it was" if args.out else ""),
+              file=sys.stderr)
+        return 2
+    if args.out:  # only with predictions to write: a command that predicted nothing replaces no file
         write_predictions(predictions, args.out)
         print(f"wrote {len(predictions)} prediction(s) to {args.out}", file=sys.stderr)
-    if not predictions:
-        print("senet predict: error: no image could be read", file=sys.stderr)
-        return 2
     return 1 if skipped else 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
-from ..errors import UserInputError, UserTypeError
+from ..errors import MissingPathError, UserInputError, UserTypeError
 from ..validation import check_choice
 from .arrays import ArrayDataset
 from .bundled import BUNDLED, load_bundled, load_synthetic
@@ -64,7 +65,13 @@ def load_dataset(
     if path.is_dir():
         return ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt,
                                   empty_classes=empty_classes)
-    if path.exists() or "/" in spec or "\\" in spec:
-        raise UserInputError(f"dataset path {spec!r} is not a folder with train/ and val/ sub-folders of class folders")
+    if path.exists():
+        raise UserInputError(f"dataset path {spec!r} is a file, not a folder with train/ and val/ sub-folders "
+                             f"of class folders")
+    if "/" in spec or "\\" in spec or not difflib.get_close_matches(spec, DATASETS, n=1):
+        # Not a dataset's name, nor close to one: a folder that is not there (a typo, or a run's
+        # relative data path used from another directory).
+        raise MissingPathError(f"no such folder: {spec!r} (looked for {path.absolute()}); datasets by name: "
+                               f"{', '.join(DATASETS)}, synthetic:N[:CxHxW]")
     check_choice("dataset", spec, [*DATASETS, "synthetic:N[:CxHxW]", "<path to an image folder>"])
     raise AssertionError("unreachable")  # check_choice raised

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import MissingExtraError, SenetError, UserInputError
+from ..atomic import atomic_path, check_free_space, check_writable
+from ..errors import MissingExtraError, NotAFileError, SenetError, UserInputError
 from .inference import card_or_default, resolve_model
 
 __all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL",
@@ -121,18 +123,22 @@ def _silence_expected_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*Constant folding - Only steps=1.*")
 
 
-def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, dynamo: bool) -> None:
+# Each writer serialises into memory (senet.atomic: a native library failing mid-write on a full
+# disk aborts the process; the bytes are then written by Python, which raises instead).
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool, opset: int, dynamo: bool) -> bytes:
     if dynamo:
         _require("onnxscript", "export(..., dynamo=True)")
         shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
         program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["input"],
                                     output_names=["logits"], dynamic_shapes=shapes, external_data=False,
                                     verbose=False)
-        program.save(str(path))
-        return
+        return program.model_proto.SerializeToString()
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
+    buf = io.BytesIO()
+    torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=["input"],
                       output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
+    return buf.getvalue()
 
 
 def _run_onnx(path: Path) -> Any:
@@ -152,19 +158,23 @@ def format_for_path(path: str | os.PathLike[str], default: str = "onnx") -> str:
     return _EXTENSIONS.get(Path(path).suffix.lower(), default)
 
 
-def _write_pt2(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+def _write_pt2(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
     # The batch is the only dynamic dimension: the models check their input sizes in Python,
     # which torch.export records as guards on the example's spatial size.
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     program = torch.export.export(model, (x,), dynamic_shapes=shapes)
-    torch.export.save(program, str(path))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
 
 
-def _write_aoti(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+def _write_aoti(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
     # AOTInductor wants a bounded dynamic dimension.
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     program = torch.export.export(model, (x,), dynamic_shapes=shapes)
-    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    buf = io.BytesIO()
+    torch._inductor.aoti_compile_and_package(program, package_path=buf)
+    return buf.getvalue()
 
 
 def _run_aoti(path: Path) -> Any:
@@ -182,11 +192,13 @@ def _run_pt2(path: Path) -> Any:
         raise ExportCheckError(f"torch.export.load cannot load the .pt2 export: {str(e).splitlines()[0]}") from e
 
 
-def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def _write_torchscript(model: nn.Module, x: torch.Tensor) -> bytes:
     # Tracing records what the Python forward does, so blocks with Python control flow (SE
     # positions, optional shortcuts) export as they run; torch.jit.script would have to compile them.
     traced = torch.jit.trace(model, x, check_trace=False)
-    traced.save(str(path))
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    return buf.getvalue()
 
 
 def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[str], format: str = "onnx", *,
@@ -222,7 +234,8 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     opset = DEFAULT_OPSET if opset is None else int(opset)
     path = Path(path)
     if path.is_dir():
-        raise UserInputError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
+        raise NotAFileError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
+    check_writable(path, create_folder=True)  # before the (slow) export
     if format == "onnx" and check:  # fail before the (slow) export if the checker is missing
         _require("onnx", "checking an ONNX export")
         _require("onnxruntime", "checking an ONNX export")
@@ -236,20 +249,20 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     checked = (2, 3) if dynamic_batch else (1,)
     x = torch.randn(export_batch, *size, generator=gen)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        _silence_expected_warnings()
+        if format == "onnx":
+            data = _write_onnx(net, x, dynamic_batch, opset, dynamo)
+        elif format == "pt2":
+            data = _write_pt2(net, x, dynamic_batch)
+        elif format == "aoti":
+            data = _write_aoti(net, x, dynamic_batch)
+        else:
+            data = _write_torchscript(net, x)
+    check_free_space(path, len(data))
     # torch.export.save/load want the .pt2 ending, whatever name the user gave.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{'.pt2' if format in ('pt2', 'aoti') else path.suffix}")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            _silence_expected_warnings()
-            if format == "onnx":
-                _write_onnx(net, x, tmp, dynamic_batch, opset, dynamo)
-            elif format == "pt2":
-                _write_pt2(net, x, tmp, dynamic_batch)
-            elif format == "aoti":
-                _write_aoti(net, x, tmp, dynamic_batch)
-            else:
-                _write_torchscript(net, x, tmp)
+    with atomic_path(path, suffix=".pt2" if format in ("pt2", "aoti") else path.suffix) as tmp:
+        tmp.write_bytes(data)
         diff = scale = None
         runtime = ""
         if check:
@@ -286,8 +299,5 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
                 raise ExportCheckError(f"the {format} export differs from eager PyTorch by {diff:.3g} on logits up "
                                        f"to {scale:.3g} (> tolerance {tolerance:g} + rtol {rtol:g} x {scale:.3g}); "
                                        f"nothing written to {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(path, format, size, dynamic_batch, checked if check else (), diff, tolerance, runtime,
                         rtol, scale)

@@ -22,7 +22,7 @@ import torch
 import yaml
 from torch import nn
 
-from ..errors import MissingPathError, UserInputError
+from ..errors import MissingPathError, UserInputError, WriteError
 from ..models.card import ModelCard
 from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
 from .coerce import ConfigError
@@ -80,20 +80,31 @@ class RunDirectory:
         path = Path(run_dir)
         if resume and not path.is_dir():
             raise MissingPathError(f"no checkpoint to resume from: {path} is not a directory")
-        with RunLock(path):
-            if resume and not has_checkpoint(path):  # stopped before its first checkpoint: nothing to continue
-                _start_over(path, reporter)
-                resume = False
-            prepare_run_dir(path, resume=resume, overwrite=overwrite)
-            report = with_tensorboard(reporter, path) if cfg.tensorboard else reporter
+        lock = RunLock(path)
+        with lock:
             try:
+                if resume and not has_checkpoint(path):  # stopped before its first checkpoint: nothing to continue
+                    _start_over(path, reporter)
+                    resume = False
+                prepare_run_dir(path, resume=resume, overwrite=overwrite)
+                report = with_tensorboard(reporter, path) if cfg.tensorboard else reporter
                 with BackgroundWriter() as writer:  # the run's files, written off the training thread
                     yield cls(cfg, path, report, resume_from=path if resume else None, writer=writer)
+            except WriteError as e:  # a full disk: say that the run can go on from what was written
+                lock.remove_if_unused()
+                if not has_checkpoint(path):
+                    raise
+                raise WriteError(f"{e}; the files written before are intact, resume with: "
+                                 f"senet train --resume {path}") from e
             except OSError as e:
+                lock.remove_if_unused()
                 if e.filename is None or path.resolve() not in Path(e.filename).resolve().parents:
                     raise
                 raise RunDirError(f"cannot write {describe_os_error(e)}; the files written before are intact, "
                                   f"resume with: senet train --resume {path}") from None
+            except BaseException:  # a command that failed before training leaves no folder of its own
+                lock.remove_if_unused()
+                raise
 
     def resume_state(self, dataset: str) -> dict[str, Any]:
         """The checkpoint state the run continues from (``last``, else ``best``), checked against

@@ -9,8 +9,8 @@ A checkpoint ``TAG`` in ``run/checkpoints`` is a pair:
   config and the metric history, made only of tensors and plain Python values so
   ``torch.load(weights_only=True)`` reads it.
 
-Every file is written atomically (temp file in the same folder, fsync, rename), so a process
-killed mid-write leaves the previous file intact. The state file is complete on its own and is
+Every file is written atomically (:mod:`senet.atomic`: temp file in the same folder, fsync,
+rename), so a process killed mid-write leaves the previous file intact. The state file is complete on its own and is
 written first; resuming reads only it. A kill between the two writes therefore leaves a
 consistent state file one epoch ahead of the ``.safetensors`` file, which resuming rewrites
 (``senet.train.reconcile``); no work is lost.
@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_bytes
 from ..errors import BadFileError, MissingPathError
 from ..models.card import ModelCard, RetrofitSpec, default_stats
 from .convert import load_weights
@@ -81,33 +82,6 @@ class CheckpointError(BadFileError):
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         super().__init__(f"{path} {problem}")
         self.path, self.problem = Path(path), problem
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
-            # A full disk fails in write/fsync, whose error names no file: name the one we meant.
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-    # Make the rename itself durable (POSIX: fsync the directory entry).
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checkpoint_paths(run_dir: str | os.PathLike[str], tag: str) -> tuple[Path, Path]:

@@ -1,0 +1,194 @@
+"""Writes that cannot hurt: a full disk, a read-only place or a failed command ends in one line
+naming the file, leaves no temporary file, and changes no file the user had.
+
+A full disk is a small tmpfs where mounting is allowed (root in a container); elsewhere those
+tests skip, and the same paths are covered by patching the write to fail with ENOSPC."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+import senet.atomic as atomic
+from senet.atomic import atomic_write_bytes, check_writable
+from senet.cli import main
+from senet.errors import WriteError
+
+
+def _mount(path: Path, options: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here: a full disk is simulated by patching instead")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not permitted'}); "
+                    "a full disk is simulated by patching instead")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 kB file system, with a 40 kB file the user already has on it."""
+    disk = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    _mount(disk, "size=64k")
+    (disk / "mine.pt").write_bytes(b"u" * 40_000)
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    disk = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
+    _mount(disk, "size=64k,ro")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _one_line(capsys, *expected: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, err
+    for text in expected:
+        assert text in lines[0], err
+    return lines[0]
+
+
+def _unchanged(disk: Path) -> None:
+    assert sorted(p.name for p in disk.iterdir()) == ["mine.pt"]  # no temporary file, nothing half-written
+    assert (disk / "mine.pt").read_bytes() == b"u" * 40_000
+
+
+@pytest.mark.parametrize("fmt, name", [("torchscript", "mine.pt"), ("pt2", "m.pt2"), ("onnx", "m.onnx")])
+def test_export_to_a_full_disk_is_one_line_and_leaves_nothing(full_disk, capsys, fmt, name):
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    out = full_disk / name
+    assert main(["export", "se_resnet20", "--set", "layers=[1,1,1]", "--out", str(out), "--format", fmt]) == 1
+    _one_line(capsys, f"senet export: error: cannot write {out}: no space left on the device")
+    _unchanged(full_disk)
+
+
+def test_a_native_writer_never_touches_the_full_disk(full_disk, capsys, monkeypatch):
+    """Without the free-space check (a file system that does not report it), the write itself
+    fails: in Python, so it is an error and not an abort, and the temporary file goes."""
+    import senet.deploy.export as export_module
+
+    monkeypatch.setattr(export_module, "check_free_space", lambda path, size: None)
+    out = full_disk / "mine.pt"
+    assert main(["export", "se_resnet20", "--set", "layers=[1,1,1]", "--out", str(out), "--format",
+                 "torchscript"]) == 1
+    _one_line(capsys, f"cannot write {out}: no space left on the device")
+    _unchanged(full_disk)
+
+
+def test_a_full_disk_before_training_leaves_no_run_folder(full_disk, capsys):
+    (full_disk / "filler").write_bytes(b"f" * (24_000 - 4096))  # the last blocks taken
+    run = full_disk / "r"
+    status = main(["train", "--model", "se_resnet20", "--data", "synthetic:32:3x16x16", "--batch-size", "16",
+                   "--set", "model.overrides.layers=[1,1,1]", "--epochs", "1", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert status == 1 and "no space left" in err and "internal error" not in err and "--resume" not in err, err
+    assert not run.exists()  # neither the folder nor its lock is left behind
+
+
+def test_quantize_out_to_a_read_only_place_fails_before_any_work(read_only, capsys, monkeypatch):
+    import senet.deploy.quantize as quantize_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibrated before checking --out")
+
+    monkeypatch.setattr(quantize_module, "quantize_and_measure", never)
+    for flag, name in (("--out", "q.pt2"), ("--onnx", "q.onnx")):
+        assert main(["quantize", "se_resnet20", flag, str(read_only / name)]) == 2
+        _one_line(capsys, f"cannot write {read_only / name}", "read-only file system")
+    assert list(read_only.iterdir()) == []
+
+
+def test_export_to_a_read_only_place_fails_before_exporting(read_only, capsys, monkeypatch):
+    import senet.deploy.export as export_module
+
+    monkeypatch.setattr(export_module, "resolve_model", lambda *a: pytest.fail("exported before checking --out"))
+    out = read_only / "m.onnx"
+    with pytest.raises(SystemExit) as e:  # the CLI's --out check (argparse)
+        main(["export", "se_resnet20", "--out", str(out)])
+    assert e.value.code == 2 and "read-only" in capsys.readouterr().err
+    with pytest.raises(OSError, match=f"cannot write {out}: folder .* is not writable \\(read-only file system\\)"):
+        export_module.export("se_resnet20", out)
+
+
+# --- the same guarantees where no file system can be mounted: the write patched to fail -------------
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left on the device"),
+                                         (errno.EROFS, "read-only file system"),
+                                         (errno.EACCES, "permission denied")])
+def test_atomic_write_maps_os_errors_to_one_line_naming_the_target(tmp_path, monkeypatch, code, words):
+    target = tmp_path / "metrics.csv"
+    target.write_bytes(b"old")
+
+    def failing_fsync(fd):
+        raise OSError(code, "refused")
+
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
+    with pytest.raises(WriteError) as e:
+        atomic_write_bytes(target, b"new content")
+    assert str(e.value) == f"cannot write {target}: {words}"
+    assert isinstance(e.value, OSError) and e.value.__cause__.errno == code
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+
+
+def test_atomic_write_checks_the_free_space_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(WriteError, match=r"cannot write .*big\.bin: no space left on the device \(needs 1\.0 MB, "
+                                         r"1 kB free\)"):
+        atomic_write_bytes(tmp_path / "big.bin", b"x" * 2**20)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_write_removes_its_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "report.md"
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"text")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writable_names_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"cannot write {tmp_path}/no/x.onnx: folder {tmp_path}/no does not"):
+        check_writable(tmp_path / "no" / "x.onnx")
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        check_writable(tmp_path)
+    assert check_writable(tmp_path / "x.onnx") == tmp_path / "x.onnx"
+
+
+def test_export_write_failure_patched_leaves_the_users_file(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the user's model")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", no_space)
+    assert main(["export", "se_resnet20", "--set", "layers=[1,1,1]", "--out", str(out), "--format",
+                 "torchscript"]) == 1
+    _one_line(capsys, f"senet export: error: cannot write {out}: no space left on the device")
+    assert out.read_bytes() == b"the user's model" and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_quantize_with_one_calibration_image_is_not_an_error(tmp_path, capsys):
+    pytest.importorskip("torchao")
+    out = tmp_path / "q.pt2"
+    assert main(["quantize", "se_resnet20", "--set", "layers=[1,1,1]", "--calibration-images", "1",
+                 "--eval-images", "4", "--batch-size", "1", "--no-compile", "--out", str(out)]) == 0
+    assert "calibrated on 1 images" in capsys.readouterr().out
+    assert torch.export.load(str(out)).module()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
