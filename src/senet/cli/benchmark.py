@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserInputError
 from .common import add_input_size_argument
 
@@ -63,7 +64,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_benchmark(result))
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json_out.with_suffix(args.json_out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(args.json_out)
+        atomic_write_bytes(args.json_out, json.dumps(result, indent=2).encode())
     return 0

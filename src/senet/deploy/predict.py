@@ -26,7 +26,7 @@ from ..data.folder import IMAGE_EXTENSIONS
 from ..data.images import decode_image  # the image folders' decoder: one decoding everywhere
 from ..errors import MissingPathError, UserInputError
 from ..models.card import ModelCard
-from ..weights.checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .fast import serving_model
 from .inference import card_or_default, looks_like_path, resolve_model
 

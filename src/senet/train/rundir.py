@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..weights.checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 __all__ = ["METRIC_COLUMNS", "environment", "write_run_files", "write_metrics", "format_table", "final_summary",
            "write_report"]
