@@ -175,9 +175,14 @@ def _card_from_old(meta: Mapping[str, Any]) -> ModelCard:
 
 
 def write_checkpoint_files(run_dir: str | os.PathLike[str], tag: str, tensors: Mapping[str, torch.Tensor],
-                           meta: CheckpointMeta, state: Mapping[str, Any] | None) -> tuple[Path, Path]:
+                           meta: CheckpointMeta, state: Mapping[str, Any] | None, *,
+                           verified: bool = True) -> tuple[Path, Path]:
     """Write checkpoint ``tag`` from CPU ``tensors``: the state file first (when ``state`` is given;
-    ``state`` excludes weights and meta), then the weights, each with its content hash."""
+    ``state`` excludes weights and meta), then the weights, each with its content hash.
+
+    ``verified=False`` (content derived from a state that had no hash) writes both files without
+    one: a hash computed now would vouch for content nobody checked, and readers would call it
+    verified."""
     from safetensors.torch import save
 
     weights_path, state_path = checkpoint_paths(run_dir, tag)
@@ -187,13 +192,16 @@ def write_checkpoint_files(run_dir: str | os.PathLike[str], tag: str, tensors: M
     if state is not None:
         full = {k: v for k, v in state.items() if k not in (STATE_HASH_KEY, UNVERIFIED)}
         full.update(model=tensors, meta=record)
-        full[STATE_HASH_KEY] = content_digest(full)
+        if verified:
+            full[STATE_HASH_KEY] = content_digest(full)
         buf = io.BytesIO()
         torch.save(full, buf)
         atomic_write_bytes(state_path, buf.getvalue())
     meta_json = json.dumps(record)
-    digest = _weights_digest(tensors, meta_json)
-    atomic_write_bytes(weights_path, save(tensors, metadata={"senet": meta_json, WEIGHTS_HASH_KEY: digest}))
+    metadata = {"senet": meta_json}
+    if verified:
+        metadata[WEIGHTS_HASH_KEY] = _weights_digest(tensors, meta_json)
+    atomic_write_bytes(weights_path, save(tensors, metadata=metadata))
     return weights_path, state_path
 
 
