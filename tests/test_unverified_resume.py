@@ -53,3 +53,52 @@ def test_an_unverified_state_does_not_launder_into_verified_files(runs, tmp_path
     capsys.readouterr()
     assert main(["eval", str(copy / "checkpoints/last.safetensors")]) == 0
     assert "NOT verified" in capsys.readouterr().out
+
+
+def _config(run):
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_every_accepted_resume_change_is_announced_and_recorded(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "r"
+    fit(tiny_config(), run, device="cpu", stop_after=1)
+    capsys.readouterr()
+    fit(tiny_config("optim.lr=0.02", "grad_clip=1.0"), run, device="cpu", resume=True)
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert "resuming with changed settings: optim.lr 0.05 -> 0.02; grad_clip" in said
+    recorded = json.loads((run / "env.json").read_text())["resume_changed"]
+    assert recorded["optim.lr"] == [0.05, 0.02] and recorded["grad_clip"][1] == 1.0
+    assert _config(run)["optim"]["lr"] == 0.02  # checkpoints were made with it: config.yaml says so
+
+
+def test_a_resume_that_makes_no_checkpoint_leaves_config_yaml(tmp_path, capsys):
+    run = tmp_path / "r"
+    fit(tiny_config(), run, device="cpu")  # all 3 epochs
+    before = (run / "config.yaml").read_bytes()
+    capsys.readouterr()
+    fit(tiny_config("optim.lr=1000000.0"), run, device="cpu", resume=True)  # nothing left to train
+    out = capsys.readouterr()
+    assert "nothing to train" in out.out + out.err
+    assert (run / "config.yaml").read_bytes() == before  # no checkpoint was made with lr=1e6
+
+
+def test_a_resume_change_that_would_not_be_used_is_refused(tmp_path, capsys):
+    run = tmp_path / "r"
+    fit(tiny_config(), run, device="cpu", stop_after=1)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["train", "--resume", str(run), "--set", "model.weights=elsewhere.pth"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'model.weights' would not be used on resume" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+
+def test_resuming_with_fewer_epochs_is_refused_before_any_file_changes(tmp_path, capsys):
+    run = tmp_path / "r"
+    fit(tiny_config(), run, device="cpu", stop_after=2)
+    (run / "metrics.csv").write_text("stale\n")  # a resume would repair it: a refused one must not
+    assert main(["train", "--resume", str(run), "--epochs", "1"]) == 2
+    assert "already trained 2 epochs" in capsys.readouterr().err
+    assert (run / "metrics.csv").read_text() == "stale\n"

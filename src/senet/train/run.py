@@ -33,7 +33,7 @@ from .progress import Reporter, TerminalReporter
 from .recipes import dump_config
 from .reconcile import has_checkpoint, load_resume_state, reconcile_run_dir
 from .rng import capture_rng
-from .rundir import environment, write_metrics, write_report, write_run_files
+from .rundir import environment, write_config, write_metrics, write_report, write_run_files
 from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir, remove_stale_temp_files, results_in
 from .tensorboard import with_tensorboard
 from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
@@ -41,6 +41,10 @@ from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
 __all__ = ["RunDirectory", "resume_config", "PLOT_EVERY_S"]
 
 PLOT_EVERY_S = 5.0  # curves.png is redrawn at most this often (and after the last epoch): matplotlib is slow
+
+# Settings read only when a run starts: a resume restores the weights from its checkpoint instead,
+# so a change to them would be recorded but never used.
+UNUSED_ON_RESUME = ("model.weights", "model.weights_source")
 
 
 class RunDirectory:
@@ -59,6 +63,8 @@ class RunDirectory:
         self._writer = writer
         self._title = ""
         self._last_plot = -math.inf
+        self._changes: dict[str, tuple[Any, Any]] = {}  # what a resume changes in the run's config
+        self._config_pending: str | None = None  # config.yaml waiting for a checkpoint made with it
 
     @classmethod
     @contextlib.contextmanager
@@ -112,9 +118,23 @@ class RunDirectory:
         if self.resume_from is None:
             raise UserInputError("this run starts from scratch: it has no checkpoint state to resume from")
         state, tag, notes = load_resume_state(self.resume_from)
-        check_resume_changes(config_from_dict(state["config"]), self.cfg)  # before any file is touched
+        changes = check_resume_changes(config_from_dict(state["config"]), self.cfg)  # before any file is touched
+        unused = [k for k in changes if any(k == f or k.startswith(f + ".") for f in UNUSED_ON_RESUME)]
+        if unused:
+            was, now = changes[unused[0]]
+            raise ConfigError(f"config key {unused[0]!r} would not be used on resume (the weights come from the "
+                              f"run's checkpoint): the run has {was!r}, got {now!r}; start a new run (--out) "
+                              f"to change it")
+        if state["epoch"] > self.cfg.epochs:  # refused before any file is repaired or rewritten
+            raise UserInputError(f"{self.resume_from} has already trained {state['epoch']} epochs; "
+                                 f"epochs={self.cfg.epochs} would shorten it. Resume with epochs >= {state['epoch']} "
+                                 f"(more epochs extend the run)")
+        self._changes = changes
         for note in notes:
             self.report.message(note)
+        if changes:  # every accepted change is said, and recorded in env.json (resume_changed)
+            self.report.message("resuming with changed settings: " + "; ".join(
+                f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
         if self.path is not None:  # before training on: a kill may have left files of different epochs
             for note in reconcile_run_dir(self.path, state, tag, self._title_for(dataset)):
                 self.report.message(note)
@@ -124,11 +144,25 @@ class RunDirectory:
         """Write ``config.yaml`` and ``env.json`` (versions, hardware, what ``setup`` built:
         ``info``; ``resumed``: the resume's record), then show the progress header."""
         self._title = self._title_for(info["dataset"])
+        if resumed:  # the config's changes by their keys, and what else the optimiser reported changed
+            recorded = {k: list(v) for k, v in self._changes.items()}
+            recorded.update({k: v for k, v in resumed.get("resume_changed", {}).items() if f"optim.{k}" not in recorded})
+            resumed = {**resumed, "resume_changed": recorded}
         if self.path is not None:
-            write_run_files(self.path, dump_config(self.cfg), environment(device, {
+            # A resumed run's config.yaml is replaced only once a checkpoint made with the new
+            # settings exists (save_epoch): a resume that diverges or has nothing to train keeps
+            # the record of the configuration its checkpoints were made with.
+            deferred = bool(resumed) and bool(self._changes)
+            config = None if deferred else dump_config(self.cfg)
+            self._config_pending = dump_config(self.cfg) if deferred else None
+            write_run_files(self.path, config, environment(device, {
                 "world_size": info["world_size"], "precision": info["precision"], "dataset": info["dataset"],
                 "model_params": info["params"], **resumed}))
         self.report.start({**info, "run_dir": self.path})
+        done = resumed.get("resumed_after_epoch") if resumed else None
+        if done is not None and done >= self.cfg.epochs:
+            self.report.message(f"nothing to train: {self.resume_from} has trained all {self.cfg.epochs} epochs "
+                                f"(resume with --epochs N, N > {done}, to extend it)")
 
     def save_epoch(self, history: list[dict[str, Any]], model: nn.Module, optimizer: torch.optim.Optimizer,
                    scaler: torch.amp.GradScaler, card: ModelCard, *, final: bool) -> None:
@@ -148,8 +182,9 @@ class RunDirectory:
             weights = WeightsSnapshot(model)
             state.update(optimizer=cpu_snapshot(optimizer.state_dict()), scaler=scaler.state_dict(),
                          rng=capture_rng(), config=config_to_dict(self.cfg))
+        config, self._config_pending = (self._config_pending, None) if last or best else (None, self._config_pending)
         self._writer.submit(functools.partial(_write_epoch, self.path, self._title, weights, card, state,
-                                              last=last, best=best, plot=plot))
+                                              last=last, best=best, plot=plot, config_yaml=config))
 
     def stop(self, error: Exception, history: list[dict[str, Any]]) -> NoReturn:
         """End a diverged run: finish the pending (finite) checkpoint writes, say why in
@@ -185,13 +220,16 @@ def _start_over(path: Path, reporter: Reporter) -> None:
 
 
 def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, card: ModelCard,
-                 state: dict[str, Any], *, last: bool, best: bool, plot: bool) -> None:
-    """One epoch's files (in the writer thread), in the order that keeps the run resumable."""
+                 state: dict[str, Any], *, last: bool, best: bool, plot: bool, config_yaml: str | None = None) -> None:
+    """One epoch's files (in the writer thread), in the order that keeps the run resumable;
+    ``config_yaml`` (a resume's changed settings) once a checkpoint made with them exists."""
     done, history = state["epoch"], state["history"]
     if last:
         save_checkpoint(run_dir, "last", weights, CheckpointMeta(card, done), state)
     if best:
         save_checkpoint(run_dir, "best", weights, CheckpointMeta(card, done, history[-1]["top1_err"]), state)
+    if config_yaml is not None:
+        write_config(run_dir, config_yaml)
     write_metrics(run_dir, history)
     if plot:
         plot_curves(history, run_dir / "curves.png", title)
