@@ -102,3 +102,17 @@ def test_resuming_with_fewer_epochs_is_refused_before_any_file_changes(tmp_path,
     assert main(["train", "--resume", str(run), "--epochs", "1"]) == 2
     assert "already trained 2 epochs" in capsys.readouterr().err
     assert (run / "metrics.csv").read_text() == "stale\n"
+
+
+def test_an_unhashed_state_missing_a_key_is_named_not_a_bug(tmp_path, capsys):
+    run = tmp_path / "r"
+    fit(tiny_config(), run, device="cpu", stop_after=1)
+    for tag in ("last", "best"):
+        path = run / f"checkpoints/{tag}_state.pt"
+        state = torch.load(path, weights_only=True)
+        del state["sha256"], state["optimizer"]
+        torch.save(state, path)
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error" not in err
+    assert "last_state.pt is not a complete trainer state: it lacks optimizer" in err

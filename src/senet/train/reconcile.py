@@ -30,6 +30,8 @@ from .rundir import write_metrics
 __all__ = ["load_resume_state", "reconcile_run_dir", "best_epoch", "has_checkpoint"]
 
 _NOT_STATE = ("model", "meta", UNVERIFIED)
+# What a resume reads from a state file (senet.train.run writes all of them with every checkpoint).
+RESUME_KEYS = ("model", "meta", "epoch", "history", "optimizer", "scaler", "rng", "config")
 
 
 def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
@@ -49,6 +51,9 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
                                     f"(mv {p} {p}.moved) and resume again")
         try:
             state = load_state(run_dir, tag)
+            lacking = [k for k in RESUME_KEYS if k not in state]
+            if lacking:  # e.g. an edited file: name it, and try the other checkpoint
+                raise CheckpointError(path, f"is not a complete trainer state: it lacks {', '.join(lacking)}")
         except FileNotFoundError:
             problems.append(f"{path} does not exist")
             continue
