@@ -192,3 +192,30 @@ def test_quantize_with_one_calibration_image_is_not_an_error(tmp_path, capsys):
                  "--eval-images", "4", "--batch-size", "1", "--no-compile", "--out", str(out)]) == 0
     assert "calibrated on 1 images" in capsys.readouterr().out
     assert torch.export.load(str(out)).module()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+# --- no silent fallback -------------------------------------------------------------------------------
+
+def test_a_bug_preparing_a_registered_network_is_loud_not_a_fallback(monkeypatch, capsys, recwarn):
+    import senet.deploy.fast as fast
+    from senet.models.factory import create_model
+
+    def broken_fold(*args, **kwargs):
+        raise ValueError("folding bug")
+
+    monkeypatch.setattr(fast, "fold_for_inference", broken_fold)
+    model = create_model("se_resnet20", layers=(1, 1, 1))
+    assert fast.fast_path_refuses(model) is None
+    with pytest.raises(ValueError, match="folding bug"):
+        fast.serving_model(model, "cpu", 2)
+    assert not [w for w in recwarn if "fast inference path" in str(w.message)]
+
+
+def test_a_network_of_the_users_own_is_refused_by_a_check(recwarn):
+    from senet.deploy.fast import fast_path_refuses, serving_model
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    assert fast_path_refuses(net) == "Sequential is not a registered senet network"
+    assert serving_model(net, "cpu", 2) is net
+    assert [str(w.message) for w in recwarn] == ["the fast inference path does not apply: Sequential is not a "
+                                                 "registered senet network; running it as loaded"]

@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError, UserTypeError
+from ..models.card import card_of
+from ..models.registry import list_models
 from .fold import fold_for_inference
 
-__all__ = ["prepare_for_inference", "serving_model", "FastInference", "InferenceReport", "COMPILE_CHOICES",
-           "compile_frozen", "latency_ms"]
+__all__ = ["prepare_for_inference", "serving_model", "fast_path_refuses", "FastInference", "InferenceReport",
+           "COMPILE_CHOICES", "compile_frozen", "latency_ms"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -192,9 +194,18 @@ def serving_model(model: nn.Module, device: str | torch.device, batch_size: int,
     the unmodified network by rounding only (docs/deploy.md)."""
     if not fast or torch.device(device).type != "cpu":
         return model.eval()
-    try:
-        return prepare_for_inference(model, batch_size, compile=compile, check=False)
-    except Exception as e:  # a network of the user's own that folding or Inductor cannot take
-        warnings.warn(f"the fast inference path does not apply to this {type(model).__name__} "
-                      f"({type(e).__name__}: {e}); running it as loaded", stacklevel=2)
+    reason = fast_path_refuses(model)
+    if reason is not None:  # decided by a check: an error while preparing a network it takes is a bug
+        warnings.warn(f"the fast inference path does not apply: {reason}; running it as loaded", stacklevel=2)
         return model.eval()
+    return prepare_for_inference(model, batch_size, compile=compile, check=False)
+
+
+def fast_path_refuses(model: nn.Module) -> str | None:
+    """Why :func:`serving_model` runs ``model`` as loaded, or None when it prepares it. The fast
+    path is written and tested for the registered networks (``tests/test_fast_inference.py`` runs
+    it over the registry); a module of the user's own may do anything in its forward."""
+    card = card_of(model)
+    if card is None or card.name not in list_models():
+        return f"{type(model).__name__} is not a registered senet network"
+    return None
