@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import shutil
 import subprocess
+import sys
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,42 @@ def test_a_network_of_the_users_own_is_refused_by_a_check(recwarn):
     assert serving_model(net, "cpu", 2) is net
     assert [str(w.message) for w in recwarn] == ["the fast inference path does not apply: Sequential is not a "
                                                  "registered senet network; running it as loaded"]
+
+
+# --- images as the user has them ------------------------------------------------------------------
+
+def test_a_corrupt_image_is_left_out_of_the_split_not_counted_twice(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for split in ("train", "val"):
+        for label, name in enumerate("ab"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (12, 12), (30 * i, 120 * label, 60)).save(root / split / name / f"{i}.png")
+    bad = root / "val" / "a" / "0.png"
+    bad.write_bytes(b"garbage")
+    run = tmp_path / "r"
+    assert main(["train", "--data", str(root), "--batch-size", "2", "--epochs", "1", "--set",
+                 "model.overrides.layers=[1,1,1]", "--set", "data.image_size=8", "--set", "eval_batch_size=4",
+                 "--set", "data.num_workers=0", "--out", str(run)]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings():  # shown as Python shows them to a user (pytest records them otherwise)
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr()
+    assert "5 images (1 that cannot be decoded left out)" in out.out
+    error = float(out.out.split("top-1 error ")[1].split("%")[0])
+    assert round(error * 5 / 100, 6) == round(error * 5 / 100)  # a whole number of the 5 images, not of 6
+    warned = [line for line in out.err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith("senet eval: warning: skipping cannot decode image")
+    assert str(bad) in warned[0] and "left out of the test split" in warned[0]
+
+
+def test_a_missing_data_folder_is_named_as_such(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "myimagez", "--out", str(tmp_path / "r")]) == 2
+    line = _one_line(capsys, "no such folder: 'myimagez'")
+    assert "is not supported" not in line and not (tmp_path / "r").exists()

@@ -14,13 +14,15 @@ traceback saved to a file the line names; ``--debug`` (before or after the comma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import re
 import sys
 import tempfile
 import traceback
-from typing import Sequence
+import warnings
+from typing import Iterator, Sequence
 
 from .common import finish_args, join_input_size_words
 from .broken_pipe import quiet_on_broken_pipe
@@ -70,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings(args.command, args.debug):
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # the reader went away (`senet models | head`): quiet_on_broken_pipe ends quietly
         raise
     except Exception as e:
@@ -86,6 +89,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"senet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str, debug: bool) -> Iterator[None]:
+    """Warnings shown to the user as one line each (``senet CMD: warning: ...``), without the
+    source line Python adds; ``--debug`` keeps Python's form, which says where each came from."""
+    if debug:
+        yield
+        return
+    previous = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+        text = " ".join(str(message).split()) or category.__name__
+        return f"senet {command}: warning: {text}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 # ".NAME.tmp-PID" (senet.weights.checkpoint.atomic_write_bytes) or ".STEM.tmp-PID.SUFFIX" (export).

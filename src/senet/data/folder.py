@@ -17,7 +17,7 @@ from .images import CorruptImageError, decode_image
 from .seeding import generator_for
 from .transforms import cutout, eval_view, hflip, random_resized_crop
 
-__all__ = ["ImageFolderDataset", "CorruptImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["ImageFolderDataset", "CorruptImageError", "SkippedImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
            "ON_CORRUPT", "EMPTY_CLASSES"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -28,6 +28,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ON_CORRUPT = ("warn", "error")
 EMPTY_CLASSES = ("warn", "error")  # a class folder of train/ without images: skipped with a warning, or refused
 _SPLIT_DIRS = {"train": "train", "test": "val"}
+
+
+class SkippedImageError(CorruptImageError):
+    """An undecodable image under ``on_corrupt="warn"``: to be left out of its batch, with a warning."""
 
 
 class ImageFolderDataset(Dataset):
@@ -41,9 +45,11 @@ class ImageFolderDataset(Dataset):
     white (``senet.data.images``).
 
     A file Pillow cannot decode raises :class:`CorruptImageError` naming it
-    (``on_corrupt="error"``), or is reported in a warning and replaced by the next decodable
-    image of the folder (``on_corrupt="warn"``), so batches keep their size. A split in which no
-    image decodes fails here, before any training.
+    (``on_corrupt="error"``), or :class:`SkippedImageError` (``on_corrupt="warn"``), which the
+    loaders turn into a warning naming the file and drop from its batch: the image is left out
+    of the split, never replaced by another (which would count that one twice), so counts and
+    metrics are over the images that exist. A split in which no image decodes fails here, before
+    any training.
 
     A class folder of ``train/`` without images (empty, or only other files) is not a class: it
     is skipped with a warning (``empty_classes="warn"``) or refused (``"error"``); both splits
@@ -102,17 +108,13 @@ class ImageFolderDataset(Dataset):
         return x, label
 
     def _load(self, index: int) -> tuple[torch.Tensor, int]:
-        # On a corrupt file in "warn" mode, move on to the next file (wrapping round) so the
-        # batch keeps its size; the warning names every file skipped.
-        for step in range(len(self.samples)):
-            path, label = self.samples[(index + step) % len(self.samples)]
-            try:
-                return decode_image(path), label
-            except CorruptImageError as e:
-                if self.on_corrupt == "error":
-                    raise
-                warnings.warn(f"skipping {e}", RuntimeWarning, stacklevel=3)
-        raise CorruptImageError(f"no image under {self.root / _SPLIT_DIRS[self.split]} can be decoded")
+        path, label = self.samples[index]
+        try:
+            return decode_image(path), label
+        except CorruptImageError as e:
+            if self.on_corrupt == "error":
+                raise
+            raise SkippedImageError(str(e)) from None  # the loader drops it from the batch and says so
 
     def _check_decodable(self) -> None:
         # Decode up to the first good image (usually the first file), so a split of nothing but

@@ -12,6 +12,7 @@ and with which augmentation, is a pure function of (seed, epoch, rank).
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator, Protocol
 
 import torch
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import UserInputError, UserTypeError
 from .arrays import ArrayDataset
-from .folder import CorruptImageError, ImageFolderDataset
+from .folder import CorruptImageError, ImageFolderDataset, SkippedImageError
 from .seeding import check_shard, derive_seed, generator_for, pad_to, padded_size, shard_order
 from .transforms import AugmentConfig, augment_batch, normalize, sample_augment
 
@@ -138,18 +139,31 @@ class _EpochView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | _Unreadable:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | _Unreadable | _Skipped:
         generator = None if self.seed is None else generator_for(self.seed, index)
         try:
             return self.dataset.sample(index, generator, flip=self.augment.flip,
                                        cutout_size=self.augment.cutout)
+        except SkippedImageError as e:
+            return _Skipped(str(e))
         except CorruptImageError as e:
             return _Unreadable(str(e))
 
 
+class _Skipped(_Unreadable):
+    """An item left out of its batch (an undecodable image under ``on_corrupt="warn"``)."""
+
+
 def _collate(items: list) -> object:
-    failed = next((item for item in items if isinstance(item, _Unreadable)), None)
-    return failed if failed is not None else default_collate(items)
+    """A batch ``(x, y, skipped messages)``: undecodable images are left out, not replaced (the
+    batch is smaller, or ``x`` and ``y`` are None when nothing in it decoded)."""
+    failed = next((item for item in items if type(item) is _Unreadable), None)
+    if failed is not None:
+        return failed
+    kept = [item for item in items if not isinstance(item, _Skipped)]
+    skipped = tuple(item.message for item in items if isinstance(item, _Skipped))
+    x, y = default_collate(kept) if kept else (None, None)
+    return x, y, skipped
 
 
 class FolderLoader(_BaseLoader):
@@ -189,7 +203,12 @@ class FolderLoader(_BaseLoader):
         for batch in loader:
             if isinstance(batch, _Unreadable):
                 raise CorruptImageError(batch.message)
-            x, y = batch
+            x, y, skipped = batch
+            for message in skipped:  # warned once per file (the warnings module's default)
+                warnings.warn(f"skipping {message}; it is left out of the {self.dataset.split} split",
+                              RuntimeWarning, stacklevel=2)
+            if x is None:
+                continue
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
 
