@@ -260,3 +260,26 @@ def test_a_missing_data_folder_is_named_as_such(tmp_path, capsys, monkeypatch):
     assert main(["train", "--data", "myimagez", "--out", str(tmp_path / "r")]) == 2
     line = _one_line(capsys, "no such folder: 'myimagez'")
     assert "is not supported" not in line and not (tmp_path / "r").exists()
+
+
+# --- the command line's own words, and CI ---------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["eval", "--bogus", "x"], "senet eval: error: unrecognized arguments: --bogus (see senet eval --help)"),
+    (["summary", "se_resnet20", "--input-size", "3", "16"],
+     "senet summary: error: argument --input-size: input size '3x16' is not N (3xNxN), CxHxW or C H W"),
+])
+def test_argument_errors_are_one_line(capsys, argv, expected):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(expected), err
+
+
+def test_ci_fails_on_an_empty_slow_tier():
+    """pytest exits 5 when no test is selected; CI must not take that for a pass."""
+    script = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    commands = [line for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert "set -euo pipefail" in commands[0]
+    slow = [line for line in commands if "-m slow" in line]
+    assert slow == ["python -m pytest -q -m slow"]  # its exit status, 5 included, is the script's

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import traceback
 import warnings
-from typing import Iterator, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 from .common import finish_args, join_input_size_words
 from .broken_pipe import quiet_on_broken_pipe
@@ -34,8 +34,15 @@ COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate"
             "benchmark", "export", "quantize")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with its errors in one line (the usage block is ``--help``'s job)."""
+
+    def error(self, message: str) -> "NoReturn":
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="senet",
         description="Squeeze-and-Excitation networks (Hu et al., arXiv 1709.01507): models, costs, training, analysis.",
     )

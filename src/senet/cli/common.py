@@ -134,6 +134,11 @@ def join_input_size_words(argv: Sequence[str]) -> list[str]:
         if word == "--input-size" and len(nxt) == 3 and all(w.isdigit() for w in nxt):
             out.append(f"--input-size={'x'.join(nxt)}")
             i += 4
+        elif word == "--input-size" and len(nxt) >= 2 and nxt[0].isdigit() and nxt[1].isdigit():
+            # two numbers: neither form; joined, so the size check names it rather than argparse
+            # calling the second an unrecognized argument
+            out.append(f"--input-size={nxt[0]}x{nxt[1]}")
+            i += 3
         elif word == "--input-size" and nxt and not nxt[0].startswith("-"):
             out.append(f"--input-size={nxt[0]}")
             i += 2
