@@ -283,3 +283,24 @@ def test_ci_fails_on_an_empty_slow_tier():
     assert "set -euo pipefail" in commands[0]
     slow = [line for line in commands if "-m slow" in line]
     assert slow == ["python -m pytest -q -m slow"]  # its exit status, 5 included, is the script's
+
+
+def test_export_hides_only_the_warnings_it_expects(tmp_path):
+    from senet.deploy.export import export
+
+    class Noisy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            if x.sum() > -1e9:  # a tensor to a Python bool: the tracer's expected note, hidden
+                warnings.warn("this model's own tracer note", torch.jit.TracerWarning)
+            return self.fc(x.mean((2, 3)))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(Noisy(), tmp_path / "m.pt", "torchscript", input_size=(3, 8, 8))
+    shown = [str(w.message) for w in caught]
+    assert "this model's own tracer note" in shown
+    assert not any(m.startswith("Converting a tensor to a Python boolean") for m in shown)

@@ -116,11 +116,15 @@ def _silence_expected_warnings() -> None:
     """Inside ``warnings.catch_warnings()``: hide what export warns about by design: tracer notes on
     the models' input-shape checks (Python branches that become constants in the trace) and the
     deprecation of the TorchScript-based tools, which this module chooses knowingly."""
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
-    warnings.filterwarnings("ignore", message=r".*The feature will be removed.*")
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*Constant folding - Only steps=1.*")
+    # Each by its exact message and category: any other warning (another tracer note included)
+    # says something about this model and is shown.
+    warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python boolean might cause the trace to be "
+                            r"incorrect", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
+                            category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1", category=UserWarning)
 
 
 # Each writer serialises into memory (senet.atomic: a native library failing mid-write on a full
