@@ -304,3 +304,16 @@ def test_export_hides_only_the_warnings_it_expects(tmp_path):
     shown = [str(w.message) for w in caught]
     assert "this model's own tracer note" in shown
     assert not any(m.startswith("Converting a tensor to a Python boolean") for m in shown)
+
+
+def test_the_compiled_graph_serves_only_the_shape_it_was_compiled_for():
+    from senet.deploy.fast import FastInference, InferenceReport
+
+    calls = []
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    report = InferenceReport(2, (3, 8, 8), True, "on", 0.0, None, None, 0.0)
+    fast = FastInference(net, lambda x: calls.append(tuple(x.shape)) or net(x), report)
+    fast(torch.randn(2, 3, 8, 8))
+    fast(torch.randn(2, 3, 16, 16))  # same batch, another image size: the eager network, no recompile
+    fast(torch.randn(3, 3, 8, 8))
+    assert calls == [(2, 3, 8, 8)]

@@ -73,9 +73,16 @@ class FastInference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if self._compiled is not None and x.shape[0] == self.inference_report.batch_size:
+            if self._compiled is not None and self.compiled_for(x):
                 return self._compiled(x)
             return self.net(x)
+
+    def compiled_for(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` has every dimension and the dtype the graph was compiled for (it was
+        compiled with ``dynamic=False``: any other shape would silently compile another)."""
+        report = self.inference_report
+        return (x.ndim == 4 and x.dtype == torch.float32 and x.shape[0] == report.batch_size
+                and tuple(x.shape[1:]) == tuple(report.input_size))
 
 
 def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
