@@ -317,3 +317,18 @@ def test_the_compiled_graph_serves_only_the_shape_it_was_compiled_for():
     fast(torch.randn(2, 3, 16, 16))  # same batch, another image size: the eager network, no recompile
     fast(torch.randn(3, 3, 8, 8))
     assert calls == [(2, 3, 8, 8)]
+
+
+def test_quantize_a_checkpoint_reports_accuracy_and_refuses_other_data(tmp_path, capsys):
+    pytest.importorskip("torchao")
+    run = tmp_path / "r"
+    assert main(["train", "--model", "se_resnet20", "--data", "synthetic:64:3x16x16", "--batch-size", "32",
+                 "--set", "model.overrides.layers=[1,1,1]", "--set", "eval_batch_size=32", "--epochs", "1",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(run), "--data", "bundled", "--calibration-images", "8", "--eval-images", "8",
+                 "--no-compile"]) == 2
+    _one_line(capsys, "senet quantize: error: ", "accuracy would be meaningless")
+    assert main(["quantize", str(run), "--calibration-images", "8", "--eval-images", "8", "--no-compile"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 on 8 images: fp32" in out and "random weights" not in out

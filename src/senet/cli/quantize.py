@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import check_writable
     from ..deploy.quantize import (check_quantized_path, dataset_tensors, onnx_top1, quantize_and_measure,
                                    quantize_onnx, save_quantized)
+    from ..analysis.datacheck import DataMismatch, checkpoint_data_mismatch
     from ..analysis.evaluate import card_dataset
 
     for flag, value in (("--calibration-images", args.calibration_images), ("--batch-size", args.batch_size),
@@ -68,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
         model = resolve_model(args.source, overrides or None)
         train = card_dataset(model.pretrained_cfg, args.data, "train", args.root)
         test = card_dataset(model.pretrained_cfg, args.data, "test", args.root)
+        # as senet eval: data with other classes or channels would make the accuracy meaningless
+        errors, warnings = checkpoint_data_mismatch(model.pretrained_cfg, test)
+        if errors:
+            raise DataMismatch("; ".join(errors) + "; the accuracy would be meaningless")
+        for problem in warnings:
+            print(f"senet quantize: warning: {problem}", file=sys.stderr)
     else:
         train = load_dataset(args.data or "bundled", "train", root=args.root)
         test = load_dataset(args.data or "bundled", "test", root=args.root)
