@@ -332,3 +332,36 @@ def test_quantize_a_checkpoint_reports_accuracy_and_refuses_other_data(tmp_path,
     assert main(["quantize", str(run), "--calibration-images", "8", "--eval-images", "8", "--no-compile"]) == 0
     out = capsys.readouterr().out
     assert "top-1 on 8 images: fp32" in out and "random weights" not in out
+
+
+def test_a_batch_that_leaves_much_of_a_small_split_out_is_announced():
+    from senet.data import load_dataset, make_loader
+
+    data = load_dataset("synthetic:150:3x8x8", "train")
+    with pytest.warns(UserWarning, match=r"batch_size=128 leaves 22 of the 150 samples out of each epoch"):
+        make_loader(data, 128, train=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_loader(data, 50, train=True)  # divides: nothing to say
+        make_loader(data, 128, train=False)  # evaluation keeps every sample
+
+
+def test_the_report_and_the_best_checkpoint_agree_on_tied_epochs():
+    from senet.train.reconcile import best_epoch
+    from senet.train.rundir import final_summary
+
+    history = [{"epoch": 1, "top1_err": 50.0}, {"epoch": 2, "top1_err": 40.0}, {"epoch": 3, "top1_err": 40.0}]
+    _, best, _ = final_summary(history, 10, "data")
+    assert best["epoch"] == best_epoch(history) == 3
+
+
+def test_a_folder_of_one_class_is_refused(tmp_path):
+    from PIL import Image
+
+    from senet.data import load_dataset
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cats").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "cats" / "0.png")
+    with pytest.raises(ValueError, match="has 1 class \\(cats\\); a classifier needs at least 2 class folders"):
+        load_dataset(tmp_path, "train")

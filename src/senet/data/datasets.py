@@ -63,8 +63,13 @@ def load_dataset(
         return load_cifar(spec, split, root=root, download=download)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt,
-                                  empty_classes=empty_classes)
+        folder = ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt,
+                                    empty_classes=empty_classes)
+        if len(folder.classes) < 2:  # a classifier of one class is always right: its 0% error says nothing
+            raise UserInputError(f"image folder {path} has {len(folder.classes)} class "
+                                 f"({', '.join(folder.classes)}); a classifier needs at least 2 class folders "
+                                 f"under {path / 'train'}")
+        return folder
     if path.exists():
         raise UserInputError(f"dataset path {spec!r} is a file, not a folder with train/ and val/ sub-folders "
                              f"of class folders")

@@ -37,6 +37,10 @@ class Loader(Protocol):
     def __len__(self) -> int: ...
 
 
+# The share of a training split that dropping the last incomplete batch may leave out unannounced.
+DROPPED_NOTE = 0.1
+
+
 class _BaseLoader:
     def __init__(self, n: int, batch_size: int, *, train: bool, seed: int, rank: int, world_size: int,
                  drop_last: bool | None) -> None:
@@ -58,8 +62,13 @@ class _BaseLoader:
             raise UserInputError(
                 f"batch_size={batch_size} exceeds the {self.shard_size} samples rank {rank} sees per epoch, "
                 f"so no full batch is left; use a batch_size of at most {self.shard_size} "
-                f"(senet train --batch-size) or drop_last=False"
+                f"(senet train --batch-size; in Python, make_loader(..., drop_last=False) keeps the last batch)"
             )
+        left_out = self.shard_size % batch_size if self.drop_last else 0
+        if left_out > DROPPED_NOTE * self.shard_size:  # a small split at a large batch: say it, once
+            warnings.warn(f"batch_size={batch_size} leaves {left_out} of the {self.shard_size} samples out of each "
+                          f"epoch (the last incomplete batch is dropped; each epoch drops others); a batch_size "
+                          f"that divides {self.shard_size} uses them all", UserWarning, stacklevel=3)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -114,7 +114,8 @@ def final_summary(history: Sequence[dict[str, Any]], classes: int,
                   test_name: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """``(final row, best row, summary line)`` of a run: the last epoch's errors and the lowest
     top-1 error, on the test set ``test_name``; the top-5 error only with more than 5 classes."""
-    best = min(history, key=lambda r: r["top1_err"]) if history else {}
+    # The latest of tied epochs, as the best checkpoint (saved when an epoch ties or beats every earlier one).
+    best = min(reversed(history), key=lambda r: r["top1_err"]) if history else {}
     final = history[-1] if history else {}
     top5 = (f", top-5 error {final.get('top5_err', float('nan')):.2f}%" if classes > 5
             else f" (top-5 error not shown: {classes} classes)")
