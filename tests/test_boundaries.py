@@ -365,3 +365,12 @@ def test_a_folder_of_one_class_is_refused(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / split / "cats" / "0.png")
     with pytest.raises(ValueError, match="has 1 class \\(cats\\); a classifier needs at least 2 class folders"):
         load_dataset(tmp_path, "train")
+
+
+def test_latencies_measured_on_a_busy_cpu_carry_the_note(monkeypatch):
+    from senet.cli import common
+
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert "the CPU is busy (load average 6.0" in common.busy_cpu_latency_note()
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # this process alone
+    assert common.busy_cpu_latency_note() is None

@@ -167,3 +167,19 @@ def finish_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> An
         finish(args, parser)
         del args.finish
     return args
+
+
+def busy_cpu_latency_note() -> str | None:
+    """A one-line note for latencies measured while other processes keep at least one core busy
+    (the 1-minute load average, less this process): they are slower and noisier than on a quiet
+    machine. None when the CPU is quiet or the load cannot be read."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load - 1.0 < 1.0:
+        return None
+    return (f"the CPU is busy (load average {load:.1f} on {cores} cores): the latencies above are slower and "
+            f"noisier than on a quiet machine")
+

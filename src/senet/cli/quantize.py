@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import UserInputError
-from .common import add_overrides_argument, add_source_argument
+from .common import add_overrides_argument, add_source_argument, busy_cpu_latency_note
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"{model.pretrained_cfg.name} on {test.name}" + ("" if trained else " (random weights: latency only)"))
     print(report.summary())
+    note = busy_cpu_latency_note()
+    if note:
+        print(f"senet quantize: note: {note}", file=sys.stderr)
     if args.out:
         print(f"wrote {save_quantized(quantized, images[:args.batch_size], args.out)}")
     if args.onnx:
