@@ -374,3 +374,18 @@ def test_latencies_measured_on_a_busy_cpu_carry_the_note(monkeypatch):
     assert "the CPU is busy (load average 6.0" in common.busy_cpu_latency_note()
     monkeypatch.setattr(common.os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # this process alone
     assert common.busy_cpu_latency_note() is None
+
+
+def test_checkpoint_loading_hides_only_the_pickle_protocol_note(monkeypatch):
+    import senet.weights.checkpoint as checkpoint
+
+    def load(*args, **kwargs):
+        warnings.warn("Detected pickle protocol 4 in the checkpoint, which was not the default", UserWarning)
+        warnings.warn("something torch wants the user to know", UserWarning)
+        return {}
+
+    monkeypatch.setattr(checkpoint.torch, "load", load)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checkpoint._torch_load(b"")
+    assert [str(w.message) for w in caught] == ["something torch wants the user to know"]

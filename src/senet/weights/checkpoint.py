@@ -268,8 +268,11 @@ def verify_state(state: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _torch_load(data: bytes) -> Any:
-    with warnings.catch_warnings():  # torch's warnings name its own files; the caller reports problems
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        # A plain pickle read as a torch file: torch warns about its protocol before refusing it,
+        # and the caller names the file for what it is (_problem). Only that warning is hidden.
+        warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint",
+                                category=UserWarning)
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
