@@ -116,3 +116,19 @@ def test_an_unhashed_state_missing_a_key_is_named_not_a_bug(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "internal error" not in err
     assert "last_state.pt is not a complete trainer state: it lacks optimizer" in err
+
+
+def test_a_run_file_that_became_a_directory_is_named_with_a_hint_that_works(tmp_path, capsys):
+    run = tmp_path / "r"
+    fit(tiny_config(), run, device="cpu", stop_after=1)
+    config = run / "config.yaml"
+    text = config.read_text()
+    config.unlink()
+    config.mkdir()
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{config} is a directory where the run keeps its config.yaml" in err
+    assert f"mv {config} {config}.moved" in err
+    config.rename(run / "config.yaml.moved")  # the hint, followed
+    assert main(["train", "--resume", str(run)]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text()) == yaml.safe_load(text)

@@ -22,7 +22,7 @@ import torch
 import yaml
 from torch import nn
 
-from ..errors import MissingPathError, UserInputError, WriteError
+from ..errors import MissingPathError, NotAFileError, UserInputError, WriteError
 from ..models.card import ModelCard
 from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
 from .coerce import ConfigError
@@ -34,7 +34,8 @@ from .recipes import dump_config
 from .reconcile import has_checkpoint, load_resume_state, reconcile_run_dir
 from .rng import capture_rng
 from .rundir import environment, write_config, write_metrics, write_report, write_run_files
-from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir, remove_stale_temp_files, results_in
+from .runlock import (RUN_FILES, RunDirError, RunLock, describe_os_error, prepare_run_dir, remove_stale_temp_files,
+                      results_in)
 from .tensorboard import with_tensorboard
 from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
 
@@ -86,6 +87,8 @@ class RunDirectory:
         path = Path(run_dir)
         if resume and not path.is_dir():
             raise MissingPathError(f"no checkpoint to resume from: {path} is not a directory")
+        if resume:
+            _check_run_files_are_files(path)
         lock = RunLock(path)
         with lock:
             try:
@@ -207,6 +210,16 @@ class RunDirectory:
         return f"{self.cfg.model.name} on {dataset}"
 
 
+def _check_run_files_are_files(path: Path) -> None:
+    """Refuse, before anything, a run whose file (``config.yaml``...) became a directory: it could
+    be neither read nor replaced, whatever the resume did."""
+    for name in RUN_FILES:
+        p = path / name
+        if p.is_dir():
+            raise NotAFileError(f"{p} is a directory where the run keeps its {name}; move it away "
+                                f"(mv {p} {p}.moved) and resume again")
+
+
 def _start_over(path: Path, reporter: Reporter) -> None:
     """Check that a run stopped before its first checkpoint can start over (its directory holds
     nothing else), and say so."""
@@ -248,6 +261,7 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
         raise MissingPathError(f"no checkpoint to resume from: {run_dir} is not a directory")
     with RunLock(run_dir):  # a live run that has not checkpointed yet: "in use by pid N"
         pass
+    _check_run_files_are_files(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise MissingPathError(f"no checkpoint to resume from: {last} does not exist and {run_dir} has no "
                                f"config.yaml; start a new run into it with senet train --out {run_dir}")
