@@ -389,3 +389,23 @@ def test_checkpoint_loading_hides_only_the_pickle_protocol_note(monkeypatch):
         warnings.simplefilter("always")
         checkpoint._torch_load(b"")
     assert [str(w.message) for w in caught] == ["something torch wants the user to know"]
+
+
+def test_an_input_size_that_cannot_fit_is_refused_before_any_allocation(tmp_path, capsys, monkeypatch):
+    import senet.deploy.export as export_module
+
+    monkeypatch.setattr(export_module, "_available_memory", lambda: 2**30)  # 1 GiB free
+    out = tmp_path / "m.pt"
+    assert main(["export", "se_resnet20", "--input-size", "3x4000x4000", "--out", str(out), "--format",
+                 "torchscript"]) == 2
+    _one_line(capsys, "input_size 3x4000x4000 needs more than", "GiB for a forward pass at batch 1; 1.0 GiB are "
+              "available")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_running_out_of_memory_is_one_line_not_a_bug(monkeypatch):
+    from senet.cli import describe_error
+
+    status, line = describe_error(RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                                               "can't allocate memory: you tried to allocate 4800000000 bytes."))
+    assert status == 1 and line == "error: out of memory (4.5 GiB asked for); try a smaller input size or batch size"

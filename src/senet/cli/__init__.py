@@ -155,6 +155,11 @@ def describe_error(e: BaseException) -> tuple[int, str]:
         return 1, f"error: cannot write {asked}: {reason}" if asked != str(e.filename) else f"error: {asked}: {reason}"
     if type(e).__name__ == "OutOfMemoryError":  # torch's; named, so that this needs no torch import
         return 1, f"error: out of memory ({msg.splitlines()[0]}); try a smaller batch_size or eval_batch_size"
+    if isinstance(e, (RuntimeError, MemoryError)) and ("can't allocate memory" in msg or isinstance(e, MemoryError)):
+        # torch's CPU allocator raises a RuntimeError; Python's own, MemoryError
+        asked = re.search(r"tried to allocate (\d+) bytes", msg)
+        size = f" ({int(asked[1]) / 2**30:.1f} GiB asked for)" if asked else ""
+        return 1, f"error: out of memory{size}; try a smaller input size or batch size"
     first = msg.splitlines()[0] if msg.splitlines() else msg
     return 1, f"internal error: {type(e).__name__}: {first} (run with --debug for the traceback"
 
