@@ -409,3 +409,17 @@ def test_running_out_of_memory_is_one_line_not_a_bug(monkeypatch):
     status, line = describe_error(RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
                                                "can't allocate memory: you tried to allocate 4800000000 bytes."))
     assert status == 1 and line == "error: out of memory (4.5 GiB asked for); try a smaller input size or batch size"
+
+
+def test_quantize_onnx_to_a_full_disk_is_one_line_and_leaves_nothing(full_disk, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    pytest.importorskip("torchao")
+    from senet.deploy.export import export
+    from senet.deploy.quantize import quantize_onnx
+
+    fp32 = tmp_path / "m.onnx"
+    export("se_resnet20", fp32, "onnx", input_size=(3, 32, 32), dynamic_batch=True)
+    with pytest.raises(WriteError, match=f"cannot write {full_disk / 'q.onnx'}: no space left on the device"):
+        quantize_onnx(fp32, full_disk / "q.onnx", [torch.randn(4, 3, 32, 32)])
+    _unchanged(full_disk)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..atomic import atomic_path, atomic_write_bytes, check_writable, temporary_path
+from ..atomic import atomic_path, atomic_write_bytes, check_free_space, check_writable, temporary_path
 from ..errors import MissingExtraError, MissingPathError, UserInputError
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
@@ -339,6 +339,9 @@ def quantize_onnx(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     # Shape inference and graph optimisation first, as onnxruntime's quantization guide advises.
     # Both files are temporaries beside dest (senet.atomic): dest is replaced only by a whole result.
     check_writable(dest)
+    # onnxruntime writes the scratch file from C++, where a full disk is no Python OSError: room
+    # for it (about the source's size) and the result is checked first.
+    check_free_space(dest, 2 * source.stat().st_size)
     prepared = temporary_path(dest, ".pre.onnx")  # scratch, removed whatever happens
     try:
         with atomic_path(dest, suffix=".onnx") as tmp:
