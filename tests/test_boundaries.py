@@ -331,7 +331,7 @@ def test_quantize_a_checkpoint_reports_accuracy_and_refuses_other_data(tmp_path,
     _one_line(capsys, "senet quantize: error: ", "accuracy would be meaningless")
     assert main(["quantize", str(run), "--calibration-images", "8", "--eval-images", "8", "--no-compile"]) == 0
     out = capsys.readouterr().out
-    assert "top-1 on 8 images: fp32" in out and "random weights" not in out
+    assert "top-1 error on 8 images: fp32" in out and "random weights" not in out
 
 
 def test_a_batch_that_leaves_much_of_a_small_split_out_is_announced():

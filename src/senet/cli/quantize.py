@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx:
         export(model, fp32, "onnx", input_size=tuple(images.shape[1:]), dynamic_batch=True)
         quantize_onnx(fp32, onnx_out, list(calibration.split(32)))
-        accuracy = (f"; top-1 in ONNX Runtime: fp32 {onnx_top1(fp32, images, labels):.2f}%, "
-                    f"INT8 {onnx_top1(onnx_out, images, labels):.2f}%") if trained else ""
+        accuracy = (f"; top-1 error in ONNX Runtime: fp32 {100 - onnx_top1(fp32, images, labels):.2f}%, "
+                    f"INT8 {100 - onnx_top1(onnx_out, images, labels):.2f}%") if trained else ""
         print(f"wrote {onnx_out} (ONNX Runtime static INT8; fp32 model at {fp32}){accuracy}")
     return 0

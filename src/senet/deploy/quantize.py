@@ -262,13 +262,14 @@ class QuantizeReport:
     def summary(self) -> str:
         lines = [f"INT8 (x86, PT2E; SE gate policy {self.gate_policy!r}), calibrated on {self.calibration_images} "
                  f"images" + (f", gate fine-tuned {self.finetune_steps} steps" if self.finetune_steps else "")]
-        swapped = "" if self.top1_swapped is None else f" (hard-sigmoid fp32 {self.top1_swapped:.2f}%)"
+        # Printed as error rates, as every other command prints them (the fields hold accuracies).
+        swapped = "" if self.top1_swapped is None else f" (hard-sigmoid fp32 {100 - self.top1_swapped:.2f}%)"
         if self.top1_fp32 is None or self.top1_int8 is None:
-            lines.append("top-1: not measured: the weights are random (a registered name without trained "
+            lines.append("top-1 error: not measured: the weights are random (a registered name without trained "
                          "weights); give a checkpoint or run directory for accuracy")
         else:
-            lines.append(f"top-1 on {self.eval_images} images: fp32 {self.top1_fp32:.2f}%{swapped}, INT8 "
-                         f"{self.top1_int8:.2f}% (error {self.top1_fp32 - self.top1_int8:+.2f} points)")
+            lines.append(f"top-1 error on {self.eval_images} images: fp32 {100 - self.top1_fp32:.2f}%{swapped}, "
+                         f"INT8 {100 - self.top1_int8:.2f}% ({self.top1_fp32 - self.top1_int8:+.2f} points)")
         lines.append(f"latency at batch {self.batch_size}: fp32 {self.ms_fp32:.1f} ms, INT8 {self.ms_int8:.1f} ms "
                      f"(x{self.ms_fp32 / self.ms_int8:.2f}); quantizing and compiling took "
                      f"{self.quantize_seconds:.0f} s")
