@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import check_resume_changes
     from ..train.distributed import barrier, cleanup, setup_from_env
     from ..train.reconcile import has_checkpoint
+    from ..train.run import refuse_unused_changes
     from ..train.threads import busy_cpu_note
 
     overrides = _flag_overrides(args) + list(args.overrides)
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         run_cfg = resume_config(args.resume)
         cfg = apply_overrides(run_cfg, overrides)
         if has_checkpoint(args.resume):  # (a run without one starts over: anything may change)
-            check_resume_changes(run_cfg, cfg)  # e.g. another optimiser or model: refused before any work
+            # e.g. another optimiser or model, or initial weights a resume would not read: refused before any work
+            refuse_unused_changes(check_resume_changes(run_cfg, cfg))
         run_dir = args.resume
     ranks, device = setup_from_env(str(resolve_device(args.device)))
     try:

@@ -39,13 +39,24 @@ from .runlock import (RUN_FILES, RunDirError, RunLock, describe_os_error, prepar
 from .tensorboard import with_tensorboard
 from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
 
-__all__ = ["RunDirectory", "resume_config", "PLOT_EVERY_S"]
+__all__ = ["RunDirectory", "resume_config", "refuse_unused_changes", "PLOT_EVERY_S", "UNUSED_ON_RESUME"]
 
 PLOT_EVERY_S = 5.0  # curves.png is redrawn at most this often (and after the last epoch): matplotlib is slow
 
 # Settings read only when a run starts: a resume restores the weights from its checkpoint instead,
 # so a change to them would be recorded but never used.
 UNUSED_ON_RESUME = ("model.weights", "model.weights_source")
+
+
+def refuse_unused_changes(changes: Mapping[str, tuple[Any, Any]]) -> None:
+    """Refuse a resume's change to a setting only a new run reads (:data:`UNUSED_ON_RESUME`): it
+    would be recorded, and never used."""
+    unused = [k for k in changes if any(k == f or k.startswith(f + ".") for f in UNUSED_ON_RESUME)]
+    if unused:
+        was, now = changes[unused[0]]
+        raise ConfigError(f"config key {unused[0]!r} would not be used on resume (the weights come from the "
+                          f"run's checkpoint): the run has {was!r}, got {now!r}; start a new run (--out) "
+                          f"to change it")
 
 
 class RunDirectory:
@@ -122,12 +133,7 @@ class RunDirectory:
             raise UserInputError("this run starts from scratch: it has no checkpoint state to resume from")
         state, tag, notes = load_resume_state(self.resume_from)
         changes = check_resume_changes(config_from_dict(state["config"]), self.cfg)  # before any file is touched
-        unused = [k for k in changes if any(k == f or k.startswith(f + ".") for f in UNUSED_ON_RESUME)]
-        if unused:
-            was, now = changes[unused[0]]
-            raise ConfigError(f"config key {unused[0]!r} would not be used on resume (the weights come from the "
-                              f"run's checkpoint): the run has {was!r}, got {now!r}; start a new run (--out) "
-                              f"to change it")
+        refuse_unused_changes(changes)
         if state["epoch"] > self.cfg.epochs:  # refused before any file is repaired or rewritten
             raise UserInputError(f"{self.resume_from} has already trained {state['epoch']} epochs; "
                                  f"epochs={self.cfg.epochs} would shorten it. Resume with epochs >= {state['epoch']} "
