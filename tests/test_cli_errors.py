@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from senet.cli import main
+from senet.errors import MissingPathError, UnknownNameError, UserInputError, WriteError
+from senet.train.epoch import NonFiniteLossError
 from senet.device import resolve_device
 
 TINY = ["--model", "se_resnet20", "--data", "synthetic:64:3x16x16", "--batch-size", "32",
@@ -186,18 +188,25 @@ def _raising(monkeypatch, error: BaseException) -> None:
 
 
 @pytest.mark.parametrize("error, status, expected", [
-    (PermissionError(errno.EACCES, "Permission denied", "/data/runs"), 2, "error: [Errno 13] Permission denied: "
-                                                                          "'/data/runs'"),
-    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/tmp/file/run"), 2, "Not a directory: '/tmp/file/run'"),
-    (KeyError("no model named 'x'"), 2, "error: no model named 'x'"),
-    (OSError(errno.ENOSPC, "No space left on device", "/runs/a"), 1, "No space left on device: '/runs/a'"),
+    (PermissionError(errno.EACCES, "Permission denied", "/data/runs"), 1, "error: /data/runs: permission denied"),
+    (NotADirectoryError(errno.ENOTDIR, "Not a directory", "/tmp/file/run"), 1, "error: /tmp/file/run: Not a directory"),
+    (UnknownNameError("no model named 'x'"), 2, "error: no model named 'x'"),
+    (UserInputError("lr must be positive"), 2, "error: lr must be positive"),
+    (MissingPathError("no such folder: myimagez"), 2, "error: no such folder: myimagez"),
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/a"), 1, "error: /runs/a: no space left on the device"),
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/.a.tmp-12.pt"), 1,
+     "error: cannot write /runs/a.pt: no space left on the device"),
+    (WriteError("cannot write /runs/a: no space left on the device"), 1, "error: cannot write /runs/a: no space"),
     (ZeroDivisionError("division by zero"), 1,
-     "internal error: ZeroDivisionError: division by zero (run with --debug for the traceback)"),
+     "internal error: ZeroDivisionError: division by zero (run with --debug for the traceback; it is saved in "),
+    # a bare builtin error from inside the program is a bug, whatever its type
+    (ValueError("too many values to unpack"), 1, "internal error: ValueError: too many values to unpack (run with"),
+    (KeyError("optimizer"), 1, "internal error: KeyError: 'optimizer' (run with --debug"),
+    (TypeError("unsupported operand"), 1, "internal error: TypeError: unsupported operand"),
     (KeyboardInterrupt(), 130, "senet models: interrupted"),
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), 1,
      "error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); try a smaller batch_size"),
-    (type("Diverged", (RuntimeError,), {"__module__": "senet.train.fit"})("loss is nan at epoch 3"), 1,
-     "senet models: error: loss is nan at epoch 3"),  # senet's own errors say what happened: no --debug hint
+    (NonFiniteLossError(3, 7, float("nan")), 1, "senet models: error: "),  # no --debug hint
 ])
 def test_errors_become_one_line_and_an_exit_status(monkeypatch, capsys, error, status, expected):
     import senet.cli as cli
@@ -205,9 +214,31 @@ def test_errors_become_one_line_and_an_exit_status(monkeypatch, capsys, error, s
     parser = cli.build_parser()
     _raising(monkeypatch, error)
     monkeypatch.setattr(cli, "build_parser", lambda: _rebind(parser))
-    _fails(capsys, ["models"], expected, status=status)
+    err = _fails(capsys, ["models"], expected, status=status)
+    assert ("internal error" in err) == (status == 1 and "internal" in expected)
+    if "internal error" in err:  # the traceback is saved where the line says
+        saved = Path(err.split("it is saved in ")[1].split(")")[0])
+        assert "Traceback" in saved.read_text() and type(error).__name__ in saved.read_text()
+        saved.unlink()
     with pytest.raises(type(error)):
         main(["--debug", "models"])
+    with pytest.raises(type(error)):
+        main(["models", "--debug"])  # after the command as well
+
+
+def test_a_library_bug_is_an_internal_error_not_the_users(tmp_path, capsys, monkeypatch):
+    """A bare ValueError raised deep inside the library (here: building the model) is the program's."""
+    import senet.train.setup as setup
+
+    def broken(*args, **kwargs):
+        raise ValueError("shapes do not broadcast")
+
+    monkeypatch.setattr(setup, "create_model", broken)
+    err = _fails(capsys, ["train", *TINY, "--out", str(tmp_path / "r")], "internal error: ValueError: shapes do not "
+                 "broadcast (run with --debug for the traceback; it is saved in ", status=1)
+    Path(err.split("it is saved in ")[1].split(")")[0]).unlink()
+    with pytest.raises(ValueError, match="broadcast"):
+        main(["train", *TINY, "--out", str(tmp_path / "r2"), "--debug"])
 
 
 def _rebind(parser):

@@ -151,7 +151,7 @@ def test_out_in_an_unwritable_folder_names_the_path_asked_for(tmp_path, capsys, 
     assert f"cannot write {tmp_path / 'x.onnx'}" in err and "read-only" in err
     # a write that fails later names the file asked for, not the hidden temporary file
     status, line = describe_error(OSError(errno.EROFS, "Read-only file system", f"{tmp_path}/.x.tmp-123.onnx"))
-    assert status == 1 and line == f"error: cannot write {tmp_path}/x.onnx: Read-only file system"
+    assert status == 1 and line == f"error: cannot write {tmp_path}/x.onnx: read-only file system"
     assert asked_path("/d/.preds.csv.tmp-9") == "/d/preds.csv" and asked_path("/d/x.onnx") == "/d/x.onnx"
 
 

@@ -80,10 +80,12 @@ def test_unknown_spec_split_and_option_name_the_allowed_values(tmp_path) -> None
     with pytest.raises(ValueError, match=r"on_corrupt='skip'.*'warn', 'error'"):
         load_dataset("bundled", "train", on_corrupt="skip")
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ValueError, match="is not a folder with train/ and val/"):
+    with pytest.raises(ValueError, match="is a file, not a folder with train/ and val/"):
         load_dataset(str(tmp_path / "file.txt"), "train")
-    with pytest.raises(ValueError, match="not a folder"):
+    with pytest.raises(FileNotFoundError, match="no such folder: .*missing"):
         load_dataset(str(tmp_path / "missing") + "/", "train")
+    with pytest.raises(FileNotFoundError, match="no such folder: 'myimagez'"):  # a typo of a folder, not of a name
+        load_dataset("myimagez", "train")
     assert {"bundled", "cifar10", "cifar100", "fashion-mnist-mini", "synthetic"} <= set(DATASETS)
 
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from senet.data import CorruptImageError, ImageFolderDataset, load_dataset, make_loader
-from senet.data.folder import IMAGENET_MEAN, IMAGENET_STD
+from senet.data.folder import IMAGENET_MEAN, IMAGENET_STD, SkippedImageError
 from senet.data.transforms import random_resized_crop, resize_center_crop
 
 
@@ -109,16 +109,18 @@ def test_corrupt_image_is_skipped_with_a_warning(folder: Path) -> None:
     garbage, truncated = _add_corrupt(folder)
     test = load_dataset(folder, "test", image_size=16)  # on_corrupt="warn" by default
     paths = [p for p, _ in test.samples]
-    with pytest.warns(RuntimeWarning, match=str(garbage)):
-        x, label = test[paths.index(garbage)]
-    # Replaced by the next decodable file, so batches keep their size.
-    assert torch.equal(x, test[paths.index(garbage) + 1][0]) and label == 0
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        batches = list(make_loader(test, 3, train=False, num_workers=0))
-    assert [len(y) for _, y in batches] == [3, 3]
-    messages = " ".join(str(w.message) for w in caught)
-    assert str(garbage) in messages and str(truncated) in messages
+    with pytest.raises(SkippedImageError, match=str(garbage)):  # never replaced by another image
+        test[paths.index(garbage)]
+    for workers in (0, 1):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batches = list(make_loader(test, 3, train=False, num_workers=workers))
+        # Dropped from the split: every other image once, none twice, so counts are over what exists.
+        good = [i for i, p in enumerate(paths) if p not in (garbage, truncated)]
+        assert sum(len(y) for _, y in batches) == len(paths) - 2
+        assert torch.cat([y for _, y in batches]).tolist() == [test.samples[i][1] for i in good]
+        messages = " ".join(str(w.message) for w in caught)
+        assert str(garbage) in messages and str(truncated) in messages and "left out of the test split" in messages
 
 
 def test_training_loader_is_seeded_and_independent_of_workers(folder: Path) -> None:

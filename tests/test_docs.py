@@ -3,8 +3,10 @@
 where it takes seconds).
 
 Python blocks run in order (the README first, then the pages in reading order), each in a fresh
-namespace (a block a user copies alone must work alone), all in one temporary working directory
-(files a block writes, such as ``runs/demo``, are there for the next). The weight files the blocks name are made first from the timm
+namespace (no variable carries over), all in one temporary working directory: a block may use the
+files an earlier block writes (``runs/demo``), as a reader following the pages would. Under
+pytest-xdist a block can land on another worker than the blocks before it, so each worker first
+runs, once, every earlier block it has not run yet: a block always finds their files. The weight files the blocks name are made first from the timm
 fixtures (``tests/fixtures/timm``): the published files have the same keys and shapes, only
 other numbers. New blocks are picked up automatically. A block that cannot run everywhere says so
 in a comment line of its own, which readers see too:
@@ -126,14 +128,42 @@ def test_docs_have_python_blocks():
         assert not unknown, f"{block.doc} line {block.line}: unknown '# needs:' {unknown}; known: {KNOWN_NEEDS}"
 
 
+def _skip_reason(block: Block) -> str | None:
+    if "cuda" in block.needs and not torch.cuda.is_available():
+        return f"{block.doc} line {block.line}: needs CUDA"
+    if "network" in block.needs:
+        return f"{block.doc} line {block.line}: needs the network"
+    for package in sorted(set(block.needs) & set(OPTIONAL_PACKAGES)):
+        try:
+            __import__(package)
+        except ImportError:
+            return f"{block.doc} line {block.line}: needs {package}"
+    return None
+
+
+# Blocks already run in each worker's working directory (indexes into PY_BLOCKS).
+_RAN: dict[Path, set[int]] = {}
+
+
 @pytest.mark.parametrize("block", [pytest.param(b, marks=_marks(b), id=_id(b)) for b in PY_BLOCKS])
 def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
-    if "cuda" in block.needs and not torch.cuda.is_available():
-        pytest.skip(f"{block.doc} line {block.line}: needs CUDA")
-    if "network" in block.needs:
-        pytest.skip(f"{block.doc} line {block.line}: needs the network")
-    for package in set(block.needs) & set(OPTIONAL_PACKAGES):
-        pytest.importorskip(package, reason=f"{block.doc} line {block.line}: needs {package}")
+    reason = _skip_reason(block)
+    if reason:
+        pytest.skip(reason)
+    ran = _RAN.setdefault(workdir, set())
+    at = PY_BLOCKS.index(block)
+    # The earlier blocks first, in reading order, where this worker has not run them (a block
+    # that takes minutes only in the slow tier, where such blocks are selected).
+    for i, earlier in enumerate(PY_BLOCKS[:at]):
+        if i in ran or _skip_reason(earlier) or ("minutes" in earlier.needs and "minutes" not in block.needs):
+            continue
+        ran.add(i)  # tried once per worker: a block that fails is reported by its own test
+        _run_block(earlier, workdir, monkeypatch)
+    ran.add(at)
+    _run_block(block, workdir, monkeypatch)
+
+
+def _run_block(block: Block, workdir: Path, monkeypatch) -> None:
     monkeypatch.chdir(workdir)
     # `pretrained=True`: the file a user (or timm) would have in torch.hub's folder, made from the fixture;
     # offline, as the test machine is.

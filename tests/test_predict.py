@@ -163,3 +163,17 @@ def test_a_network_the_fast_path_cannot_take_runs_as_loaded_with_a_warning(tmp_p
     with pytest.warns(UserWarning, match="Odd"):
         served = serving_model(model, "cpu", 2)
     assert served is model and not model.training
+
+
+def test_a_failed_predict_leaves_the_users_out_file_unchanged(tmp_path, checkpoint, capsys):
+    weights, _ = checkpoint
+    zero = tmp_path / "zero.png"
+    zero.write_bytes(b"")
+    out = tmp_path / "preds.csv"
+    out.write_text("path,rank,index,class,probability\nold.png,1,0,cat,0.9\n")
+    before = out.read_bytes()
+    assert main(["predict", str(weights), str(zero), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no image could be read" in err and f"{out} left as it was" in err
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv", "zero.png"]  # no temporary file

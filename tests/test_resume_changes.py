@@ -25,7 +25,7 @@ def test_optimiser_overrides_on_resume_change_the_param_groups(tmp_path):
     assert [(g["weight_decay"], g["momentum"]) for g in _groups(run)] == [(0.1, 0.5)]
     env = json.loads((run / "env.json").read_text())
     assert env["resumed_after_epoch"] == 1
-    assert env["resume_changed"] == {"weight_decay": [5e-4, 0.1], "momentum": [0.9, 0.5]}
+    assert env["resume_changed"] == {"optim.weight_decay": [5e-4, 0.1], "optim.momentum": [0.9, 0.5]}
 
 
 def test_resume_without_changes_records_none(tmp_path):

@@ -143,9 +143,10 @@ def test_os_errors_are_one_line_and_keep_the_run_resumable(straight, tmp_path, c
 
     monkeypatch.setattr(rundir, "atomic_write_bytes", write)
     run = tmp_path / "full"
-    assert main([*base, "--out", str(run)]) == 2
+    assert main([*base, "--out", str(run)]) == 1  # the machine's failure, not the input's
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{run / 'metrics.csv'}: no space left on device" in err
+    assert err.count("\n") == 1 and f"cannot write {run / 'metrics.csv'}: no space left on the device" in err
+    assert f"resume with: senet train --resume {run}" in err
     monkeypatch.setattr(rundir, "atomic_write_bytes", real_write)
     assert load_state(run)["epoch"] == 2
     ref, result = straight

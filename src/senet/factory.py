@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from .errors import UserTypeError
 from .layers.fused_se import set_fused
 from .models.card import attach_card, card_for
 from .models.features import FeatureBackbone
@@ -49,7 +50,7 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     """
     fused = overrides.pop("se_fused", None)
     if fused not in (None, True, False):
-        raise TypeError(f"se_fused must be True, False or None, got {fused!r}")
+        raise UserTypeError(f"se_fused must be True, False or None, got {fused!r}")
     spec = get_model_spec(name)
     tag = resolve_name(name)[1]
     headless = overrides.get("num_classes") == 0
@@ -57,7 +58,7 @@ def create_model(name: str, *, pretrained: bool | str | os.PathLike[str] = False
     if headless:  # built with its classifier (and a pooling) so that published weights load, then dropped
         overrides = {k: v for k, v in overrides.items() if k not in ("num_classes", "global_pool")}
     if out_indices is not None and not features_only:
-        raise TypeError("out_indices applies only with features_only=True")
+        raise UserTypeError("out_indices applies only with features_only=True")
     model = spec.build(**overrides)
     cfg = None
     if pretrained is not False and pretrained is not None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import MismatchError
 from ..models.card import ModelCard
 
 __all__ = ["DataMismatch", "checkpoint_data_mismatch"]
 
 
-class DataMismatch(ValueError):
+class DataMismatch(MismatchError):
     """The data differs from what the checkpoint was trained on in a way that invalidates results."""
 
 

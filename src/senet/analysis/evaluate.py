@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import load_dataset
+from ..errors import UserInputError
 from ..models.card import ModelCard
 
 __all__ = ["batch_counts", "summarize", "evaluate", "card_dataset"]
@@ -100,10 +101,10 @@ def card_dataset(card: ModelCard, spec: str | None = None, split: str = "test", 
 
     spec = spec or card.dataset
     if spec is None:
-        raise ValueError(f"the card of {card.name} names no training dataset; give one (--data)")
+        raise UserInputError(f"the card of {card.name} names no training dataset; give one (--data)")
     root = root if root is not None else card.data_root
     data = load_dataset(spec, split, root=root, image_size=card.input_size[1])
     if card.classes is not None and len(data.classes) != len(card.classes):
-        raise ValueError(f"{data.name} has {len(data.classes)} classes but {card.name} was trained on "
+        raise UserInputError(f"{data.name} has {len(data.classes)} classes but {card.name} was trained on "
                          f"{len(card.classes)}")
     return data.with_view(card.eval_transform())

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from ..layers.se import ConstantGate, SqueezeExcite
 
 __all__ = [
@@ -42,7 +43,7 @@ def se_blocks(model: nn.Module, pattern: str | None = None) -> dict[str, Squeeze
         blocks = {n: m for n, m in blocks.items() if fnmatch.fnmatchcase(n, pattern)}
     if not blocks:
         what = f" matching {pattern!r}" if pattern else ""
-        raise ValueError(f"{type(model).__name__} has no SE blocks{what}")
+        raise UserInputError(f"{type(model).__name__} has no SE blocks{what}")
     return blocks
 
 
@@ -58,7 +59,7 @@ class GateRecorder:
         names = list(found) if blocks is None else list(blocks)
         missing = [n for n in names if n not in found]
         if missing:
-            raise ValueError(f"not SE blocks of this model: {missing}; SE blocks are {list(found)}")
+            raise UserInputError(f"not SE blocks of this model: {missing}; SE blocks are {list(found)}")
         self.blocks = {n: found[n] for n in names}
         self.last: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -130,10 +131,10 @@ def record_excitations(
     result does not depend on the batch size.
     """
     if not 0 < tol < 1:
-        raise ValueError(f"tol must be in (0, 1), got {tol}")
+        raise UserInputError(f"tol must be in (0, 1), got {tol}")
     classes = list(classes) if classes is not None else [str(k) for k in range(num_classes)]
     if len(classes) != num_classes:
-        raise ValueError(f"{len(classes)} class names for num_classes={num_classes}")
+        raise UserInputError(f"{len(classes)} class names for num_classes={num_classes}")
     se_blocks(model)  # fail early, naming the problem, on a model without SE blocks
     device = torch.device(device) if device is not None else next(model.parameters()).device
     counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
@@ -148,7 +149,7 @@ def record_excitations(
             for x, y in batches:
                 x, y = x.to(device), y.to(device)
                 if y.min() < 0 or y.max() >= num_classes:
-                    raise ValueError(f"labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
+                    raise UserInputError(f"labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
                 model(x)
                 counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
                 for name, s in rec.last.items():
@@ -164,7 +165,7 @@ def record_excitations(
     finally:
         model.train(was_training)
     if not sums:
-        raise ValueError("no batches were given, so no excitation was recorded")
+        raise UserInputError("no batches were given, so no excitation was recorded")
     names = list(rec.blocks)
     n = counts.sum()
     present = counts > 0
@@ -192,13 +193,13 @@ def fixed_gates(
     """Temporarily replace the gates of ``blocks`` by constants: ``"one"`` (the block does nothing,
     §7.2's removal) or ``"mean"`` (each channel held at its dataset-mean excitation from ``stats``)."""
     if value not in ("one", "mean"):
-        raise ValueError(f"value={value!r} is not supported; allowed values: 'one', 'mean'")
+        raise UserInputError(f"value={value!r} is not supported; allowed values: 'one', 'mean'")
     if value == "mean" and stats is None:
-        raise ValueError("value='mean' needs the ExcitationStats of the dataset (stats=...)")
+        raise UserInputError("value='mean' needs the ExcitationStats of the dataset (stats=...)")
     found = se_blocks(model)
     missing = [b for b in blocks if b not in found]
     if missing:
-        raise ValueError(f"not SE blocks of this model: {missing}")
+        raise UserInputError(f"not SE blocks of this model: {missing}")
     saved = {b: found[b].gate for b in blocks}
     try:
         for b in blocks:

@@ -6,6 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
+from ..errors import MissingPathError, UserInputError
 from .sweeps import add_run_arguments, execute
 
 
@@ -31,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments import load_sweep  # here: `senet --help` must not import torch
 
     if not Path(args.sweep).is_file() and args.sweep not in shipped_sweeps():
-        raise FileNotFoundError(f"no sweep file or shipped sweep named {args.sweep!r}; shipped: "
-                                f"{', '.join(shipped_sweeps())}")
+        raise MissingPathError(f"no sweep file or shipped sweep named {args.sweep!r}; shipped: "
+                               f"{', '.join(shipped_sweeps())}")
     sweep = load_sweep(args.sweep)
     out = Path(args.out or f"runs/ablate-{Path(args.sweep).stem}")
     baseline = args.baseline or sweep.cells[0].label
     if baseline not in [c.label for c in sweep.cells]:
-        raise ValueError(f"--baseline {baseline!r} is not a cell; cells are {[c.label for c in sweep.cells]}")
+        raise UserInputError(f"--baseline {baseline!r} is not a cell; cells are {[c.label for c in sweep.cells]}")
     return execute(sweep, out, args, baseline=baseline, cells=args.only)

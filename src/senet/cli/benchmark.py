@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes
+from ..errors import UserInputError
 from .common import add_input_size_argument
 
 # senet.cost.speed's choices, written out so that `senet benchmark --help` needs no torch (tests/test_cli.py checks
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from ..device import intra_op_threads
 
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        raise UserInputError(f"--threads must be >= 1, got {args.threads}")
     with intra_op_threads(args.threads):  # restored afterwards: main() may be called in-process
         result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
                            batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
@@ -63,7 +65,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_benchmark(result))
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json_out.with_suffix(args.json_out.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(args.json_out)
+        atomic_write_bytes(args.json_out, json.dumps(result, indent=2).encode())
     return 0

@@ -134,6 +134,11 @@ def join_input_size_words(argv: Sequence[str]) -> list[str]:
         if word == "--input-size" and len(nxt) == 3 and all(w.isdigit() for w in nxt):
             out.append(f"--input-size={'x'.join(nxt)}")
             i += 4
+        elif word == "--input-size" and len(nxt) >= 2 and nxt[0].isdigit() and nxt[1].isdigit():
+            # two numbers: neither form; joined, so the size check names it rather than argparse
+            # calling the second an unrecognized argument
+            out.append(f"--input-size={nxt[0]}x{nxt[1]}")
+            i += 3
         elif word == "--input-size" and nxt and not nxt[0].startswith("-"):
             out.append(f"--input-size={nxt[0]}")
             i += 2
@@ -162,3 +167,19 @@ def finish_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> An
         finish(args, parser)
         del args.finish
     return args
+
+
+def busy_cpu_latency_note() -> str | None:
+    """A one-line note for latencies measured while other processes keep at least one core busy
+    (the 1-minute load average, less this process): they are slower and noisier than on a quiet
+    machine. None when the CPU is quiet or the load cannot be read."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load - 1.0 < 1.0:
+        return None
+    return (f"the CPU is busy (load average {load:.1f} on {cores} cores): the latencies above are slower and "
+            f"noisier than on a quiet machine")
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserInputError
 from .sweeps import add_run_arguments, execute
 
 # senet.experiments.DEFAULT_MODELS, written out so that `senet compare --help` needs no torch (tests/test_cli.py
@@ -46,7 +47,7 @@ def _run_recipes(args: argparse.Namespace, seeds: list[int]) -> int:
     from ..experiments.compare import recipe_comparison_sweep, write_recipe_comparison
 
     if len(args.models) > 1 and list(args.models) != list(DEFAULT_MODELS):
-        raise ValueError("with --recipe give one SE model (it is paired with its plain twin), got "
+        raise UserInputError("with --recipe give one SE model (it is paired with its plain twin), got "
                          f"{' '.join(args.models)}")
     model = args.models[0] if list(args.models) != list(DEFAULT_MODELS) else "se_resnet20"
     sweep = recipe_comparison_sweep(args.recipe, model, seeds=seeds)

@@ -44,9 +44,20 @@ def run(args: argparse.Namespace) -> int:
     loader = make_loader(data, args.batch_size, train=False, device=device)
     model = serving_model(ckpt.model.to(device), device, max(1, min(args.batch_size, len(data))),
                           compile=compile_option(args.compile), fast=not args.eager)
-    m = evaluate(model, loader)
+    seen = []  # the images evaluated: an undecodable one is left out of the split, not replaced
+
+    def counted(batches):
+        for x, y in batches:
+            seen.append(len(y))
+            yield x, y
+
+    m = evaluate(model, counted(loader))
     print(f"checkpoint: {ckpt.path} ({'verified' if ckpt.verified else 'NOT verified: it has no content hash'})")
     epoch = ckpt.meta.epoch if ckpt.meta.epoch is not None else "?"
-    print(f"{card.name} (epoch {epoch}) on {data.name}, {len(data):,} images:")
-    print(f"  loss {m['loss']:.4f}   top-1 error {m['top1_err']:.2f}%   top-5 error {m['top5_err']:.2f}%")
+    left_out = len(data) - sum(seen)
+    print(f"{card.name} (epoch {epoch}) on {data.name}, {sum(seen):,} images"
+          + (f" ({left_out} that cannot be decoded left out)" if left_out else "") + ":")
+    top5 = (f"top-5 error {m['top5_err']:.2f}%" if len(card.classes or data.classes) > 5
+            else f"(top-5 error not shown: {len(card.classes or data.classes)} classes)")
+    print(f"  loss {m['loss']:.4f}   top-1 error {m['top1_err']:.2f}%   {top5}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserInputError
 from .common import add_checkpoint_argument, add_device_argument, resolve_device
 
 
@@ -40,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         show = [int(c) for c in args.classes.split(",")] if args.classes else None
     except ValueError:
-        raise ValueError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
+        raise UserInputError(f"--classes must be comma-separated integers, got {args.classes!r}") from None
     if show and not all(0 <= c < len(data.classes) for c in show):
-        raise ValueError(f"--classes must lie in 0..{len(data.classes) - 1}, got {show}")
+        raise UserInputError(f"--classes must lie in 0..{len(data.classes) - 1}, got {show}")
     device = resolve_device(args.device)
     loader = make_loader(data, args.batch_size, train=False, device=device)
     ckpt = Path(args.checkpoint)

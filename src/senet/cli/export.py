@@ -7,6 +7,7 @@ import contextlib
 import sys
 from typing import Iterator
 
+from ..errors import UserInputError
 from .common import add_input_size_argument, add_overrides_argument, add_source_argument, output_file
 
 
@@ -44,8 +45,8 @@ def _check_opset(opset: int | None, dynamo: bool) -> None:
         return
     top = ONNX_MAX_OPSET if dynamo else ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
     if opset is not None and not ONNX_MIN_OPSET <= opset <= top:
-        raise ValueError(f"--opset {opset}: the {'dynamo' if dynamo else 'TorchScript-based'} ONNX exporter supports "
-                         f"opsets {ONNX_MIN_OPSET}-{top}" + ("" if dynamo or opset < top else "; --dynamo goes higher"))
+        raise UserInputError(f"--opset {opset}: the {'dynamo' if dynamo else 'TorchScript-based'} ONNX exporter supports "
+                             f"opsets {ONNX_MIN_OPSET}-{top}" + ("" if dynamo or opset < top else "; --dynamo goes higher"))
 
 
 @contextlib.contextmanager
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         # torch's message carries the whole graph; its first clause says what failed.
         reason = str(e).split("[Caused by")[0].strip().splitlines()[0]
         at = f" at --opset {args.opset}" if args.opset is not None else ""
-        raise ValueError(f"the ONNX exporter cannot express this model{at}: {reason}"
-                         + ("; try a higher --opset (default 17)" if args.opset is not None else "")) from None
+        raise UserInputError(f"the ONNX exporter cannot express this model{at}: {reason}"
+                             + ("; try a higher --opset (default 17)" if args.opset is not None else "")) from None
     print(result.summary())
     return 0

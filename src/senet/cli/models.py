@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserInputError
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models", description="List registered models.")
@@ -21,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         families = sorted({get_model_spec(n).family for n in list_models()})
         wanted = " and ".join(x for x in (
             f"pattern {args.pattern!r}" if args.pattern else "", f"family {args.family!r}" if args.family else "") if x)
-        raise ValueError(f"no registered model matches {wanted}. Families: {', '.join(families)}")
+        raise UserInputError(f"no registered model matches {wanted}. Families: {', '.join(families)}")
     if args.names:
         print("\n".join(names))
         return 0

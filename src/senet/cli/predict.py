@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UserInputError
 from .common import add_inference_arguments, add_overrides_argument, compile_option, output_file
 
 
@@ -35,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         source, inputs = args.checkpoint, args.inputs
     elif len(args.inputs) < 2:
-        raise ValueError("give a checkpoint (or model name) and at least one image, folder or glob")
+        raise UserInputError("give a checkpoint (or model name) and at least one image, folder or glob")
     else:
         source, inputs = args.inputs[0], args.inputs[1:]
     if args.out and not args.out.lower().endswith((".csv", ".json")):
-        raise ValueError(f"--out {args.out}: the extension must be .csv or .json")
+        raise UserInputError(f"--out {args.out}: the extension must be .csv or .json")
     skipped = []
 
     def report(path, reason):  # one line per unreadable image, and carry on
@@ -51,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
                                 fast=not args.eager, compile=compile_option(args.compile))
     if predictions:
         print(format_predictions(predictions))
-    if args.out:
+    if not predictions:
+        print("senet predict: error: no image could be read" + (f"; {args.out} left as it was" if args.out else ""),
+              file=sys.stderr)
+        return 2
+    if args.out:  # only with predictions to write: a command that predicted nothing replaces no file
         write_predictions(predictions, args.out)
         print(f"wrote {len(predictions)} prediction(s) to {args.out}", file=sys.stderr)
-    if not predictions:
-        print("senet predict: error: no image could be read", file=sys.stderr)
-        return 2
     return 1 if skipped else 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .common import add_overrides_argument, add_source_argument
+from ..errors import UserInputError
+from .common import add_overrides_argument, add_source_argument, busy_cpu_latency_note
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Quantize a trained checkpoint (or a registered model) to INT8 with PyTorch's "
                                    "PT2E flow for x86 (needs torchao: pip install 'senet[quantize]'), calibrated on "
                                    "training images, and report top-1 on the test split and latency at --batch-size "
-                                   "before and after.")
+                                   "before and after. A registered name has random weights: latency only.")
     add_source_argument(p)
     p.add_argument("--data", default=None,
                    help="dataset spec (default: the checkpoint's training dataset; 'bundled' for a name)")
@@ -43,22 +43,38 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..deploy.export import export
     from ..deploy.inference import looks_like_path, resolve_model
-    from ..deploy.quantize import dataset_tensors, onnx_top1, quantize_and_measure, quantize_onnx, save_quantized
+    from ..atomic import check_writable
+    from ..deploy.quantize import (check_quantized_path, dataset_tensors, onnx_top1, quantize_and_measure,
+                                   quantize_onnx, save_quantized)
+    from ..analysis.datacheck import DataMismatch, checkpoint_data_mismatch
     from ..analysis.evaluate import card_dataset
 
     for flag, value in (("--calibration-images", args.calibration_images), ("--batch-size", args.batch_size),
                         ("--eval-images", args.eval_images)):
         if value is not None and value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+            raise UserInputError(f"{flag} must be >= 1, got {value}")
     steps = args.finetune_steps
     if steps is not None and args.gate != "hard_sigmoid":
-        raise ValueError("--finetune-steps applies to --gate hard_sigmoid")
+        raise UserInputError("--finetune-steps applies to --gate hard_sigmoid")
     steps = (300 if args.gate == "hard_sigmoid" else 0) if steps is None else steps
+    # Where the results go is checked before the (minutes of) calibration and evaluation.
+    if args.out:
+        check_quantized_path(args.out)
+    if args.onnx:
+        onnx_out = check_writable(args.onnx)
+        fp32 = check_writable(onnx_out.with_name(f"{onnx_out.stem}.fp32.onnx"))
     overrides = dict(args.overrides)
-    if looks_like_path(args.source):
+    trained = looks_like_path(args.source)
+    if trained:
         model = resolve_model(args.source, overrides or None)
         train = card_dataset(model.pretrained_cfg, args.data, "train", args.root)
         test = card_dataset(model.pretrained_cfg, args.data, "test", args.root)
+        # as senet eval: data with other classes or channels would make the accuracy meaningless
+        errors, warnings = checkpoint_data_mismatch(model.pretrained_cfg, test)
+        if errors:
+            raise DataMismatch("; ".join(errors) + "; the accuracy would be meaningless")
+        for problem in warnings:
+            print(f"senet quantize: warning: {problem}", file=sys.stderr)
     else:
         train = load_dataset(args.data or "bundled", "train", root=args.root)
         test = load_dataset(args.data or "bundled", "test", root=args.root)
@@ -71,19 +87,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         quantized, report = quantize_and_measure(model, calibration, images, labels, gate_policy=args.gate,
                                                  finetune_data=finetune_data, finetune_steps=steps,
-                                                 batch_size=args.batch_size, compile=not args.no_compile)
+                                                 batch_size=args.batch_size, compile=not args.no_compile,
+                                                 accuracy=trained)
     except ImportError as e:  # the optional extra is missing: one line naming it
         print(f"senet quantize: error: {e}", file=sys.stderr)
         return 2
-    print(f"{model.pretrained_cfg.name} on {test.name}")
+    print(f"{model.pretrained_cfg.name} on {test.name}" + ("" if trained else " (random weights: latency only)"))
     print(report.summary())
+    note = busy_cpu_latency_note()
+    if note:
+        print(f"senet quantize: note: {note}", file=sys.stderr)
     if args.out:
         print(f"wrote {save_quantized(quantized, images[:args.batch_size], args.out)}")
     if args.onnx:
-        onnx_out = Path(args.onnx)
-        fp32 = onnx_out.with_name(f"{onnx_out.stem}.fp32.onnx")
         export(model, fp32, "onnx", input_size=tuple(images.shape[1:]), dynamic_batch=True)
         quantize_onnx(fp32, onnx_out, list(calibration.split(32)))
-        print(f"wrote {onnx_out} (ONNX Runtime static INT8; fp32 model at {fp32}); top-1 in ONNX Runtime: "
-              f"fp32 {onnx_top1(fp32, images, labels):.2f}%, INT8 {onnx_top1(onnx_out, images, labels):.2f}%")
+        accuracy = (f"; top-1 error in ONNX Runtime: fp32 {100 - onnx_top1(fp32, images, labels):.2f}%, "
+                    f"INT8 {100 - onnx_top1(onnx_out, images, labels):.2f}%") if trained else ""
+        print(f"wrote {onnx_out} (ONNX Runtime static INT8; fp32 model at {fp32}){accuracy}")
     return 0

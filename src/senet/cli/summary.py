@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import UserInputError
 from .common import add_input_size_argument, add_overrides_argument
 
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.bytes_dtype]
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UserInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     count = dict(traffic=args.bytes, dtype=dtype, batch=args.batch_size, channels_last=args.channels_last)
 
     costs = {}

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import UserInputError
 from .common import add_device_argument, resolve_device
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def execute(sweep: Sweep, out: Path, args: argparse.Namespace, baseline: str | N
 
     if args.seeds is not None:
         if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+            raise UserInputError(f"--seeds must be >= 1, got {args.seeds}")
         sweep = replace(sweep, seeds=tuple(range(args.seeds)))
     reporter = TerminalReporter(tty=False) if args.verbose else Reporter()
     resolve_device(args.device)  # a bad --device fails now, not in the first cell

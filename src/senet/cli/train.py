@@ -7,6 +7,7 @@ import shlex
 import sys
 import time
 
+from ..errors import UserInputError
 from .common import add_device_argument, resolve_device
 
 
@@ -56,17 +57,19 @@ def run(args: argparse.Namespace) -> int:
     from ..train.config import check_resume_changes
     from ..train.distributed import barrier, cleanup, setup_from_env
     from ..train.reconcile import has_checkpoint
+    from ..train.run import refuse_unused_changes
     from ..train.threads import busy_cpu_note
 
     overrides = _flag_overrides(args) + list(args.overrides)
     if args.resume:
         if args.config or args.out or args.overwrite:
-            raise ValueError("--resume continues a run with its own config and directory; "
-                             "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
+            raise UserInputError("--resume continues a run with its own config and directory; "
+                                 "drop --config/--out/--overwrite (flags and --set still apply, e.g. --epochs)")
         run_cfg = resume_config(args.resume)
         cfg = apply_overrides(run_cfg, overrides)
         if has_checkpoint(args.resume):  # (a run without one starts over: anything may change)
-            check_resume_changes(run_cfg, cfg)  # e.g. another optimiser or model: refused before any work
+            # e.g. another optimiser or model, or initial weights a resume would not read: refused before any work
+            refuse_unused_changes(check_resume_changes(run_cfg, cfg))
         run_dir = args.resume
     ranks, device = setup_from_env(str(resolve_device(args.device)))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserInputError
 from .sweeps import add_run_arguments, execute
 
 
@@ -39,14 +40,14 @@ def run(args: argparse.Namespace) -> int:
         weights = str(resolve_checkpoint(args.checkpoint))
         card = read_checkpoint_meta(weights).card
         if card.retrofit is not None:
-            raise ValueError(f"{args.checkpoint} already has retrofitted blocks; start from a plain network")
+            raise UserInputError(f"{args.checkpoint} already has retrofitted blocks; start from a plain network")
         model, source = args.model or card.name, "senet"
         # Classes and channels follow the dataset being fine-tuned on (JSON data: the sweep config takes it).
         overrides = {k: v for k, v in card.to_dict()["overrides"].items() if k not in ("num_classes", "in_chans")}
         data = args.data or card.dataset
     else:
         if not args.model:
-            raise ValueError("--weights needs --model, the registered plain network they fit")
+            raise UserInputError("--weights needs --model, the registered plain network they fit")
         weights, model, source, overrides, data = args.weights, args.model, args.source, {}, args.data
     sweep = transfer_sweep(model, weights, source=source, overrides=overrides, data=data, recipe=args.config,
                            seeds=list(range(args.seeds or 1)), reduction=args.reduction, bn=args.bn,

@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import UserInputError
 from ..layers import fused_se
 from ..layers.se import SqueezeExcite
 from .traffic import TRAFFIC_KINDS, Traffic, count_traffic
@@ -120,7 +121,7 @@ def complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, t
     """
     input_size = tuple(int(s) for s in input_size)
     if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (channels, height, width), got {input_size}")
+        raise UserInputError(f"input_size must be (channels, height, width), got {input_size}")
     se_modules = {name: m for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
     parts = {name: PartCost(name) for name, _ in model.named_children()}
 
@@ -173,7 +174,7 @@ def complexity(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, t
     cost = Complexity(input_size, [p for p in parts.values() if p not in unowned])
     if traffic:
         if not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+            raise UserInputError(f"batch must be an integer >= 1, got {batch!r}")
         kinds = [k for k in TRAFFIC_KINDS if fused_se.triton_available() or k.endswith("eager")]
         cost.traffic = {kind: count_traffic(model, input_size, train=kind.startswith("train"),
                                             fused=kind.endswith("fused"), dtype=dtype, batch=batch,

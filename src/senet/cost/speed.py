@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..device import resolve_device
+from ..errors import UserInputError
 from ..layers.fused_se import set_fused, triton_available, use_fused
 from ..factory import create_model
 from ..models.registry import get_model_spec
@@ -95,10 +96,10 @@ def _timm_builder(tname: str, extra: dict[str, Any]) -> Callable[[], nn.Module]:
     try:
         import timm
     except Exception as err:  # ImportError, or a timm that fails to import with this torch
-        raise ValueError(f"--against timm needs timm, which cannot be imported here ({err}); "
-                         f"pip install timm, or leave out --against") from None
+        raise UserInputError(f"--against timm needs timm, which cannot be imported here ({err}); "
+                             f"pip install timm, or leave out --against") from None
     if tname not in timm.list_models():
-        raise ValueError(f"timm has no model {tname!r} to compare with")
+        raise UserInputError(f"timm has no model {tname!r} to compare with")
     return lambda: timm.create_model(tname, pretrained=False, **extra)
 
 
@@ -232,7 +233,7 @@ def benchmark(
 
     names = [names] if isinstance(names, str) else list(names)
     if not names:
-        raise ValueError("benchmark: give at least one model name")
+        raise UserInputError("benchmark: give at least one model name")
     check_choice("mode", mode, MODES)
     check_choice("precision", precision, PRECISIONS)
     check_choice("fused", fused, FUSED)
@@ -240,13 +241,13 @@ def benchmark(
     for m in compiled:
         check_choice("compiled", m, COMPILE_MODES)
     if len(set(compiled)) != len(compiled):
-        raise ValueError(f"compiled lists a mode twice: {compiled}")
+        raise UserInputError(f"compiled lists a mode twice: {compiled}")
     if against not in (None, "timm"):
-        raise ValueError(f"against={against!r} is not supported; allowed: 'timm'")
+        raise UserInputError(f"against={against!r} is not supported; allowed: 'timm'")
     for arg, value, low in (("batch_size", batch_size, 1), ("rounds", rounds, 1), ("steps", steps, 1),
                             ("warmup", warmup, 0)):
         if not isinstance(value, int) or value < low:
-            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+            raise UserInputError(f"{arg} must be an integer >= {low}, got {value!r}")
     device = resolve_device(device)  # the forms, and CUDA/MPS present, checked as everywhere
     size = tuple(input_size or get_model_spec(names[0]).input_size)
     entries = _entries(names, baseline, against, fused, num_classes, compiled)

@@ -21,6 +21,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..errors import UserInputError
 from ..layers import fused_se
 
 __all__ = ["Traffic", "count_traffic", "TRAFFIC_KINDS"]
@@ -171,7 +172,7 @@ def _recording(fused: bool) -> Any:
     if not fused:
         return contextlib.nullcontext([])
     if not fused_se.triton_available():
-        raise ValueError("counting the fused path's traffic needs Triton (pip install 'senet[gpu]')")
+        raise UserInputError("counting the fused path's traffic needs Triton (pip install 'senet[gpu]')")
     from ..layers import _triton_se  # the kernels' plans: only with Triton installed
 
     return _triton_se.recording()

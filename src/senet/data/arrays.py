@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserInputError
 from .transforms import EvalView
 
 __all__ = ["ArrayDataset", "channel_stats", "write_image_folder"]
@@ -20,9 +21,9 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     need a float copy of the whole array.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+        raise UserInputError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
     if images.shape[0] == 0:
-        raise ValueError("cannot compute channel statistics of an empty image set")
+        raise UserInputError("cannot compute channel statistics of an empty image set")
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
@@ -62,21 +63,21 @@ class ArrayDataset:
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(
+            raise UserInputError(
                 f"ArrayDataset.images must be a uint8 (N, C, H, W) tensor, got "
                 f"{getattr(self.images, 'dtype', type(self.images).__name__)} {tuple(getattr(self.images, 'shape', ()))}"
             )
         if not isinstance(self.labels, torch.Tensor) or self.labels.dtype != torch.int64 or self.labels.ndim != 1:
-            raise ValueError("ArrayDataset.labels must be an int64 (N,) tensor")
+            raise UserInputError("ArrayDataset.labels must be an int64 (N,) tensor")
         if len(self.labels) != len(self.images):
-            raise ValueError(f"ArrayDataset has {len(self.images)} images but {len(self.labels)} labels")
+            raise UserInputError(f"ArrayDataset has {len(self.images)} images but {len(self.labels)} labels")
         channels = self.images.shape[1]
         if len(self.mean) != channels or len(self.std) != channels:
-            raise ValueError(f"ArrayDataset.mean/std need {channels} values (one per channel)")
+            raise UserInputError(f"ArrayDataset.mean/std need {channels} values (one per channel)")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"ArrayDataset.std must be positive, got {self.std}")
+            raise UserInputError(f"ArrayDataset.std must be positive, got {self.std}")
         if len(self.labels) and not (0 <= int(self.labels.min()) and int(self.labels.max()) < len(self.classes)):
-            raise ValueError(f"ArrayDataset labels must lie in [0, {len(self.classes)}) (one per class)")
+            raise UserInputError(f"ArrayDataset labels must lie in [0, {len(self.classes)}) (one per class)")
         if self.eval_view is None:
             self.eval_view = EvalView.whole_image(self.input_size, self.mean, self.std)
 
@@ -103,7 +104,7 @@ def write_image_folder(dataset: ArrayDataset, root: str | os.PathLike[str], spli
     from PIL import Image  # here: Pillow is needed only to write image files (import senet.data stays light)
 
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserInputError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root)
     base = root / ("train" if split == "train" else "val")
     stop = len(dataset) if limit is None else min(start + int(limit), len(dataset))

@@ -21,6 +21,8 @@ import re
 import torch
 from torch.nn import functional as F
 
+from ..errors import UserInputError
+
 __all__ = ["RandAugmentSpec", "parse_randaugment", "RandAugmentParams", "sample_randaugment", "rand_augment", "OPS"]
 
 # timm's _RAND_INCREASING_TRANSFORMS (``inc1``): magnitude 0 is always the identity.
@@ -56,12 +58,12 @@ def parse_randaugment(text: str) -> RandAugmentSpec:
     """Parse timm's RandAugment string, e.g. ``rand-m7-mstd0.5-inc1`` (RSB A2/A3) or ``rand-m9-n3``."""
     parts = text.split("-")
     if parts[0] != "rand":
-        raise ValueError(f"expected a string starting with 'rand', got {text!r}")
+        raise UserInputError(f"expected a string starting with 'rand', got {text!r}")
     values: dict[str, float] = {}
     for part in parts[1:]:
         m = re.fullmatch(r"(mstd|mmax|inc|m|n|p)([0-9.]+)", part)
         if m is None:
-            raise ValueError(f"unknown part {part!r} in {text!r}")
+            raise UserInputError(f"unknown part {part!r} in {text!r}")
         values[m.group(1)] = float(m.group(2))
     mstd = values.get("mstd", 0.0)
     spec = RandAugmentSpec(magnitude=values.get("m", 9.0), num_ops=int(values.get("n", 2)),
@@ -69,7 +71,7 @@ def parse_randaugment(text: str) -> RandAugmentSpec:
                            prob=values.get("p", 0.5), magnitude_max=values.get("mmax", LEVEL_DENOM))
     if not (0 <= spec.magnitude <= LEVEL_DENOM and spec.num_ops >= 1 and spec.mstd >= 0 and 0 <= spec.prob <= 1
             and 0 < spec.magnitude_max <= LEVEL_DENOM):
-        raise ValueError(f"out of range in {text!r}: m in [0, 10], n >= 1, mstd >= 0, p in [0, 1], mmax in (0, 10]")
+        raise UserInputError(f"out of range in {text!r}: m in [0, 10], n >= 1, mstd >= 0, p in [0, 1], mmax in (0, 10]")
     return spec
 
 

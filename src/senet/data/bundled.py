@@ -15,6 +15,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from ..errors import UserInputError
 from .arrays import ArrayDataset, channel_stats
 from .seeding import generator_for
 
@@ -70,12 +71,12 @@ def parse_synthetic(spec: str) -> tuple[int, tuple[int, int, int]]:
                 raise ValueError
             shape = dims  # type: ignore[assignment]
     except ValueError:
-        raise ValueError(
+        raise UserInputError(
             f"dataset spec {spec!r} is malformed; use 'synthetic', 'synthetic:N' or 'synthetic:N:CxHxW' "
             f"(e.g. 'synthetic:512:1x28x28')"
         ) from None
     if size < 1 or min(shape) < 1:
-        raise ValueError(f"dataset spec {spec!r}: the size and every dimension must be positive")
+        raise UserInputError(f"dataset spec {spec!r}: the size and every dimension must be positive")
     return size, shape
 
 

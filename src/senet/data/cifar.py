@@ -27,17 +27,18 @@ from typing import IO
 import numpy as np
 import torch
 
+from ..errors import BadFileError, MissingPathError, UserInputError
 from .arrays import ArrayDataset, channel_stats
 
 __all__ = ["CIFAR", "CifarSource", "DatasetNotFoundError", "ChecksumError", "load_cifar", "download_archive",
            "default_root"]
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingPathError):
     """No local copy of a dataset, and it could not (or may not) be downloaded."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(BadFileError):
     """A downloaded file whose MD5 differs from the expected one (it is deleted)."""
 
 
@@ -104,9 +105,9 @@ def _unpickle(stream: IO[bytes], where: str) -> dict:
     try:
         obj = _ArrayUnpickler(stream, encoding="bytes").load()
     except Exception as e:  # any malformed pickle: name the file rather than show pickle internals
-        raise ValueError(f"{where} is not a CIFAR python batch: {type(e).__name__}: {e}") from None
+        raise UserInputError(f"{where} is not a CIFAR python batch: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{where} is not a CIFAR python batch (expected a dict, got {type(obj).__name__})")
+        raise UserInputError(f"{where} is not a CIFAR python batch (expected a dict, got {type(obj).__name__})")
     return obj
 
 
@@ -129,10 +130,10 @@ def _read_members(source: CifarSource, location: Path, names: list[str]) -> dict
                 if member.isfile() and base in names and base not in found:
                     found[base] = _unpickle(io.BytesIO(tar.extractfile(member).read()), f"{location}:{member.name}")
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise ValueError(f"{location} is not a readable {source.archive} archive: {e}") from None
+        raise UserInputError(f"{location} is not a readable {source.archive} archive: {e}") from None
     missing = [n for n in names if n not in found]
     if missing:
-        raise ValueError(f"{location} is not a {source.title} python archive: it lacks {', '.join(missing)}")
+        raise UserInputError(f"{location} is not a {source.title} python archive: it lacks {', '.join(missing)}")
     return found
 
 
@@ -141,9 +142,9 @@ def _batch_arrays(batch: dict, source: CifarSource, where: str) -> tuple[torch.T
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[source.label_key], dtype=np.int64)
     except KeyError as e:
-        raise ValueError(f"{where}: CIFAR batch lacks the key {e.args[0]!r}") from None
+        raise UserInputError(f"{where}: CIFAR batch lacks the key {e.args[0]!r}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise ValueError(f"{where}: expected (N, 3072) pixels and N labels, got {data.shape} and {len(labels)}")
+        raise UserInputError(f"{where}: expected (N, 3072) pixels and N labels, got {data.shape} and {len(labels)}")
     # Each row is the red plane, then green, then blue, each 32x32 row-major: (N, 3, 32, 32).
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
@@ -239,7 +240,7 @@ def load_cifar(
     x, y = torch.cat([x for x, _ in chosen]), torch.cat([y for _, y in chosen])
     names = files[source.meta_file].get(source.names_key)
     if names is None:
-        raise ValueError(f"{where}:{source.meta_file} lacks {source.names_key!r}")
+        raise UserInputError(f"{where}:{source.meta_file} lacks {source.names_key!r}")
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     mean, std = channel_stats(x_train)
     name = f"{source.title} ({len(x_train):,} train / {n_test:,} test)"

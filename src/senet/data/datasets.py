@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
+from ..errors import MissingPathError, UserInputError, UserTypeError
 from ..validation import check_choice
 from .arrays import ArrayDataset
 from .bundled import BUNDLED, load_bundled, load_synthetic
@@ -46,7 +48,7 @@ def load_dataset(
     warning, "error": refuse it). ``root`` and ``download`` locate or fetch the CIFAR archives.
     """
     if not isinstance(spec, (str, Path)):
-        raise TypeError(f"dataset spec must be a name or a path, got {type(spec).__name__}")
+        raise UserTypeError(f"dataset spec must be a name or a path, got {type(spec).__name__}")
     check_choice("split", split, SPLITS)
     check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
     check_choice("empty_classes", empty_classes, EMPTY_CLASSES)
@@ -61,9 +63,20 @@ def load_dataset(
         return load_cifar(spec, split, root=root, download=download)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt,
-                                  empty_classes=empty_classes)
-    if path.exists() or "/" in spec or "\\" in spec:
-        raise ValueError(f"dataset path {spec!r} is not a folder with train/ and val/ sub-folders of class folders")
+        folder = ImageFolderDataset(path, split, image_size=image_size, on_corrupt=on_corrupt,
+                                    empty_classes=empty_classes)
+        if len(folder.classes) < 2:  # a classifier of one class is always right: its 0% error says nothing
+            raise UserInputError(f"image folder {path} has {len(folder.classes)} class "
+                                 f"({', '.join(folder.classes)}); a classifier needs at least 2 class folders "
+                                 f"under {path / 'train'}")
+        return folder
+    if path.exists():
+        raise UserInputError(f"dataset path {spec!r} is a file, not a folder with train/ and val/ sub-folders "
+                             f"of class folders")
+    if "/" in spec or "\\" in spec or not difflib.get_close_matches(spec, DATASETS, n=1):
+        # Not a dataset's name, nor close to one: a folder that is not there (a typo, or a run's
+        # relative data path used from another directory).
+        raise MissingPathError(f"no such folder: {spec!r} (looked for {path.absolute()}); datasets by name: "
+                               f"{', '.join(DATASETS)}, synthetic:N[:CxHxW]")
     check_choice("dataset", spec, [*DATASETS, "synthetic:N[:CxHxW]", "<path to an image folder>"])
     raise AssertionError("unreachable")  # check_choice raised

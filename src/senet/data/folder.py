@@ -11,12 +11,13 @@ from typing import Iterator
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import MissingPathError, UserInputError
 from ..validation import check_choice
 from .images import CorruptImageError, decode_image
 from .seeding import generator_for
 from .transforms import EvalView, cutout, hflip, random_resized_crop
 
-__all__ = ["ImageFolderDataset", "CorruptImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
+__all__ = ["ImageFolderDataset", "CorruptImageError", "SkippedImageError", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD",
            "ON_CORRUPT", "EMPTY_CLASSES"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -27,6 +28,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ON_CORRUPT = ("warn", "error")
 EMPTY_CLASSES = ("warn", "error")  # a class folder of train/ without images: skipped with a warning, or refused
 _SPLIT_DIRS = {"train": "train", "test": "val"}
+
+
+class SkippedImageError(CorruptImageError):
+    """An undecodable image under ``on_corrupt="warn"``: to be left out of its batch, with a warning."""
 
 
 class ImageFolderDataset(Dataset):
@@ -42,9 +47,11 @@ class ImageFolderDataset(Dataset):
     white (``senet.data.images``).
 
     A file Pillow cannot decode raises :class:`CorruptImageError` naming it
-    (``on_corrupt="error"``), or is reported in a warning and replaced by the next decodable
-    image of the folder (``on_corrupt="warn"``), so batches keep their size. A split in which no
-    image decodes fails here, before any training.
+    (``on_corrupt="error"``), or :class:`SkippedImageError` (``on_corrupt="warn"``), which the
+    loaders turn into a warning naming the file and drop from its batch: the image is left out
+    of the split, never replaced by another (which would count that one twice), so counts and
+    metrics are over the images that exist. A split in which no image decodes fails here, before
+    any training.
 
     A class folder of ``train/`` without images (empty, or only other files) is not a class: it
     is skipped with a warning (``empty_classes="warn"``) or refused (``"error"``); both splits
@@ -58,7 +65,7 @@ class ImageFolderDataset(Dataset):
         check_choice("on_corrupt", on_corrupt, ON_CORRUPT)
         check_choice("empty_classes", empty_classes, EMPTY_CLASSES)
         if not (isinstance(image_size, int) and not isinstance(image_size, bool) and image_size >= 1):
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+            raise UserInputError(f"image_size must be a positive integer, got {image_size!r}")
         self.root = Path(root)
         self.split, self.image_size, self.on_corrupt = split, image_size, on_corrupt
         self.train = split == "train"
@@ -107,17 +114,13 @@ class ImageFolderDataset(Dataset):
         return x, label
 
     def _load(self, index: int) -> tuple[torch.Tensor, int]:
-        # On a corrupt file in "warn" mode, move on to the next file (wrapping round) so the
-        # batch keeps its size; the warning names every file skipped.
-        for step in range(len(self.samples)):
-            path, label = self.samples[(index + step) % len(self.samples)]
-            try:
-                return decode_image(path), label
-            except CorruptImageError as e:
-                if self.on_corrupt == "error":
-                    raise
-                warnings.warn(f"skipping {e}", RuntimeWarning, stacklevel=3)
-        raise CorruptImageError(f"no image under {self.root / _SPLIT_DIRS[self.split]} can be decoded")
+        path, label = self.samples[index]
+        try:
+            return decode_image(path), label
+        except CorruptImageError as e:
+            if self.on_corrupt == "error":
+                raise
+            raise SkippedImageError(str(e)) from None  # the loader drops it from the batch and says so
 
     def _check_decodable(self) -> None:
         # Decode up to the first good image (usually the first file), so a split of nothing but
@@ -140,20 +143,20 @@ def _cutout_one(x: torch.Tensor, size: int, centre: torch.Tensor) -> torch.Tenso
 
 def _class_names(train_dir: Path, empty_classes: str, warn: bool) -> list[str]:
     if not train_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"image folder {train_dir.parent} has no train/ sub-folder; expected "
             f"<root>/train/<class>/<image> and <root>/val/<class>/<image>"
         )
     folders = sorted(entry.name for entry in os.scandir(train_dir) if entry.is_dir() and not entry.name.startswith("."))
     if not folders:
-        raise FileNotFoundError(f"{train_dir} has no class sub-folders (one folder of images per class)")
+        raise MissingPathError(f"{train_dir} has no class sub-folders (one folder of images per class)")
     empty = [name for name in folders if next(_walk_images(train_dir / name), None) is None]
     if empty and empty_classes == "error":
-        raise ValueError(f"class folder(s) {empty} of {train_dir} hold no images (extensions "
-                         f"{', '.join(IMAGE_EXTENSIONS)}); remove them, or set empty_classes='warn' to skip them")
+        raise UserInputError(f"class folder(s) {empty} of {train_dir} hold no images (extensions "
+                             f"{', '.join(IMAGE_EXTENSIONS)}); remove them, or set empty_classes='warn' to skip them")
     if len(empty) == len(folders):
-        raise FileNotFoundError(f"{train_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)} "
-                                f"in its class folder(s) {folders}")
+        raise MissingPathError(f"{train_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)} "
+                               f"in its class folder(s) {folders}")
     if empty and warn:
         warnings.warn(f"skipping class folder(s) {empty} of {train_dir}: no images in them", RuntimeWarning,
                       stacklevel=4)
@@ -188,7 +191,7 @@ def _walk_images(folder: Path) -> Iterator[Path]:
 
 def _list_images(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"image folder {split_dir.parent} has no {split_dir.name}/ sub-folder")
+        raise MissingPathError(f"image folder {split_dir.parent} has no {split_dir.name}/ sub-folder")
     present = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith("."))
     samples: list[tuple[Path, int]] = []
     unknown = []
@@ -198,12 +201,12 @@ def _list_images(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
             if next(_walk_images(split_dir / name), None) is not None:
                 unknown.append(name)
     if unknown:
-        raise ValueError(f"{split_dir} has class folder(s) {unknown} with images that train/ does not; "
-                         f"classes: {classes}")
+        raise UserInputError(f"{split_dir} has class folder(s) {unknown} with images that train/ does not; "
+                             f"classes: {classes}")
     for label, name in enumerate(classes):
         folder = split_dir / name
         if folder.is_dir():
             samples += [(path, label) for path in _walk_images(folder)]
     if not samples:
-        raise FileNotFoundError(f"{split_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
+        raise MissingPathError(f"{split_dir} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
     return samples

@@ -31,13 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import BadFileError
+
 __all__ = ["decode_image", "CorruptImageError", "BACKGROUND"]
 
 #: The colour transparent pixels are composited on (white, as an image viewer shows them).
 BACKGROUND = 255.0
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(BadFileError):
     """An image file that Pillow cannot decode; the message names the file."""
 
 

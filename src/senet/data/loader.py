@@ -12,13 +12,15 @@ and with which augmentation, is a pure function of (seed, epoch, rank).
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import UserInputError, UserTypeError
 from .arrays import ArrayDataset
-from .folder import CorruptImageError, ImageFolderDataset
+from .folder import CorruptImageError, ImageFolderDataset, SkippedImageError
 from .repeated import repeated_order
 from .seeding import check_shard, derive_seed, generator_for, pad_to, padded_size, shard_order
 from .transforms import AugmentConfig, augment_batch, sample_augment
@@ -36,16 +38,20 @@ class Loader(Protocol):
     def __len__(self) -> int: ...
 
 
+# The share of a training split that dropping the last incomplete batch may leave out unannounced.
+DROPPED_NOTE = 0.1
+
+
 class _BaseLoader:
     def __init__(self, n: int, batch_size: int, *, train: bool, seed: int, rank: int, world_size: int,
                  drop_last: bool | None, repeats: int = 1) -> None:
         if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+            raise UserInputError(f"seed must be an integer, got {seed!r}")
         check_shard(rank, world_size)
         if n < 1:
-            raise ValueError("cannot make a loader over an empty dataset")
+            raise UserInputError("cannot make a loader over an empty dataset")
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size = rank, world_size
         self.drop_last = train if drop_last is None else bool(drop_last)
@@ -54,18 +60,23 @@ class _BaseLoader:
         #: samples repeated to give every rank the same count (0 when world_size divides n).
         self.padding = padded_size(n, world_size) - n
         if self.drop_last and self.shard_size < batch_size:
-            raise ValueError(
+            raise UserInputError(
                 f"batch_size={batch_size} exceeds the {self.shard_size} samples rank {rank} sees per epoch, "
                 f"so no full batch is left; use a batch_size of at most {self.shard_size} "
-                f"(senet train --batch-size) or drop_last=False"
+                f"(senet train --batch-size; in Python, make_loader(..., drop_last=False) keeps the last batch)"
             )
+        left_out = self.shard_size % batch_size if self.drop_last else 0
+        if left_out > DROPPED_NOTE * self.shard_size:  # a small split at a large batch: say it, once
+            warnings.warn(f"batch_size={batch_size} leaves {left_out} of the {self.shard_size} samples out of each "
+                          f"epoch (the last incomplete batch is dropped; each epoch drops others); a batch_size "
+                          f"that divides {self.shard_size} uses them all", UserWarning, stacklevel=3)
         self.epoch = 0
         self.repeats = repeats if train else 1  # repeated augmentation (senet.data.repeated)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next ``iter()`` yields."""
         if not (isinstance(epoch, int) and epoch >= 0):
-            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+            raise UserInputError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -145,7 +156,7 @@ class _EpochView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | _Unreadable:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | _Unreadable | _Skipped:
         # (index, copy): the copy-th showing of a sample this epoch (repeated augmentation) draws anew.
         index, copy = item if isinstance(item, tuple) else (item, 0)
         key = (self.seed, index) if copy == 0 else (self.seed, index, copy)
@@ -153,13 +164,26 @@ class _EpochView(Dataset):
         try:
             return self.dataset.sample(index, generator, flip=self.augment.flip,
                                        cutout_size=self.augment.cutout)
+        except SkippedImageError as e:
+            return _Skipped(str(e))
         except CorruptImageError as e:
             return _Unreadable(str(e))
 
 
+class _Skipped(_Unreadable):
+    """An item left out of its batch (an undecodable image under ``on_corrupt="warn"``)."""
+
+
 def _collate(items: list) -> object:
-    failed = next((item for item in items if isinstance(item, _Unreadable)), None)
-    return failed if failed is not None else default_collate(items)
+    """A batch ``(x, y, skipped messages)``: undecodable images are left out, not replaced (the
+    batch is smaller, or ``x`` and ``y`` are None when nothing in it decoded)."""
+    failed = next((item for item in items if type(item) is _Unreadable), None)
+    if failed is not None:
+        return failed
+    kept = [item for item in items if not isinstance(item, _Skipped)]
+    skipped = tuple(item.message for item in items if isinstance(item, _Skipped))
+    x, y = default_collate(kept) if kept else (None, None)
+    return x, y, skipped
 
 
 class FolderLoader(_BaseLoader):
@@ -177,7 +201,7 @@ class FolderLoader(_BaseLoader):
         super().__init__(len(dataset), batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
                          drop_last=drop_last, repeats=repeats)
         if not (isinstance(num_workers, int) and num_workers >= 0):
-            raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+            raise UserInputError(f"num_workers must be a non-negative integer, got {num_workers!r}")
         self.dataset = dataset
         self.device = torch.device(device)
         self.augment = augment or AugmentConfig()
@@ -200,7 +224,12 @@ class FolderLoader(_BaseLoader):
         for batch in loader:
             if isinstance(batch, _Unreadable):
                 raise CorruptImageError(batch.message)
-            x, y = batch
+            x, y, skipped = batch
+            for message in skipped:  # warned once per file (the warnings module's default)
+                warnings.warn(f"skipping {message}; it is left out of the {self.dataset.split} split",
+                              RuntimeWarning, stacklevel=2)
+            if x is None:
+                continue
             yield x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
 
 
@@ -247,7 +276,7 @@ def make_loader(
         return DeviceLoader(dataset, batch_size, **common)  # type: ignore[arg-type]
     if isinstance(dataset, ImageFolderDataset):
         return FolderLoader(dataset, batch_size, num_workers=num_workers, **common)  # type: ignore[arg-type]
-    raise TypeError(f"make_loader needs an ArrayDataset or ImageFolderDataset, got {type(dataset).__name__}")
+    raise UserTypeError(f"make_loader needs an ArrayDataset or ImageFolderDataset, got {type(dataset).__name__}")
 
 
 def _check_augment_fits(augment: AugmentConfig, size: tuple[int, int]) -> None:
@@ -256,5 +285,5 @@ def _check_augment_fits(augment: AugmentConfig, size: tuple[int, int]) -> None:
     h, w = size
     for key, value in (("data.crop_padding", augment.crop_padding), ("data.cutout", augment.cutout)):
         if value > max(h, w):
-            raise ValueError(f"{key}={value} is larger than the images ({h}x{w}); use at most {max(h, w)} "
-                             f"(0 turns it off)")
+            raise UserInputError(f"{key}={value} is larger than the images ({h}x{w}); use at most {max(h, w)} "
+                                 f"(0 turns it off)")

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..errors import UserInputError
+
 __all__ = ["MixSettings", "MixParams", "sample_mix", "mix_images", "mix_targets", "smooth_targets"]
 
 MODES = ("batch", "elem")
@@ -36,9 +38,9 @@ class MixSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mix mode must be one of {MODES}, got {self.mode!r}")
+            raise UserInputError(f"mix mode must be one of {MODES}, got {self.mode!r}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0")
+            raise UserInputError("mixup_alpha and cutmix_alpha must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

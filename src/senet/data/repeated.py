@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UserInputError
 from .seeding import check_shard, generator_for, pad_to, padded_size
 
 __all__ = ["repeated_order"]
@@ -24,9 +25,9 @@ def repeated_order(n: int, *, seed: int, epoch: int, rank: int = 0, world_size: 
     round-robin, cut to ``ceil(n / world_size)`` per rank."""
     check_shard(rank, world_size)
     if n < 1:
-        raise ValueError("cannot iterate over an empty dataset")
+        raise UserInputError("cannot iterate over an empty dataset")
     if not (isinstance(repeats, int) and repeats >= 1):
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+        raise UserInputError(f"repeats must be a positive integer, got {repeats!r}")
     order = torch.randperm(n, generator=generator_for(seed, epoch, "order")).repeat_interleave(repeats)
     total = padded_size(n * repeats, world_size)
     return pad_to(order, total)[rank::world_size][: padded_size(n, world_size) // world_size]

@@ -11,6 +11,8 @@ import hashlib
 
 import torch
 
+from ..errors import UserInputError
+
 __all__ = ["derive_seed", "generator_for", "shard_order", "check_shard"]
 
 
@@ -27,9 +29,9 @@ def generator_for(*key: object) -> torch.Generator:
 
 def check_shard(rank: int, world_size: int) -> None:
     if not (isinstance(world_size, int) and world_size >= 1):
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+        raise UserInputError(f"world_size must be a positive integer, got {world_size!r}")
     if not (isinstance(rank, int) and 0 <= rank < world_size):
-        raise ValueError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
+        raise UserInputError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
 
 
 def padded_size(n: int, world_size: int) -> int:
@@ -49,7 +51,7 @@ def shard_order(
     """
     check_shard(rank, world_size)
     if n < 1:
-        raise ValueError("cannot iterate over an empty dataset")
+        raise UserInputError("cannot iterate over an empty dataset")
     order = torch.randperm(n, generator=generator_for(seed, epoch, "order")) if shuffle else torch.arange(n)
     return pad_to(order, padded_size(n, world_size))[rank::world_size]
 

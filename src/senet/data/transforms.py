@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import torch
 from torch.nn import functional as F
 
+from ..errors import UserInputError
 from ..validation import check_choice
 
 __all__ = [
@@ -64,9 +65,9 @@ class AugmentConfig:
         for field in ("crop_padding", "cutout"):
             value = getattr(self, field)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-                raise ValueError(f"AugmentConfig.{field} must be a non-negative integer, got {value!r}")
+                raise UserInputError(f"AugmentConfig.{field} must be a non-negative integer, got {value!r}")
         if not isinstance(self.flip, bool):
-            raise ValueError(f"AugmentConfig.flip must be a bool, got {self.flip!r}")
+            raise UserInputError(f"AugmentConfig.flip must be a bool, got {self.flip!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,12 +251,12 @@ class EvalView:
         set_("std", tuple(float(s) for s in self.std))
         set_("crop_pct", float(self.crop_pct))
         if len(self.input_size) != 3 or min(self.input_size) < 1:
-            raise ValueError(f"EvalView.input_size must be (C, H, W) with positive entries, got {self.input_size}")
+            raise UserInputError(f"EvalView.input_size must be (C, H, W) with positive entries, got {self.input_size}")
         if len(self.mean) != self.input_size[0] or len(self.std) != self.input_size[0]:
-            raise ValueError(f"EvalView.mean/std need {self.input_size[0]} values (one per input channel), got "
+            raise UserInputError(f"EvalView.mean/std need {self.input_size[0]} values (one per input channel), got "
                              f"{len(self.mean)}/{len(self.std)}")
         if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"crop_pct must lie in (0, 1], got {self.crop_pct}")
+            raise UserInputError(f"crop_pct must lie in (0, 1], got {self.crop_pct}")
         check_choice("crop_mode", self.crop_mode, CROP_MODES)
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
 
@@ -311,7 +312,7 @@ class EvalView:
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         """The network input for ``img``: one (C, H, W) image or a (B, C, H, W) batch."""
         if img.dim() not in (3, 4):
-            raise ValueError(f"an evaluation view takes a (C, H, W) image or a (B, C, H, W) batch, "
+            raise UserInputError(f"an evaluation view takes a (C, H, W) image or a (B, C, H, W) batch, "
                              f"got shape {tuple(img.shape)}")
         x = img.to(torch.float32) / 255 if img.dtype == torch.uint8 else img.to(torch.float32)
         x = _match_channels(x, self.input_size[0])
@@ -331,7 +332,7 @@ def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         return (x * torch.tensor(_LUMA, device=x.device).view(3, 1, 1)).sum(-3, keepdim=True)
     if have == 1:
         return x.expand(*x.shape[:-3], channels, *x.shape[-2:])
-    raise ValueError(f"the network takes {channels}-channel images; this one has {have} channels")
+    raise UserInputError(f"the network takes {channels}-channel images; this one has {have} channels")
 
 
 def _apply_geometry(x: torch.Tensor, g: ViewGeometry, out: tuple[int, int], interpolation: str,

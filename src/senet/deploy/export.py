@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -29,7 +30,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..atomic import atomic_path, check_free_space, check_writable
 from ..data.transforms import EvalView
+from ..errors import MissingExtraError, NotAFileError, SenetError, UserInputError
 from ..models.card import ModelCard, default_stats
 from .inference import card_or_default, resolve_model
 
@@ -49,7 +52,7 @@ TOLERANCE = 1e-4  # max abs difference on fp32 logits ...
 RTOL = 1e-5
 
 
-class ExportCheckError(ValueError):
+class ExportCheckError(SenetError, ValueError):
     """The exported model's outputs differ from eager PyTorch's by more than the tolerance."""
 
 
@@ -90,7 +93,7 @@ def _require(module: str, why: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{why} needs {module}: pip install 'senet[export]'") from None
+        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[export]'") from None
 
 
 def _input_size(size: int | Sequence[int] | None, default: Sequence[int]) -> tuple[int, int, int]:
@@ -100,8 +103,54 @@ def _input_size(size: int | Sequence[int] | None, default: Sequence[int]) -> tup
         size = (int(default[0]), size, size)
     size = tuple(int(s) for s in size)
     if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"input_size must be S or (C, H, W) with positive entries, got {size}")
+        raise UserInputError(f"input_size must be S or (C, H, W) with positive entries, got {size}")
     return size  # type: ignore[return-value]
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _forward_bytes(net: nn.Module, size: tuple[int, int, int], batch: int) -> int | None:
+    """A lower bound of the memory one fp32 forward pass of ``net`` holds at once: the input and
+    twice the largest output of any module (an output and the next one's), measured on the meta
+    device (shapes only, nothing allocated). None if the network does not run there."""
+    import copy
+
+    largest = 0
+
+    def record(module: nn.Module, args: Any, out: Any) -> None:
+        nonlocal largest
+        if isinstance(out, torch.Tensor):
+            largest = max(largest, out.numel())
+
+    meta = copy.deepcopy(net).to("meta")
+    for m in meta.modules():
+        m.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            meta(torch.empty(batch, *size, device="meta"))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # an op without a meta kernel
+        return None
+    return 4 * (batch * size[0] * size[1] * size[2] + 2 * largest)
+
+
+def _check_memory(net: nn.Module, size: tuple[int, int, int], batch: int) -> None:
+    """Refuse, before building anything, an input size whose forward pass cannot fit in memory."""
+    have = _available_memory()
+    need = _forward_bytes(net, size, batch) if have is not None else None
+    if have is not None and need is not None and need > have:
+        raise UserInputError(f"input_size {size[0]}x{size[1]}x{size[2]} needs more than {need / 2**30:.1f} GiB for "
+                             f"a forward pass at batch {batch}; {have / 2**30:.1f} GiB are available: give a smaller "
+                             f"input size")
 
 
 def _reference_path(model: nn.Module) -> None:
@@ -116,25 +165,33 @@ def _silence_expected_warnings() -> None:
     """Inside ``warnings.catch_warnings()``: hide what export warns about by design: tracer notes on
     the models' input-shape checks (Python branches that become constants in the trace) and the
     deprecation of the TorchScript-based tools, which this module chooses knowingly."""
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
-    warnings.filterwarnings("ignore", message=r".*The feature will be removed.*")
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*Constant folding - Only steps=1.*")
+    # Each by its exact message and category: any other warning (another tracer note included)
+    # says something about this model and is shown.
+    warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python boolean might cause the trace to be "
+                            r"incorrect", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
+                            category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1", category=UserWarning)
 
 
-def _write_onnx(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, dynamo: bool) -> None:
+# Each writer serialises into memory (senet.atomic: a native library failing mid-write on a full
+# disk aborts the process; the bytes are then written by Python, which raises instead).
+
+def _write_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool, opset: int, dynamo: bool) -> bytes:
     if dynamo:
         _require("onnxscript", "export(..., dynamo=True)")
         shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
         program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["input"],
                                     output_names=["logits"], dynamic_shapes=shapes, external_data=False,
                                     verbose=False)
-        program.save(str(path))
-        return
+        return program.model_proto.SerializeToString()
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
+    buf = io.BytesIO()
+    torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=["input"],
                       output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
+    return buf.getvalue()
 
 
 def _run_onnx(path: Path) -> Any:
@@ -154,19 +211,23 @@ def format_for_path(path: str | os.PathLike[str], default: str = "onnx") -> str:
     return _EXTENSIONS.get(Path(path).suffix.lower(), default)
 
 
-def _write_pt2(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+def _write_pt2(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
     # The batch is the only dynamic dimension: the models check their input sizes in Python,
     # which torch.export records as guards on the example's spatial size.
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     program = torch.export.export(model, (x,), dynamic_shapes=shapes)
-    torch.export.save(program, str(path))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue()
 
 
-def _write_aoti(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
+def _write_aoti(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
     # AOTInductor wants a bounded dynamic dimension.
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     program = torch.export.export(model, (x,), dynamic_shapes=shapes)
-    torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+    buf = io.BytesIO()
+    torch._inductor.aoti_compile_and_package(program, package_path=buf)
+    return buf.getvalue()
 
 
 def _run_aoti(path: Path) -> Any:
@@ -184,11 +245,13 @@ def _run_pt2(path: Path) -> Any:
         raise ExportCheckError(f"torch.export.load cannot load the .pt2 export: {str(e).splitlines()[0]}") from e
 
 
-def _write_torchscript(model: nn.Module, x: torch.Tensor, path: Path) -> None:
+def _write_torchscript(model: nn.Module, x: torch.Tensor) -> bytes:
     # Tracing records what the Python forward does, so blocks with Python control flow (SE
     # positions, optional shortcuts) export as they run; torch.jit.script would have to compile them.
     traced = torch.jit.trace(model, x, check_trace=False)
-    traced.save(str(path))
+    buf = io.BytesIO()
+    torch.jit.save(traced, buf)
+    return buf.getvalue()
 
 
 def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[str], format: str = "onnx", *,
@@ -215,17 +278,18 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     import copy
 
     if format not in FORMATS:
-        raise ValueError(f"format={format!r} is not supported; allowed values: {', '.join(map(repr, FORMATS))}")
+        raise UserInputError(f"format={format!r} is not supported; allowed values: {', '.join(map(repr, FORMATS))}")
     if dynamo and format != "onnx":
-        raise ValueError("dynamo=True applies to format='onnx' only")
+        raise UserInputError("dynamo=True applies to format='onnx' only")
     if not tolerance > 0:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+        raise UserInputError(f"tolerance must be positive, got {tolerance}")
     if not rtol >= 0:
-        raise ValueError(f"rtol must be >= 0, got {rtol}")
+        raise UserInputError(f"rtol must be >= 0, got {rtol}")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
+        raise NotAFileError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
+    check_writable(path, create_folder=True)  # before the (slow) export
     if format == "onnx" and check:  # fail before the (slow) export if the checker is missing
         _require("onnx", "checking an ONNX export")
         _require("onnxruntime", "checking an ONNX export")
@@ -239,22 +303,23 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     gen = torch.Generator().manual_seed(seed)
     export_batch = 2 if dynamic_batch else 1
     checked = (2, 3) if dynamic_batch else (1,)
+    _check_memory(net, size, max(checked))
     x = torch.randn(export_batch, *size, generator=gen)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        _silence_expected_warnings()
+        if format == "onnx":
+            data = _write_onnx(net, x, dynamic_batch, opset, dynamo)
+        elif format == "pt2":
+            data = _write_pt2(net, x, dynamic_batch)
+        elif format == "aoti":
+            data = _write_aoti(net, x, dynamic_batch)
+        else:
+            data = _write_torchscript(net, x)
+    check_free_space(path, len(data))
     # torch.export.save/load want the .pt2 ending, whatever name the user gave.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{'.pt2' if format in ('pt2', 'aoti') else path.suffix}")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            _silence_expected_warnings()
-            if format == "onnx":
-                _write_onnx(net, x, tmp, dynamic_batch, opset, dynamo)
-            elif format == "pt2":
-                _write_pt2(net, x, tmp, dynamic_batch)
-            elif format == "aoti":
-                _write_aoti(net, x, tmp, dynamic_batch)
-            else:
-                _write_torchscript(net, x, tmp)
+    with atomic_path(path, suffix=".pt2" if format in ("pt2", "aoti") else path.suffix) as tmp:
+        tmp.write_bytes(data)
         diff = scale = None
         runtime = ""
         if check:
@@ -291,9 +356,6 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
                 raise ExportCheckError(f"the {format} export differs from eager PyTorch by {diff:.3g} on logits up "
                                        f"to {scale:.3g} (> tolerance {tolerance:g} + rtol {rtol:g} x {scale:.3g}); "
                                        f"nothing written to {path}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(path, format, size, dynamic_batch, checked if check else (), diff, tolerance, runtime,
                         rtol, scale, view if check else None)
 

@@ -20,10 +20,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserInputError, UserTypeError
+from ..models.card import card_of
+from ..models.registry import list_models
 from .fold import fold_for_inference
 
-__all__ = ["prepare_for_inference", "serving_model", "FastInference", "InferenceReport", "COMPILE_CHOICES",
-           "compile_frozen", "latency_ms"]
+__all__ = ["prepare_for_inference", "serving_model", "fast_path_refuses", "FastInference", "InferenceReport",
+           "COMPILE_CHOICES", "compile_frozen", "latency_ms"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -70,9 +73,16 @@ class FastInference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            if self._compiled is not None and x.shape[0] == self.inference_report.batch_size:
+            if self._compiled is not None and self.compiled_for(x):
                 return self._compiled(x)
             return self.net(x)
+
+    def compiled_for(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` has every dimension and the dtype the graph was compiled for (it was
+        compiled with ``dynamic=False``: any other shape would silently compile another)."""
+        report = self.inference_report
+        return (x.ndim == 4 and x.dtype == torch.float32 and x.shape[0] == report.batch_size
+                and tuple(x.shape[1:]) == tuple(report.input_size))
 
 
 def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -133,16 +143,16 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     ``example`` must equal the eval-mode model's within fp32 rounding, else ``RuntimeError``.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"prepare_for_inference expects an nn.Module, got {type(model).__name__}")
+        raise UserTypeError(f"prepare_for_inference expects an nn.Module, got {type(model).__name__}")
     if compile not in COMPILE_CHOICES or isinstance(compile, int) and not isinstance(compile, bool):
-        raise ValueError(f"compile={compile!r} is not supported; allowed values: 'auto', True, False")
+        raise UserInputError(f"compile={compile!r} is not supported; allowed values: 'auto', True, False")
     if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     if example is not None and (example.ndim != 4 or example.shape[0] != batch_size):
-        raise ValueError(f"example must be a batch of {batch_size} images (N, C, H, W), "
-                         f"got shape {tuple(example.shape)}")
+        raise UserInputError(f"example must be a batch of {batch_size} images (N, C, H, W), "
+                             f"got shape {tuple(example.shape)}")
     if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
+        raise UserInputError(f"rounds must be >= 1, got {rounds}")
     size = _input_size(model, example)
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
     x = x.detach().float().cpu()
@@ -191,9 +201,18 @@ def serving_model(model: nn.Module, device: str | torch.device, batch_size: int,
     the unmodified network by rounding only (docs/deploy.md)."""
     if not fast or torch.device(device).type != "cpu":
         return model.eval()
-    try:
-        return prepare_for_inference(model, batch_size, compile=compile, check=False)
-    except Exception as e:  # a network of the user's own that folding or Inductor cannot take
-        warnings.warn(f"the fast inference path does not apply to this {type(model).__name__} "
-                      f"({type(e).__name__}: {e}); running it as loaded", stacklevel=2)
+    reason = fast_path_refuses(model)
+    if reason is not None:  # decided by a check: an error while preparing a network it takes is a bug
+        warnings.warn(f"the fast inference path does not apply: {reason}; running it as loaded", stacklevel=2)
         return model.eval()
+    return prepare_for_inference(model, batch_size, compile=compile, check=False)
+
+
+def fast_path_refuses(model: nn.Module) -> str | None:
+    """Why :func:`serving_model` runs ``model`` as loaded, or None when it prepares it. The fast
+    path is written and tested for the registered networks (``tests/test_fast_inference.py`` runs
+    it over the registry); a module of the user's own may do anything in its forward."""
+    card = card_of(model)
+    if card is None or card.name not in list_models():
+        return f"{type(model).__name__} is not a registered senet network"
+    return None

@@ -27,6 +27,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..errors import UserInputError, UserTypeError
 from ..models.common import BatchNormReLU
 
 __all__ = ["fold_for_inference", "find_conv_bn_pairs", "FoldReport"]
@@ -171,10 +172,10 @@ def fold_for_inference(model: nn.Module, *, example_input: torch.Tensor | None =
     The pairs folded, the BNs kept and the dropouts removed are in ``model.fold_report``.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"fold_for_inference expects an nn.Module, got {type(model).__name__}")
+        raise UserTypeError(f"fold_for_inference expects an nn.Module, got {type(model).__name__}")
     if inplace and any(p.is_inference() for p in model.parameters()):
-        raise ValueError("fold_for_inference(inplace=True) cannot fold a model whose parameters were created "
-                         "inside torch.inference_mode(); create it outside, or fold a copy (inplace=False)")
+        raise UserInputError("fold_for_inference(inplace=True) cannot fold a model whose parameters were created "
+                             "inside torch.inference_mode(); create it outside, or fold a copy (inplace=False)")
     with torch.inference_mode(False):  # a copy made in inference_mode would hold inference tensors
         folded = model if inplace else copy.deepcopy(model)
     folded.eval()

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from ..errors import UserTypeError
 from ..models.card import ModelCard, card_of, default_stats
 from ..factory import create_model
 from ..weights.checkpoint import load_model
@@ -52,14 +53,14 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     overrides = dict(overrides or {})
     if isinstance(source, nn.Module):
         if overrides:
-            raise TypeError("model overrides apply to a registered model name, not to a module")
+            raise UserTypeError("model overrides apply to a registered model name, not to a module")
         return source.eval()
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"expected a model, a registered model name or a checkpoint path, got {type(source).__name__}")
+        raise UserTypeError(f"expected a model, a registered model name or a checkpoint path, got {type(source).__name__}")
     text = os.fspath(source)
     if looks_like_path(text):
         if overrides:
-            raise TypeError("model overrides apply to a registered model name; a checkpoint rebuilds its own model")
+            raise UserTypeError("model overrides apply to a registered model name; a checkpoint rebuilds its own model")
 
         return load_model(text)  # FileNotFoundError names a missing checkpoint
     return create_model(text, **overrides).eval()  # an unknown name fails with the closest registered names

@@ -24,8 +24,9 @@ from torch import nn
 
 from ..data.folder import IMAGE_EXTENSIONS
 from ..data.images import decode_image  # the image folders' decoder: one decoding everywhere
+from ..errors import MissingPathError, UserInputError
 from ..models.card import ModelCard
-from ..weights.checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .fast import serving_model
 from .inference import card_or_default, looks_like_path, resolve_model
 
@@ -69,20 +70,20 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
         path = Path(text)
         if path.is_dir():
             if not add_folder(path):
-                raise FileNotFoundError(f"folder {path} holds no image files ({', '.join(exts)})")
+                raise MissingPathError(f"folder {path} holds no image files ({', '.join(exts)})")
         elif path.is_file():
             add(path)
         elif _GLOB_CHARS & set(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
-                raise FileNotFoundError(f"no file matches {text}")
+                raise MissingPathError(f"no file matches {text}")
             for m in map(Path, matches):
                 if m.is_dir():
                     add_folder(m)
                 elif m.is_file():
                     add(m)
         else:
-            raise FileNotFoundError(f"no such image file or folder: {path}")
+            raise MissingPathError(f"no such image file or folder: {path}")
     return out
 
 
@@ -92,9 +93,9 @@ def load_image(path: str | os.PathLike[str], card: ModelCard) -> torch.Tensor:
     it is a folder or cannot be decoded."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an image file")
+        raise UserInputError(f"{path} is a folder, not an image file")
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise MissingPathError(f"image not found: {path}")
     return card.eval_transform()(decode_image(path))
 
 
@@ -108,8 +109,8 @@ def _load(source: nn.Module | str | os.PathLike[str], overrides: Mapping[str, An
         except TypeError as e:
             if "'pretrained'" not in str(e):
                 raise
-            raise ValueError(f"predicting with {source!r} needs its published weights, which this install cannot "
-                             f"load; give a checkpoint (a .safetensors file or a run directory) instead") from None
+            raise UserInputError(f"predicting with {source!r} needs its published weights, which this install cannot "
+                                 f"load; give a checkpoint (a .safetensors file or a run directory) instead") from None
     return resolve_model(source, overrides)
 
 
@@ -128,9 +129,9 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
     and ``compile`` as there).
     """
     if not (isinstance(top_k, int) and top_k >= 1):
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        raise UserInputError(f"top_k must be a positive integer, got {top_k!r}")
     if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     paths = expand_inputs(inputs)
     model = _load(source, overrides)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -185,7 +186,7 @@ def write_predictions(predictions: Sequence[Prediction], path: str | os.PathLike
                 writer.writerow([p.path, r + 1, i, n, f"{v:.6f}"])
         text = buf.getvalue()
     else:
-        raise ValueError(f"--out {path}: the extension must be .csv or .json")
+        raise UserInputError(f"--out {path}: the extension must be .csv or .json")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode())
     return path

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import io
 import logging
 import math
 import os
@@ -36,6 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..atomic import atomic_path, atomic_write_bytes, check_free_space, check_writable, temporary_path
+from ..errors import MissingExtraError, MissingPathError, UserInputError
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
 from ..validation import check_choice
@@ -60,7 +63,7 @@ def _require(module: str, why: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
+        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
     finally:
         for log, level in zip(logs, levels):
             log.setLevel(level)
@@ -86,7 +89,7 @@ def finetune(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, st
     """A few SGD steps (momentum 0.9, cosine-decayed ``lr``) on ``(images, labels)`` in place, to
     adapt a network to a swapped gate; returns it in eval mode. Normalised float images."""
     if steps < 0 or batch_size < 1:
-        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
+        raise UserInputError(f"steps must be >= 0 and batch_size >= 1, got steps={steps}, batch_size={batch_size}")
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
@@ -155,7 +158,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, gate
     batches = iter(calibration)
     first = next(batches, None)
     if first is None:
-        raise ValueError("calibration gave no batches; pass at least one batch of images")
+        raise UserInputError("calibration gave no batches; pass at least one batch of images")
     net = copy.deepcopy(model).cpu().float().eval()
     set_fused(net, False)
     if gate_policy == "hard_sigmoid" and not any(isinstance(getattr(net.get_submodule(n), "gate", None),
@@ -169,7 +172,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, gate
     else:
         _fcs_as_linear(net)
     batch = torch.export.Dim("batch", min=1)
-    graph = torch.export.export(net, (first.float(),), dynamic_shapes=({0: batch},)).module()
+    graph = torch.export.export(net, (_two_or_more(first),), dynamic_shapes=({0: batch},)).module()
     prepared = pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         prepared(first.float())
@@ -194,16 +197,29 @@ def top1(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, la
     return 100.0 * correct / max(len(labels), 1)
 
 
-def save_quantized(model: QuantizedModel, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
-    """Save the INT8 program of ``model`` as a ``torch.export`` archive (``.pt2``, dynamic batch);
-    ``torch.export.load`` reads it back once torchao is imported (it registers the INT8 ops)."""
+def _two_or_more(x: torch.Tensor) -> torch.Tensor:
+    # torch.export specialises a dimension of size 1, so a dynamic batch needs an example of >= 2.
+    return x.float() if x.shape[0] > 1 else x.float().expand(2, *x.shape[1:]).contiguous()
+
+
+def check_quantized_path(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that the INT8 program can be saved at ``path`` (a writable ``.pt2``)."""
     path = Path(path)
     if path.suffix != ".pt2":
-        raise ValueError(f"{path}: an INT8 program is saved as a torch.export archive; name it *.pt2")
+        raise UserInputError(f"{path}: an INT8 program is saved as a torch.export archive; name it *.pt2")
+    return check_writable(path, create_folder=True)
+
+
+def save_quantized(model: QuantizedModel, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+    """Save the INT8 program of ``model`` as a ``torch.export`` archive (``.pt2``, dynamic batch);
+    ``torch.export.load`` reads it back once torchao is imported (it registers the INT8 ops).
+    Written atomically (:mod:`senet.atomic`): a failed save leaves ``path`` as it was."""
+    path = check_quantized_path(path)
     batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model.program, (example.float(),), dynamic_shapes=({0: batch},))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(path))
+    program = torch.export.export(model.program, (_two_or_more(example),), dynamic_shapes=({0: batch},))
+    buf = io.BytesIO()  # serialised in memory: torch's writer aborts the process on a full disk
+    torch.export.save(program, buf)
+    atomic_write_bytes(path, buf.getvalue(), suffix=".pt2")
     return path
 
 
@@ -235,8 +251,8 @@ class QuantizeReport:
     calibration_images: int
     finetune_steps: int
     eval_images: int
-    top1_fp32: float  # the network as given, in percent
-    top1_int8: float
+    top1_fp32: float | None  # the network as given, in percent; None: not measured (random weights)
+    top1_int8: float | None
     top1_swapped: float | None  # fp32 after the gate swap and fine-tune ("hard_sigmoid" only)
     batch_size: int
     ms_fp32: float  # the fp32 default path (BN folded, channels_last), median per batch
@@ -246,9 +262,14 @@ class QuantizeReport:
     def summary(self) -> str:
         lines = [f"INT8 (x86, PT2E; SE gate policy {self.gate_policy!r}), calibrated on {self.calibration_images} "
                  f"images" + (f", gate fine-tuned {self.finetune_steps} steps" if self.finetune_steps else "")]
-        swapped = "" if self.top1_swapped is None else f" (hard-sigmoid fp32 {self.top1_swapped:.2f}%)"
-        lines.append(f"top-1 on {self.eval_images} images: fp32 {self.top1_fp32:.2f}%{swapped}, INT8 "
-                     f"{self.top1_int8:.2f}% (error {self.top1_fp32 - self.top1_int8:+.2f} points)")
+        # Printed as error rates, as every other command prints them (the fields hold accuracies).
+        swapped = "" if self.top1_swapped is None else f" (hard-sigmoid fp32 {100 - self.top1_swapped:.2f}%)"
+        if self.top1_fp32 is None or self.top1_int8 is None:
+            lines.append("top-1 error: not measured: the weights are random (a registered name without trained "
+                         "weights); give a checkpoint or run directory for accuracy")
+        else:
+            lines.append(f"top-1 error on {self.eval_images} images: fp32 {100 - self.top1_fp32:.2f}%{swapped}, "
+                         f"INT8 {100 - self.top1_int8:.2f}% ({self.top1_fp32 - self.top1_int8:+.2f} points)")
         lines.append(f"latency at batch {self.batch_size}: fp32 {self.ms_fp32:.1f} ms, INT8 {self.ms_int8:.1f} ms "
                      f"(x{self.ms_fp32 / self.ms_int8:.2f}); quantizing and compiling took "
                      f"{self.quantize_seconds:.0f} s")
@@ -258,19 +279,21 @@ class QuantizeReport:
 def quantize_and_measure(model: nn.Module, calibration: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
                          *, gate_policy: str = "float", finetune_data: tuple[torch.Tensor, torch.Tensor] | None = None,
                          finetune_steps: int = 0, batch_size: int = 8, calibration_batch: int = 32,
-                         rounds: int = 5, compile: bool = True) -> tuple[QuantizedModel, QuantizeReport]:
+                         rounds: int = 5, compile: bool = True,
+                         accuracy: bool = True) -> tuple[QuantizedModel, QuantizeReport]:
     """Quantize ``model`` (:func:`quantize_int8`) on ``calibration`` images and measure top-1 on
     ``(images, labels)`` and latency at ``batch_size`` before and after (all normalised floats).
+    ``accuracy=False`` (random weights, whose accuracy means nothing) measures latency only.
 
     With ``gate_policy="hard_sigmoid"`` the gate is swapped on a copy and fine-tuned for
     ``finetune_steps`` on ``finetune_data`` (images, labels) before quantizing."""
     check_choice("gate_policy", gate_policy, GATE_POLICIES)
     if len(calibration) == 0 or len(labels) == 0:
-        raise ValueError("quantize_and_measure needs calibration images and evaluation images")
+        raise UserInputError("quantize_and_measure needs calibration images and evaluation images")
     if finetune_steps and (gate_policy != "hard_sigmoid" or finetune_data is None):
-        raise ValueError("finetune_steps applies to gate_policy='hard_sigmoid' with finetune_data")
+        raise UserInputError("finetune_steps applies to gate_policy='hard_sigmoid' with finetune_data")
     model = model.eval()
-    before = top1(model, images, labels, batch_size)
+    before = top1(model, images, labels, batch_size) if accuracy else None
     source, swapped = model, None
     if gate_policy == "hard_sigmoid":
         with torch.inference_mode(False):
@@ -278,11 +301,11 @@ def quantize_and_measure(model: nn.Module, calibration: torch.Tensor, images: to
         swap_gate(source, "hard_sigmoid")
         if finetune_steps:
             finetune(source, *finetune_data, steps=finetune_steps)
-        swapped = top1(source, images, labels, batch_size)
+        swapped = top1(source, images, labels, batch_size) if accuracy else None
     start = time.perf_counter()
     chunks = list(torch.split(calibration, calibration_batch))
     quantized = quantize_int8(source, chunks, gate_policy=gate_policy, compile=compile)
-    after = top1(quantized, images, labels, batch_size)
+    after = top1(quantized, images, labels, batch_size) if accuracy else None
     quantize_seconds = time.perf_counter() - start
     x = images[:batch_size]
     if len(x) < batch_size:
@@ -301,10 +324,10 @@ def quantize_onnx(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     quant = _require("onnxruntime.quantization", "ONNX INT8 quantization")
     source, dest = Path(source), Path(dest)
     if not source.is_file():
-        raise FileNotFoundError(f"no ONNX file at {source}")
+        raise MissingPathError(f"no ONNX file at {source}")
     batches = [x.float().numpy() for x in calibration]
     if not batches:
-        raise ValueError("calibration gave no batches; pass at least one batch of images")
+        raise UserInputError("calibration gave no batches; pass at least one batch of images")
 
     class _Reader(quant.CalibrationDataReader):
         def __init__(self) -> None:
@@ -315,12 +338,18 @@ def quantize_onnx(source: str | os.PathLike[str], dest: str | os.PathLike[str],
             return None if x is None else {"input": x}
 
     # Shape inference and graph optimisation first, as onnxruntime's quantization guide advises.
-    prepared = dest.with_name(f".{dest.stem}.pre-{os.getpid()}.onnx")
+    # Both files are temporaries beside dest (senet.atomic): dest is replaced only by a whole result.
+    check_writable(dest)
+    # onnxruntime writes the scratch file from C++, where a full disk is no Python OSError: room
+    # for it (about the source's size) and the result is checked first.
+    check_free_space(dest, 2 * source.stat().st_size)
+    prepared = temporary_path(dest, ".pre.onnx")  # scratch, removed whatever happens
     try:
-        quant.shape_inference.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quant.quantize_static(str(prepared), str(dest), _Reader(), quant_format=quant.QuantFormat.QDQ,
-                              per_channel=per_channel, activation_type=quant.QuantType.QUInt8,
-                              weight_type=quant.QuantType.QInt8)
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            quant.shape_inference.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            quant.quantize_static(str(prepared), str(tmp), _Reader(), quant_format=quant.QuantFormat.QDQ,
+                                  per_channel=per_channel, activation_type=quant.QuantType.QUInt8,
+                                  weight_type=quant.QuantType.QInt8)
     finally:
         prepared.unlink(missing_ok=True)
     return dest

@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
+from ..errors import MissingPathError, UserInputError
 from .report import distinct_colors
 
 __all__ = ["TrainingRun", "find_runs", "run_labels", "aggregate_report"]
@@ -72,7 +73,7 @@ def find_runs(dirs: Sequence[str | Path]) -> list[TrainingRun]:
     for d in dirs:
         d = Path(d)
         if not d.is_dir():
-            raise FileNotFoundError(f"not a directory: {d}")
+            raise MissingPathError(f"not a directory: {d}")
         for metrics in sorted(d.rglob("metrics.jsonl")):
             run = _read_run(metrics.parent)
             if run is not None:
@@ -139,7 +140,7 @@ def aggregate_report(dirs: Sequence[str | Path], out: str | Path) -> Path:
     studies = sorted({p.parent for d in dirs for name in ("results.json", "excitations.json")
                       for p in Path(d).rglob(name) if (p.parent / "report.md").is_file()})
     if not runs and not studies:
-        raise ValueError(f"no training runs (metrics.jsonl) or reports found under {', '.join(map(str, dirs))}")
+        raise UserInputError(f"no training runs (metrics.jsonl) or reports found under {', '.join(map(str, dirs))}")
     parts = [f"# Report: {', '.join(map(str, dirs))}", ""]
     if runs:
         labels = run_labels(runs)

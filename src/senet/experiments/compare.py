@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..errors import UserInputError
 from ..models.registry import get_model_spec
 from ..train.config import config_to_dict
 from ..train.recipes import load_config
@@ -26,7 +27,7 @@ def _model_cells(models: Sequence[str]) -> list[dict[str, Any]]:
     models = list(models)
     if len(models) == 1:
         if not get_model_spec(models[0]).has_se:
-            raise ValueError(f"{models[0]!r} has no SE blocks: give two or more models to compare")
+            raise UserInputError(f"{models[0]!r} has no SE blocks: give two or more models to compare")
         return [{"label": f"{models[0]} without SE", "config": {"model": {"name": models[0], "overrides": {"se": None}}}},
                 {"label": models[0], "config": {"model": {"name": models[0]}}}]
     for m in models:
@@ -66,7 +67,7 @@ def recipe_comparison_sweep(recipes: Sequence[str], model: str = "se_resnet20", 
     seeds: a ``len(recipes)`` x 2 sweep. Each cell carries its recipe's whole resolved config (so
     nothing of the first recipe leaks into the others), then ``config``, then the model."""
     if len(recipes) < 2:
-        raise ValueError(f"give two or more recipes to compare, got {list(recipes)}")
+        raise UserInputError(f"give two or more recipes to compare, got {list(recipes)}")
     cells = []
     for recipe in recipes:
         full = config_to_dict(load_config(recipe))

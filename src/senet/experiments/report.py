@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from .stats import Summary, difference, summarize
 from .sweep import RunRecord, Sweep
 
@@ -126,8 +128,10 @@ def plot_sweep_curves(records: Mapping[str, Sequence[RunRecord]], path: str | Pa
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -158,8 +162,8 @@ def write_sweep_report(sweep: Sweep, records: Mapping[str, Sequence[RunRecord]],
         parts += [f"- {s}" for s in difference_statements(sweep, records, baseline)] + [""]
     parts += [f"![curves]({curves.name})", ""]
     report = out / "report.md"
-    report.write_text("\n".join(parts))
-    (out / "results.json").write_text(json.dumps(
+    atomic_write_bytes(report, "\n".join(parts).encode())
+    atomic_write_bytes(out / "results.json", json.dumps(
         {"sweep": sweep.name, "records": {k: [dataclasses.asdict(r) for r in v] for k, v in records.items()}},
-        indent=1))
+        indent=1).encode())
     return report

@@ -11,6 +11,8 @@ import dataclasses
 import math
 from typing import Sequence
 
+from ..errors import UserInputError
+
 __all__ = ["Summary", "summarize", "Difference", "difference"]
 
 
@@ -34,7 +36,7 @@ class Summary:
 def summarize(values: Sequence[float]) -> Summary:
     """Mean and sample standard deviation; std is 0 for a single value."""
     if not values:
-        raise ValueError("cannot summarise an empty list of values")
+        raise UserInputError("cannot summarise an empty list of values")
     n = len(values)
     mean = math.fsum(values) / n
     var = math.fsum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..cost.counting import complexity
+from ..errors import MissingPathError, UserInputError
 from ..train.config import TrainConfig, config_from_dict, config_to_dict
 from ..train.fit import fit
 from ..train.overrides import apply_overrides
@@ -104,9 +105,9 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def _require(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in data:
-        raise ValueError(f"{where}: missing required key {key!r}")
+        raise UserInputError(f"{where}: missing required key {key!r}")
     if not isinstance(data[key], kind):
-        raise ValueError(f"{where}: {key!r} must be a {kind.__name__}, got {data[key]!r}")
+        raise UserInputError(f"{where}: {key!r} must be a {kind.__name__}, got {data[key]!r}")
     return data[key]
 
 
@@ -115,30 +116,30 @@ def sweep_from_dict(data: Mapping[str, Any], where: str = "sweep") -> Sweep:
     allowed = {"name", "table", "recipe", "config", "seeds", "paper_setting", "description", "cells"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        raise UserInputError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     name = _require(data, "name", str, where)
     raw_cells = _require(data, "cells", list, where)
     if not raw_cells:
-        raise ValueError(f"{where}: 'cells' is empty")
+        raise UserInputError(f"{where}: 'cells' is empty")
     base = merge(load_recipe(data.get("recipe", "bundled")), data.get("config") or {})
     seeds = data.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-        raise ValueError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+        raise UserInputError(f"{where}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
     cells = []
     for i, c in enumerate(raw_cells):
         cw = f"{where}: cells[{i}]"
         if not isinstance(c, Mapping):
-            raise ValueError(f"{cw} must be a mapping with 'label' and 'config'")
+            raise UserInputError(f"{cw} must be a mapping with 'label' and 'config'")
         extra = sorted(set(c) - {"label", "config", "paper"})
         if extra:
-            raise ValueError(f"{cw}: unknown key(s) {extra}; allowed: ['config', 'label', 'paper']")
+            raise UserInputError(f"{cw}: unknown key(s) {extra}; allowed: ['config', 'label', 'paper']")
         cell = Cell(_require(c, "label", str, cw), dict(c.get("config") or {}), dict(c.get("paper") or {}))
         config_from_dict(merge(base, cell.config))  # fails now, naming the key, if the cell is wrong
         cells.append(cell)
     labels = [slug(c.label) for c in cells]
     dupes = sorted({s for s in labels if labels.count(s) > 1})
     if dupes:
-        raise ValueError(f"{where}: cell labels must be distinct, {dupes} repeat")
+        raise UserInputError(f"{where}: cell labels must be distinct, {dupes} repeat")
     return Sweep(name, base, tuple(cells), tuple(seeds), data.get("table", ""), data.get("paper_setting", ""),
                  data.get("description", ""))
 
@@ -152,16 +153,16 @@ def load_sweep(path: str | Path) -> Sweep:
     if not p.is_file():
         shipped = resources.files("senet") / "sweeps" / f"{path}.yaml"
         if not shipped.is_file():
-            raise FileNotFoundError(f"no sweep file {str(path)!r} (and no shipped sweep of that name)")
+            raise MissingPathError(f"no sweep file {str(path)!r} (and no shipped sweep of that name)")
         text = shipped.read_text()
     else:
         text = p.read_text()
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ValueError(f"sweep {str(path)!r} is not valid YAML: {e}") from None
+        raise UserInputError(f"sweep {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(data, Mapping):
-        raise ValueError(f"sweep {str(path)!r} must be a mapping")
+        raise UserInputError(f"sweep {str(path)!r} must be a mapping")
     return sweep_from_dict(data, where=f"sweep {str(path)!r}")
 
 
@@ -209,8 +210,8 @@ def _check_same_config(path: Path, cfg: TrainConfig) -> None:
     saved, now = _flatten(yaml.safe_load(saved_file.read_text()) or {}), _flatten(config_to_dict(cfg))
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
-        raise ValueError(f"{path} holds a run made with another config (differs in {', '.join(diff)}); "
-                         f"use another output directory or delete that run")
+        raise UserInputError(f"{path} holds a run made with another config (differs in {', '.join(diff)}); "
+                             f"use another output directory or delete that run")
 
 
 def run_sweep(
@@ -229,7 +230,7 @@ def run_sweep(
     out = Path(out)
     unknown = [c for c in cells or () if c not in {x.label for x in sweep.cells}]
     if unknown:
-        raise ValueError(f"no cell labelled {unknown}; cells are {[c.label for c in sweep.cells]}")
+        raise UserInputError(f"no cell labelled {unknown}; cells are {[c.label for c in sweep.cells]}")
     configs = {(c.label, s): cell_config(sweep, c, s, overrides) for c in sweep.cells for s in sweep.seeds}
     chosen = [c for c in sweep.cells if cells is None or c.label in cells]
     records: dict[str, list[RunRecord]] = {c.label: [] for c in chosen}

@@ -34,6 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..errors import UserInputError
+
 # Enough programs in flight to fill a large GPU (an H100 has 132 SMs).
 _TARGET_PROGRAMS = 1024
 _INT32_MAX = 2**31 - 1
@@ -273,13 +275,13 @@ def _require_layout(ref: torch.Tensor, *full: torch.Tensor | None, small: tuple[
 def _check_size(t: torch.Tensor) -> None:
     n, c, h, w = t.shape
     if c * h * w > _INT32_MAX:
-        raise ValueError(f"fused SE: one sample of {tuple(t.shape)} has {c * h * w} elements, past the "
-                         f"kernels' 2**31 - 1 per sample (offsets within a sample are 32-bit)")
+        raise UserInputError(f"fused SE: one sample of {tuple(t.shape)} has {c * h * w} elements, past the "
+                             f"kernels' 2**31 - 1 per sample (offsets within a sample are 32-bit)")
 
 
 def _check_grid(grid: tuple[int, ...]) -> tuple[int, ...]:
     if grid[0] > _INT32_MAX or any(g > _GRID_YZ_MAX for g in grid[1:]):
-        raise ValueError(f"fused SE: grid {grid} is past CUDA's limits (x < 2**31, y and z <= 65535)")
+        raise UserInputError(f"fused SE: grid {grid} is past CUDA's limits (x < 2**31, y and z <= 65535)")
     return grid
 
 

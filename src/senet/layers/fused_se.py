@@ -46,6 +46,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from ..errors import UserInputError, UserTypeError
+
 __all__ = ["use_fused", "admissible", "triton_available", "set_fused", "squeeze_mean", "se_apply", "add_relu",
            "FUSED_ENV", "KERNEL_DTYPES"]
 
@@ -146,7 +148,7 @@ def set_fused(model: nn.Module, enabled: bool | None) -> nn.Module:
     PyTorch composition. Returns ``model``.
     """
     if enabled not in (None, True, False):
-        raise TypeError(f"set_fused: enabled must be True, False or None, got {enabled!r}")
+        raise UserTypeError(f"set_fused: enabled must be True, False or None, got {enabled!r}")
     for m in model.modules():
         if hasattr(m, "fused"):
             m.fused = enabled
@@ -291,7 +293,7 @@ def se_apply(u: torch.Tensor, s: torch.Tensor, shortcut: torch.Tensor | None = N
     """
     _check(u, shortcut)
     if s.numel() != u.shape[0] * u.shape[1]:
-        raise ValueError(f"se_apply: s must hold one value per (n, c) of u {tuple(u.shape)}, got {tuple(s.shape)}")
+        raise UserInputError(f"se_apply: s must hold one value per (n, c) of u {tuple(u.shape)}, got {tuple(s.shape)}")
     if not _takes_kernels(u, shortcut, s=s):
         return _reference(u, s, shortcut, relu)
     if torch.compiler.is_compiling():
@@ -312,10 +314,10 @@ def add_relu(u: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
 
 def _check(u: torch.Tensor, shortcut: torch.Tensor | None) -> None:
     if u.ndim != 4:
-        raise ValueError(f"fused SE expects an (N, C, H, W) tensor, got shape {tuple(u.shape)}")
+        raise UserInputError(f"fused SE expects an (N, C, H, W) tensor, got shape {tuple(u.shape)}")
     if shortcut is not None and (shortcut.shape != u.shape or shortcut.dtype != u.dtype):
-        raise ValueError(f"fused SE: shortcut {tuple(shortcut.shape)} {shortcut.dtype} does not match "
-                         f"u {tuple(u.shape)} {u.dtype}")
+        raise UserInputError(f"fused SE: shortcut {tuple(shortcut.shape)} {shortcut.dtype} does not match "
+                             f"u {tuple(u.shape)} {u.dtype}")
 
 
 # The same kernels as custom operators, for torch.compile: Dynamo and Inductor see an opaque op with

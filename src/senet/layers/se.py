@@ -16,6 +16,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import UserInputError, UserTypeError
 from ..validation import check_choice
 from . import fused_se
 
@@ -92,14 +93,14 @@ def se_width(channels: int, reduction: float = 16, divisor: int = 1) -> int:
     An ``r`` larger than ``C`` (C/r < 1) is refused rather than silently rounded up.
     """
     if channels < 1:
-        raise ValueError(f"channels must be a positive integer, got {channels}")
+        raise UserInputError(f"channels must be a positive integer, got {channels}")
     if not reduction > 0:
-        raise ValueError(f"reduction must be positive, got {reduction}")
+        raise UserInputError(f"reduction must be positive, got {reduction}")
     if divisor < 1:
-        raise ValueError(f"divisor must be a positive integer, got {divisor}")
+        raise UserInputError(f"divisor must be a positive integer, got {divisor}")
     raw = channels / reduction
     if raw < 1:
-        raise ValueError(
+        raise UserInputError(
             f"reduction={reduction} leaves fewer than 1 channel for an SE block on {channels} channels "
             f"(C/r = {raw:.3g}); use reduction <= {channels} or pass an explicit width"
         )
@@ -107,10 +108,10 @@ def se_width(channels: int, reduction: float = 16, divisor: int = 1) -> int:
 
 
 def check_se_input(x: torch.Tensor, channels: int) -> None:
-    """An (N, channels, H, W) input, or a ValueError naming the shape. A ``torch.fx`` leaf (wrapped
+    """An (N, channels, H, W) input, or a UserInputError (a ValueError) naming the shape. A ``torch.fx`` leaf (wrapped
     below), so a traced graph runs the check instead of branching on a shape."""
     if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"SqueezeExcite expects an (N, {channels}, H, W) tensor, got shape {tuple(x.shape)}")
+        raise UserInputError(f"SqueezeExcite expects an (N, {channels}, H, W) tensor, got shape {tuple(x.shape)}")
 
 
 torch.fx.wrap("check_se_input")
@@ -151,7 +152,7 @@ class SqueezeExcite(nn.Module):
     ) -> None:
         super().__init__()
         if fused not in (None, True, False):
-            raise TypeError(f"fused must be True, False or None, got {fused!r}")
+            raise UserTypeError(f"fused must be True, False or None, got {fused!r}")
         check_choice("squeeze", squeeze, tuple(SQUEEZES))
         check_choice("act", act, tuple(ACTIVATIONS))
         check_choice("gate", gate, tuple(GATES))
@@ -159,7 +160,7 @@ class SqueezeExcite(nn.Module):
         if width is None:
             width = se_width(channels, reduction, divisor)
         elif width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+            raise UserInputError(f"width must be >= 1, got {width}")
         self.channels = channels
         self.width = width
         self.fc_type = fc
@@ -247,11 +248,11 @@ class SEConfig:
         check_choice("se.fc", self.fc, FC_TYPES)
         check_choice("se.position", self.position, POSITIONS)
         if not (isinstance(self.reduction, (int, float)) and self.reduction > 0):
-            raise ValueError(f"se.reduction must be a positive number, got {self.reduction!r}")
+            raise UserInputError(f"se.reduction must be a positive number, got {self.reduction!r}")
         if self.stages is not None:
             stages = tuple(self.stages)
             if not all(isinstance(s, int) and s >= 1 for s in stages):
-                raise ValueError(f"se.stages must be 1-based stage indices, got {self.stages!r}")
+                raise UserInputError(f"se.stages must be 1-based stage indices, got {self.stages!r}")
             object.__setattr__(self, "stages", stages)
 
     def applies_to(self, stage: int, num_stages: int) -> bool:
@@ -260,7 +261,7 @@ class SEConfig:
             return True
         bad = [s for s in self.stages if s > num_stages]
         if bad:
-            raise ValueError(f"se.stages={self.stages} names stage(s) {bad} but the network has {num_stages}")
+            raise UserInputError(f"se.stages={self.stages} names stage(s) {bad} but the network has {num_stages}")
         return stage in self.stages
 
     def make(self, channels: int) -> SqueezeExcite:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import UserInputError
 from ..validation import check_choice
 from .common import check_input, he_init
 from .features import FeatureInfo
@@ -78,15 +79,15 @@ def take_indices(num_levels: int, indices: int | Sequence[int] | None) -> list[i
         return list(range(num_levels))
     if isinstance(indices, int):
         if not 1 <= indices <= num_levels:
-            raise ValueError(f"indices={indices}: an int takes the last n levels, 1 <= n <= {num_levels}")
+            raise UserInputError(f"indices={indices}: an int takes the last n levels, 1 <= n <= {num_levels}")
         return list(range(num_levels - indices, num_levels))
     take = []
     for i in indices:
         if not isinstance(i, int) or not -num_levels <= i < num_levels:
-            raise ValueError(f"indices={tuple(indices)}: each must be an int in [{-num_levels}, {num_levels - 1}]")
+            raise UserInputError(f"indices={tuple(indices)}: each must be an int in [{-num_levels}, {num_levels - 1}]")
         take.append(i % num_levels)
     if not take:
-        raise ValueError("indices=(): name at least one feature level")
+        raise UserInputError("indices=(): name at least one feature level")
     return sorted(set(take))
 
 
@@ -120,7 +121,7 @@ class ModelBase(nn.Module):
             self.get_submodule(name)  # fail now on a wrong name
         missing = [f["module"] for f in self.feature_info if f["module"] not in steps]
         if missing:
-            raise ValueError(f"{type(self).__name__}: feature_info modules {missing} are not stem or stage steps")
+            raise UserInputError(f"{type(self).__name__}: feature_info modules {missing} are not stem or stage steps")
         self._final_step = steps[-1]
         self._set_steps(stem, stages)
 
@@ -158,7 +159,7 @@ class ModelBase(nn.Module):
         self.num_features = num_features
         self.head_hidden_size = hidden_size if hidden_size is not None else num_features
         if not global_pool and num_classes:
-            raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
+            raise UserInputError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
         self.num_classes = num_classes
         self.pre_logits = pre_logits if pre_logits is not None else nn.Identity()
         pool, drop = GlobalPool(global_pool), nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
@@ -192,14 +193,14 @@ class ModelBase(nn.Module):
         The model's card (``pretrained_cfg``), if any, is replaced by ``card.with_head(...)``: it
         says ``num_classes`` and no class names (a fresh classifier predicts unnamed classes)."""
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+            raise UserInputError(f"num_classes must be an int >= 0, got {num_classes!r}")
         owner = self._head_owner()
         if global_pool is not None:
             if global_pool == "" and num_classes:
-                raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
+                raise UserInputError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
             owner.global_pool = GlobalPool(global_pool)
         elif num_classes and not owner.global_pool.pool_type:
-            raise ValueError(f"num_classes={num_classes} needs a global_pool; this model has none (pass global_pool='avg')")
+            raise UserInputError(f"num_classes={num_classes} needs a global_pool; this model has none (pass global_pool='avg')")
         self.num_classes = num_classes
         fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
         self.set_submodule(self.classifier_name, fc)
@@ -258,7 +259,7 @@ class ModelBase(nn.Module):
         the deepest level taken (the final features are then that level's map).
         """
         if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported; these networks give 'NCHW' maps")
+            raise UserInputError(f"output_fmt={output_fmt!r} is not supported; these networks give 'NCHW' maps")
         take = take_indices(len(self.feature_info), indices)
         wanted = {self.feature_info[i]["module"] for i in take}
         last = self.feature_info[take[-1]]["module"]

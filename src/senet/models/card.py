@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from torch import nn
 
+from ..errors import UserInputError
 from ..layers.se import SEConfig
 from ..published import IMAGENET_MEAN, IMAGENET_STD, class_names
 
@@ -87,7 +88,7 @@ def _plain(value: Any, where: str) -> Any:
         return [_plain(v, where) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise ValueError(f"{where} = {value!r} cannot be written to a model card (JSON values and SEConfig only)")
+    raise UserInputError(f"{where} = {value!r} cannot be written to a model card (JSON values and SEConfig only)")
 
 
 def _unplain(value: Any) -> Any:
@@ -122,7 +123,7 @@ class RetrofitSpec:
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in spec if k not in known]
         if unknown:
-            raise ValueError(f"model.retrofit: unknown key(s) {unknown}; allowed: {', '.join(known)}")
+            raise UserInputError(f"model.retrofit: unknown key(s) {unknown}; allowed: {', '.join(known)}")
         kw = dict(spec)
         if isinstance(kw.get("types"), str):
             kw["types"] = (kw["types"],)
@@ -130,7 +131,7 @@ class RetrofitSpec:
             kw["types"] = tuple(kw["types"])
         if kw.get("se", {}) is not None:
             if not isinstance(kw.get("se", {}), Mapping):
-                raise ValueError(f"model.retrofit.se must be a mapping of SE options or null, got {kw['se']!r}")
+                raise UserInputError(f"model.retrofit.se must be a mapping of SE options or null, got {kw['se']!r}")
             kw["se"] = FrozenMapping(kw.get("se", {}))
         return cls(**kw)
 
@@ -195,20 +196,20 @@ class ModelCard:
         if isinstance(self.retrofit, Mapping):
             set_("retrofit", RetrofitSpec.from_mapping(self.retrofit))
         if len(self.input_size) != 3 or min(self.input_size) < 1:
-            raise ValueError(f"ModelCard.input_size must be (C, H, W) with positive entries, got {self.input_size}")
+            raise UserInputError(f"ModelCard.input_size must be (C, H, W) with positive entries, got {self.input_size}")
         c = self.input_size[0]
         if len(self.mean) != c or len(self.std) != c:
-            raise ValueError(f"ModelCard.mean/std need {c} values (one per input channel), got "
-                             f"{len(self.mean)}/{len(self.std)}")
+            raise UserInputError(f"ModelCard.mean/std need {c} values (one per input channel), got "
+                                 f"{len(self.mean)}/{len(self.std)}")
         if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"ModelCard.crop_pct must lie in (0, 1], got {self.crop_pct}")
+            raise UserInputError(f"ModelCard.crop_pct must lie in (0, 1], got {self.crop_pct}")
         if self.crop_mode not in CROP_MODES:
-            raise ValueError(f"ModelCard.crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}")
+            raise UserInputError(f"ModelCard.crop_mode must be one of {', '.join(CROP_MODES)}, got {self.crop_mode!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"ModelCard.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                             f"got {self.interpolation!r}")
+            raise UserInputError(f"ModelCard.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                                 f"got {self.interpolation!r}")
         if self.weights not in WEIGHT_SOURCES:
-            raise ValueError(f"ModelCard.weights must be one of {', '.join(WEIGHT_SOURCES)}, got {self.weights!r}")
+            raise UserInputError(f"ModelCard.weights must be one of {', '.join(WEIGHT_SOURCES)}, got {self.weights!r}")
 
     # ---- timm-style read access ----
     def __getitem__(self, key: str) -> Any:
@@ -252,7 +253,7 @@ class ModelCard:
         known = cls._field_names()
         unknown = [k for k in data if k not in known]
         if unknown:
-            raise ValueError(f"model card: unknown key(s) {unknown}")
+            raise UserInputError(f"model card: unknown key(s) {unknown}")
         kw = dict(data)
         if "crop_mode" not in kw:
             kw.update(legacy_view(kw))
@@ -291,7 +292,7 @@ class ModelCard:
         follow, so :meth:`build` builds the new head; the class names become ``classes`` or are
         dropped (a fresh classifier predicts unnamed classes). ``global_pool`` records a new pooling."""
         if classes is not None and len(classes) != num_classes:
-            raise ValueError(f"with_head: {len(classes)} class names for num_classes={num_classes}")
+            raise UserInputError(f"with_head: {len(classes)} class names for num_classes={num_classes}")
         overrides = {**self.overrides, "num_classes": num_classes}
         if global_pool is not None:
             overrides["global_pool"] = global_pool

@@ -9,6 +9,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from ..errors import UserInputError
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 from .features import FeatureInfo
 
@@ -85,13 +86,13 @@ def he_init(model: nn.Module) -> None:
 def check_common(num_classes: int, in_chans: int, drop_rate: float, *, drop_path_rate: float = 0.0) -> None:
     """The checks every builder applies to its shared arguments, with messages naming them."""
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise UserInputError(f"num_classes must be >= 1, got {num_classes}")
     if in_chans < 1:
-        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+        raise UserInputError(f"in_chans must be >= 1, got {in_chans}")
     if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        raise UserInputError(f"drop_rate must be in [0, 1), got {drop_rate}")
     if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        raise UserInputError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
 
 
 def drop_path_rates(rate: float, num_blocks: int) -> list[float]:
@@ -123,7 +124,7 @@ class DropPath(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+            raise UserInputError(f"drop path probability must be in [0, 1), got {p}")
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,11 +148,11 @@ def check_input(x: torch.Tensor, in_chans: int, min_side: int, model: str) -> No
     with the real input, so the check still runs in a traced module, without the trace branching
     on a shape."""
     if x.ndim != 4 or x.shape[1] != in_chans:
-        raise ValueError(f"{model} expects an (N, {in_chans}, H, W) input, got shape {tuple(x.shape)}"
+        raise UserInputError(f"{model} expects an (N, {in_chans}, H, W) input, got shape {tuple(x.shape)}"
                          + (f"; build it with in_chans={x.shape[1]} for {x.shape[1]}-channel images"
                             if x.ndim == 4 else ""))
     if min(x.shape[-2:]) < min_side:
-        raise ValueError(f"{model} needs inputs of at least {min_side}x{min_side} pixels, got {tuple(x.shape)}")
+        raise UserInputError(f"{model} needs inputs of at least {min_side}x{min_side} pixels, got {tuple(x.shape)}")
 
 
 def feature(num_chs: int, reduction: int, module: str) -> dict:

@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from ..layers.se import SEConfig, make_se
 from ..validation import check_choice
 from .base import ModelBase
@@ -105,9 +106,9 @@ class DenseNet(ModelBase):
         self.in_chans = in_chans
         check_choice("placement", placement, PLACEMENTS)
         if not layers or not all(n >= 1 for n in layers):
-            raise ValueError(f"layers={tuple(layers)} must give >= 1 dense layer per block")
+            raise UserInputError(f"layers={tuple(layers)} must give >= 1 dense layer per block")
         if not 0.0 < compression <= 1.0:
-            raise ValueError(f"compression must be in (0, 1], got {compression}")
+            raise UserInputError(f"compression must be in (0, 1], got {compression}")
         layer_se = se if placement == "layer" else None
         block_se = se if placement == "block" else None
         self.features = nn.Sequential()

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserInputError, UserTypeError
+
 __all__ = ["FeatureInfo", "FeatureBackbone", "select"]
 
 
@@ -59,23 +61,23 @@ def select(info: Sequence[dict[str, Any]], out_indices: int | Sequence[int] | No
     if out_indices is None:
         return list(range(n))
     if isinstance(out_indices, bool) or not isinstance(out_indices, (int, list, tuple)):
-        raise TypeError(f"out_indices must be an int (the last n levels) or a sequence of level indices, "
+        raise UserTypeError(f"out_indices must be an int (the last n levels) or a sequence of level indices, "
                         f"got {out_indices!r}")
     if isinstance(out_indices, int):
         if not 1 <= out_indices <= n:
-            raise ValueError(f"out_indices={out_indices}: an int takes the last n levels, 1 <= n <= {n} "
+            raise UserInputError(f"out_indices={out_indices}: an int takes the last n levels, 1 <= n <= {n} "
                              f"(this model has {n} feature levels: {[f['module'] for f in info]})")
         return list(range(n - out_indices, n))
     idx = []
     for i in out_indices:
         if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
-            raise ValueError(f"out_indices={tuple(out_indices)}: each must be an int in [{-n}, {n - 1}] "
+            raise UserInputError(f"out_indices={tuple(out_indices)}: each must be an int in [{-n}, {n - 1}] "
                              f"(this model has {n} feature levels: {[f['module'] for f in info]})")
         idx.append(i % n)
     if not idx:
-        raise ValueError("out_indices=(): name at least one feature level")
+        raise UserInputError("out_indices=(): name at least one feature level")
     if len(set(idx)) != len(idx):
-        raise ValueError(f"out_indices={tuple(out_indices)} names a level twice")
+        raise UserInputError(f"out_indices={tuple(out_indices)} names a level twice")
     return sorted(idx)
 
 
@@ -96,8 +98,8 @@ class FeatureBackbone(nn.Module):
         self.out_indices = tuple(select(model.feature_info, out_indices))
         model.prune_intermediate_layers(list(self.out_indices), prune_norm=True, prune_head=True)
         if next(model.named_parameters(recurse=False), None) or next(model.named_buffers(recurse=False), None):
-            raise ValueError(f"{type(model).__name__} holds tensors outside its submodules; features_only "
-                             "needs every weight inside a stem or stage module")
+            raise UserInputError(f"{type(model).__name__} holds tensors outside its submodules; features_only "
+                                 "needs every weight inside a stem or stage module")
         for name, child in model.named_children():
             self.add_module(name, child)
         self.__dict__["model"] = model  # the same modules; not registered, so keys get no "model." prefix

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from ..layers.se import SEConfig, make_se
 from ..validation import check_choice
 from .base import ModelBase
@@ -67,7 +68,7 @@ class MobileNetV1(ModelBase):
         self.in_chans = in_chans
         check_choice("act", act, tuple(ACTS))
         if stem_se and se is None:
-            raise ValueError("stem_se=True needs SE options (se=SEConfig(...))")
+            raise UserInputError("stem_se=True needs SE options (se=SEConfig(...))")
         stem = 32
         self.conv_stem = nn.Conv2d(in_chans, stem, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem, eps=eps)

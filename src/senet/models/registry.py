@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from torch import nn
 
+from ..errors import UnknownNameError, UserInputError, UserTypeError
 from ..layers.se import SEConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,7 +25,7 @@ __all__ = ["ModelSpec", "register_model", "unregister_model", "list_models", "ge
            "resolve_name", "list_pretrained", "aliases_of"]
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UnknownNameError):
     """Raised for a model name that is not registered; the message lists the closest names."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
@@ -71,7 +72,7 @@ class ModelSpec:
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=3)
                 hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-                raise TypeError(
+                raise UserTypeError(
                     f"create_model({self.name!r}) got an unknown argument {key!r}.{hint} "
                     f"Allowed: {', '.join(allowed)}"
                 )
@@ -80,10 +81,10 @@ class ModelSpec:
             else:
                 kwargs[key] = value
         if "se" in kwargs and kwargs["se"] is not None and not isinstance(kwargs["se"], SEConfig):
-            raise TypeError(f"se must be an SEConfig or None, got {type(kwargs['se']).__name__}")
+            raise UserTypeError(f"se must be an SEConfig or None, got {type(kwargs['se']).__name__}")
         if se_fields:
             if kwargs.get("se") is None:
-                raise ValueError(
+                raise UserInputError(
                     f"{self.name!r} has no SE blocks, so {', '.join('se_' + k for k in se_fields)} cannot apply; "
                     f"pass se=SEConfig(...) to add them, or use its SE twin"
                 )
@@ -107,15 +108,15 @@ class ModelSpec:
         """The published weights named ``tag`` (default: the first listed)."""
         if not self.pretrained:
             have = ", ".join(list_models(pretrained=True, include_tags=False))
-            raise ValueError(f"{self.name!r} has no published weights; models that have them: {have}. "
-                             f"Pass pretrained='<path>' to load a file.")
+            raise UserInputError(f"{self.name!r} has no published weights; models that have them: {have}. "
+                                 f"Pass pretrained='<path>' to load a file.")
         if tag is None:
             return self.pretrained[0]
         for cfg in self.pretrained:
             if cfg.tag == tag:
                 return cfg
-        raise ValueError(f"{self.name!r} has no pretrained tag {tag!r}; known: "
-                         f"{', '.join(c.tag for c in self.pretrained)}")
+        raise UserInputError(f"{self.name!r} has no pretrained tag {tag!r}; known: "
+                             f"{', '.join(c.tag for c in self.pretrained)}")
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -146,13 +147,13 @@ def register_model(
     """
     for n in (name, *aliases):
         if n in _REGISTRY or n in _ALIASES:
-            raise ValueError(f"a model or alias named {n!r} is already registered")
+            raise UserInputError(f"a model or alias named {n!r} is already registered")
     spec = ModelSpec(name, builder, dict(defaults), family, description, source, tuple(input_size),
                      tuple(pretrained), layout, tuple(aliases))
     unknown = [k for k in defaults if k not in spec.arguments()]
     if unknown:  # fail now, not at first use, if the defaults do not fit the builder
-        raise ValueError(f"register_model({name!r}): {getattr(builder, '__name__', builder)} takes no "
-                         f"argument(s) {', '.join(unknown)}")
+        raise UserInputError(f"register_model({name!r}): {getattr(builder, '__name__', builder)} takes no "
+                             f"argument(s) {', '.join(unknown)}")
     _REGISTRY[name] = spec
     _ALIASES.update({a: name for a in aliases})
     return spec
@@ -213,7 +214,7 @@ def resolve_name(name: str) -> tuple[str, str | None]:
     """``(registered name, pretrained tag or None)`` for a name, an alias (timm's ``seresnet50``)
     or either with timm's tag suffix (``"seresnet50.a1_in1k"``)."""
     if not isinstance(name, str):
-        raise TypeError(f"a model name must be a str, got {type(name).__name__}")
+        raise UserTypeError(f"a model name must be a str, got {type(name).__name__}")
     base, _, tag = name.partition(".")
     base = _ALIASES.get(base, base)
     if base not in _REGISTRY:

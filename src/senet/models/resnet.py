@@ -16,6 +16,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import UserInputError
 from ..layers import fused_se
 from ..layers.se import SEConfig, SqueezeExcite, make_se
 from ..validation import check_choice
@@ -322,7 +323,7 @@ class ResNet(ModelBase):
         check_choice("shortcut", shortcut, ("A", "B"))
         check_choice("down_kernel", down_kernel, (1, 3))
         if len(layers) != len(widths) or not all(n >= 1 for n in layers):
-            raise ValueError(f"layers={tuple(layers)} must give >= 1 unit for each of the {len(widths)} widths")
+            raise UserInputError(f"layers={tuple(layers)} must give >= 1 unit for each of the {len(widths)} widths")
         check_common(num_classes, in_chans, drop_rate, drop_path_rate=drop_path_rate)
         self.in_chans = in_chans
         make_block, expansion = BLOCKS[block]
@@ -367,7 +368,7 @@ class ResNet(ModelBase):
                 if block == "basic":
                     kwargs.update(branch_act=branch_act)
                 elif branch_act:
-                    raise ValueError(f"branch_act applies to block='basic' only, not {block!r}")
+                    raise UserInputError(f"branch_act applies to block='basic' only, not {block!r}")
                 if block == "bottleneck":
                     kwargs.update(groups=groups, base_width=base_width, stride_in_1x1=stride_in_1x1,
                                   reduce_first=reduce_first)

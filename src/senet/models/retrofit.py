@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import UserInputError, UserTypeError
 from ..layers.se import SEConfig, SqueezeExcite
 from ..validation import check_choice
 
@@ -57,7 +58,7 @@ class UnitGate(nn.Module):
         self.inner = gate
         at_zero = float(gate(torch.zeros(())))
         if at_zero <= 0:
-            raise ValueError(
+            raise UserInputError(
                 f"init='identity' needs a gate that is positive at 0 (sigmoid, hard_sigmoid); "
                 f"{type(gate).__name__} gives {at_zero}"
             )
@@ -148,8 +149,8 @@ def _trace(model: nn.Module, input_size: Sequence[int]) -> dict[str, _Call]:
     try:
         functional_call(model, tensors, (torch.empty(1, *input_size, device="meta"),))
     except Exception as e:
-        raise ValueError(f"retrofit could not run the model on an input of size {tuple(input_size)} "
-                         f"(pass the input_size it expects): {type(e).__name__}: {e}") from e
+        raise UserInputError(f"retrofit could not run the model on an input of size {tuple(input_size)} "
+                             f"(pass the input_size it expects): {type(e).__name__}: {e}") from e
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -242,21 +243,21 @@ def retrofit(
                  "conv_activations": bool(conv_activations)}
     chosen = [k for k, on in selectors.items() if on]
     if len(chosen) != 1:
-        raise ValueError(f"retrofit needs exactly one of types=, names=, regex=, conv_activations=True; "
-                         f"got {', '.join(chosen) or 'none'}")
+        raise UserInputError(f"retrofit needs exactly one of types=, names=, regex=, conv_activations=True; "
+                             f"got {', '.join(chosen) or 'none'}")
     check_choice("init", init, INITS)
     if se is not None and not isinstance(se, SEConfig):
-        raise TypeError(f"se must be an SEConfig or None, got {type(se).__name__}")
+        raise UserTypeError(f"se must be an SEConfig or None, got {type(se).__name__}")
     if se is None and not bn:
-        raise ValueError("retrofit has nothing to insert: se=None and bn=False")
+        raise UserInputError("retrofit has nothing to insert: se=None and bn=False")
     if types is not None:
         types = types if isinstance(types, tuple) else (types,)
         if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
-            raise TypeError(f"types must be nn.Module classes, got {types!r}")
+            raise UserTypeError(f"types must be nn.Module classes, got {types!r}")
     try:
         pattern = re.compile(regex) if regex is not None else None
     except re.error as err:
-        raise ValueError(f"retrofit: regex={regex!r} is not a valid regular expression: {err}") from None
+        raise UserInputError(f"retrofit: regex={regex!r} is not a valid regular expression: {err}") from None
 
     # Never select inside an existing SE block or a wrapper a previous retrofit inserted.
     inside = [n + "." for n, m in model.named_modules() if n and isinstance(m, SqueezeExcite)]
@@ -285,8 +286,8 @@ def retrofit(
             described = f"regex={regex!r}"
     if not targets:
         example = ", ".join(all_names[:8]) + (", ..." if len(all_names) > 8 else "")
-        raise ValueError(f"retrofit: no module of {type(model).__name__} matches {described}"
-                         + (f"; skipped: {skipped}" if skipped else "") + f". Module names: {example}")
+        raise UserInputError(f"retrofit: no module of {type(model).__name__} matches {described}"
+                             + (f"; skipped: {skipped}" if skipped else "") + f". Module names: {example}")
 
     valid: list[tuple[str, int]] = []
     for name in targets:
@@ -300,8 +301,8 @@ def retrofit(
         else:
             valid.append((name, call.shape[1]))
     if not valid:
-        raise ValueError(f"retrofit: every module matching {described} had to be skipped: "
-                         + "; ".join(f"{n}: {why}" for n, why in skipped))
+        raise UserInputError(f"retrofit: every module matching {described} had to be skipped: "
+                             + "; ".join(f"{n}: {why}" for n, why in skipped))
 
     inserted = []
     reference = next(iter([*model.parameters(), *model.buffers()]), None)
@@ -344,18 +345,18 @@ def retrofit_from_config(model: nn.Module, spec: Mapping[str, Any], input_size: 
     """
     unknown = [k for k in spec if k not in SPEC_KEYS]
     if unknown:
-        raise ValueError(f"model.retrofit: unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+        raise UserInputError(f"model.retrofit: unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
     kwargs: dict[str, Any] = {k: v for k, v in spec.items() if k not in ("types", "se")}
     if "types" in spec:
         names = [spec["types"]] if isinstance(spec["types"], str) else list(spec["types"])
         bad = [n for n in names if not (isinstance(getattr(nn, str(n), None), type)
                                         and issubclass(getattr(nn, n), nn.Module))]
         if bad:
-            raise ValueError(f"model.retrofit.types: {bad} are not torch.nn module classes")
+            raise UserInputError(f"model.retrofit.types: {bad} are not torch.nn module classes")
         kwargs["types"] = tuple(getattr(nn, n) for n in names)
     se = spec.get("se", {})
     if se is not None and not isinstance(se, Mapping):
-        raise ValueError(f"model.retrofit.se must be a mapping of SE options or null, got {se!r}")
+        raise UserInputError(f"model.retrofit.se must be a mapping of SE options or null, got {se!r}")
     kwargs["se"] = None if se is None else SEConfig().replace(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in se.items()})
     return retrofit(model, input_size=tuple(input_size), **kwargs)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserInputError
 from ..layers.se import SEConfig, make_se
 from .base import ModelBase
 from .common import check_common, drop_path_rates, make_drop_path, stage_ends
@@ -98,7 +99,7 @@ class ShuffleNetV1(ModelBase):
         dpr = iter(drop_path_rates(drop_path_rate, sum(REPEATS)))
         self.in_chans = in_chans
         if groups not in STAGE_WIDTHS:
-            raise ValueError(f"groups={groups!r} is not supported; allowed values: {', '.join(map(str, STAGE_WIDTHS))}")
+            raise UserInputError(f"groups={groups!r} is not supported; allowed values: {', '.join(map(str, STAGE_WIDTHS))}")
         stem = 24
         self.conv1 = nn.Conv2d(in_chans, stem, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)

@@ -21,6 +21,7 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import UserInputError
 from ..layers.se import SEConfig
 from ..validation import check_choice
 from .base import ModelBase
@@ -106,14 +107,14 @@ class VGG(ModelBase):
                 units.append(pools[item](kernel_size=2, stride=2))
                 continue
             if not (isinstance(item, int) and item >= 1):
-                raise ValueError(f"layers must hold positive conv widths or 'M'/'A', got {item!r}")
+                raise UserInputError(f"layers must hold positive conv widths or 'M'/'A', got {item!r}")
             units.append(nn.Conv2d(cin, item, 3, padding=1, bias=conv_bias))
             if norm:
                 units.append(nn.BatchNorm2d(item, eps=eps))
             units.append(ActSE(nn.ReLU(inplace=True), se, item))
             cin = item
         if not any(isinstance(u, nn.Conv2d) for u in units):
-            raise ValueError(f"layers={tuple(layers)} holds no convolution")
+            raise UserInputError(f"layers={tuple(layers)} holds no convolution")
         self.features = nn.Sequential(*units)
         widths = [0] * len(units)  # output channels after each unit
         for i, u in enumerate(units):

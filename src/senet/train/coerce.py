@@ -14,10 +14,12 @@ import types
 import typing
 from typing import Any, Mapping, Sequence, Union
 
+from ..errors import UserInputError
+
 __all__ = ["ConfigError", "all_keys", "build", "check_section", "coerce", "fields", "unknown_key"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A configuration value or key that is wrong; the message names the key."""
 
 

@@ -15,6 +15,7 @@ import functools
 import math
 from typing import Any, Callable, Mapping, Sequence, Union
 
+from ..errors import UserTypeError
 from .choices import COMPILE_MODES, LOSSES, MIX_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
 from .coerce import ConfigError, build, check_section
 
@@ -363,7 +364,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     """Check every field of ``cfg`` against its type and :data:`RULES`, and the rules between
     fields; return ``cfg``. Configs are checked when built; this also catches later assignments."""
     if not isinstance(cfg, TrainConfig):
-        raise TypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
+        raise UserTypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
     for section, prefix in ((cfg.model, "model."), (cfg.data, "data."), (cfg.optim, "optim."),
                             (cfg.schedule, "schedule."), (cfg.mix, "mix."), (cfg, "")):
         _check_fields(section, prefix)

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import SenetError
 from .batches import BatchSteps
 from .config import TrainConfig
 from .distributed import all_reduce_sum, any_across_ranks, rank_info
@@ -30,7 +31,7 @@ from .setup import Setup
 __all__ = ["NonFiniteLossError", "TrainedEpoch", "train_epoch", "divergence", "epoch_row"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SenetError, RuntimeError):
     """Training diverged: the loss, or the weights/BN statistics or validation loss checked before
     a checkpoint is written, became NaN or infinite. Nothing non-finite is saved: the newest
     finite checkpoint is kept. ``step`` is the first step whose training loss was non-finite, or

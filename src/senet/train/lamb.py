@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from ..errors import UserInputError
+
 __all__ = ["Lamb"]
 
 
@@ -32,7 +34,7 @@ class Lamb(torch.optim.Optimizer):
                  eps: float = 1e-6, weight_decay: float = 0.01, max_grad_norm: float = 1.0,
                  always_adapt: bool = False) -> None:
         if lr < 0 or eps <= 0 or weight_decay < 0 or max_grad_norm < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid LAMB settings: lr={lr}, betas={betas}, eps={eps}, "
+            raise UserInputError(f"invalid LAMB settings: lr={lr}, betas={betas}, eps={eps}, "
                              f"weight_decay={weight_decay}, max_grad_norm={max_grad_norm}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                         always_adapt=always_adapt)

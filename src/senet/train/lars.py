@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from ..errors import UserInputError
+
 __all__ = ["Lars"]
 
 
@@ -23,7 +25,7 @@ class Lars(torch.optim.Optimizer):
                  nesterov: bool = False, trust_coeff: float = 0.001, eps: float = 1e-8,
                  always_adapt: bool = False) -> None:
         if lr < 0 or momentum < 0 or weight_decay < 0 or trust_coeff <= 0 or eps < 0:
-            raise ValueError(f"invalid LARS settings: lr={lr}, momentum={momentum}, weight_decay={weight_decay}, "
+            raise UserInputError(f"invalid LARS settings: lr={lr}, momentum={momentum}, weight_decay={weight_decay}, "
                              f"trust_coeff={trust_coeff}, eps={eps}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
                                       trust_coeff=trust_coeff, eps=eps, always_adapt=always_adapt))

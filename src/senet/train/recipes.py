@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from ..errors import MissingPathError
 from .coerce import ConfigError
 from .config import TrainConfig, config_from_dict, config_to_dict
 from .overrides import apply_overrides
@@ -40,8 +41,8 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
             names = list_recipes()
             close = difflib.get_close_matches(str(name_or_path), names, n=3, cutoff=0.4)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise FileNotFoundError(f"no recipe file or shipped recipe named {str(name_or_path)!r}.{hint} "
-                                    f"Shipped: {', '.join(names)}")
+            raise MissingPathError(f"no recipe file or shipped recipe named {str(name_or_path)!r}.{hint} "
+                                   f"Shipped: {', '.join(names)}")
         text = entry.read_text()
     try:
         data = yaml.safe_load(text) or {}

@@ -8,7 +8,8 @@ rebuilds every derived file from the state being resumed: the weights files, the
 (from the state of the best epoch in the history), the metrics and the plot, and removes the
 temporary files that killed writes left behind. Every step is idempotent: a kill during
 reconciliation is repaired by the next resume. A state without a content hash (an older senet, or
-an edited file) is resumed with a warning, and never replaces a weights file that verifies.
+an edited file) is resumed with a warning; what is rebuilt from it is written without a hash too
+(it stays unverified), and never replaces a file that verifies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..errors import MissingPathError, NotAFileError
 from ..weights.checkpoint import (UNVERIFIED, CheckpointError, CheckpointMeta, checkpoint_paths, load_state,
                                   read_weights, read_weights_file, write_checkpoint_files)
 from .plots import plot_curves
@@ -28,6 +30,8 @@ from .rundir import write_metrics
 __all__ = ["load_resume_state", "reconcile_run_dir", "best_epoch", "has_checkpoint"]
 
 _NOT_STATE = ("model", "meta", UNVERIFIED)
+# What a resume reads from a state file (senet.train.run writes all of them with every checkpoint).
+RESUME_KEYS = ("model", "meta", "epoch", "history", "optimizer", "scaler", "rng", "config")
 
 
 def has_checkpoint(run_dir: str | os.PathLike[str]) -> bool:
@@ -43,10 +47,13 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
         path = checkpoint_paths(run_dir, tag)[1]
         for p in checkpoint_paths(run_dir, tag):
             if p.is_dir():  # it could be neither read nor rewritten
-                raise IsADirectoryError(f"{p} is a directory, not a checkpoint file; move it away "
-                                        f"(mv {p} {p}.moved) and resume again")
+                raise NotAFileError(f"{p} is a directory, not a checkpoint file; move it away "
+                                    f"(mv {p} {p}.moved) and resume again")
         try:
             state = load_state(run_dir, tag)
+            lacking = [k for k in RESUME_KEYS if k not in state]
+            if lacking:  # e.g. an edited file: name it, and try the other checkpoint
+                raise CheckpointError(path, f"is not a complete trainer state: it lacks {', '.join(lacking)}")
         except FileNotFoundError:
             problems.append(f"{path} does not exist")
             continue
@@ -61,7 +68,7 @@ def load_resume_state(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], 
         return state, tag, notes
     last = checkpoint_paths(run_dir, "last")[1]
     if all(p.endswith("does not exist") for p in problems):
-        raise FileNotFoundError(f"no checkpoint to resume from: {last} does not exist")
+        raise MissingPathError(f"no checkpoint to resume from: {last} does not exist")
     raise CheckpointError(Path(run_dir), "holds no usable checkpoint to resume from: " + "; ".join(problems))
 
 
@@ -94,6 +101,10 @@ def _kept(path: Path, source: str) -> str:
             f"{source} (no content hash)")
 
 
+def _unverified_note(unverified: bool) -> str:
+    return "; written without a content hash, since its source had none (it stays unverified)" if unverified else ""
+
+
 def reconcile_run_dir(run_dir: str | os.PathLike[str], state: Mapping[str, Any], tag: str = "last",
                       title: str = "") -> list[str]:
     """Make every file of ``run_dir`` agree with ``state`` (loaded from checkpoint ``tag``);
@@ -116,14 +127,16 @@ def reconcile_run_dir(run_dir: str | os.PathLike[str], state: Mapping[str, Any],
         if unverified and _verifies(last_weights):
             notes.append(_kept(last_weights, f"{tag}_state.pt"))
         else:
-            write_checkpoint_files(run_dir, "last", state["model"], last_meta, rest)
-            notes.append(f"rewrote checkpoints/last_state.pt and last.safetensors from {tag} (epoch {epoch})")
+            write_checkpoint_files(run_dir, "last", state["model"], last_meta, rest, verified=not unverified)
+            notes.append(f"rewrote checkpoints/last_state.pt and last.safetensors from {tag} (epoch {epoch})"
+                         + _unverified_note(unverified))
     elif not _weights_current(last_weights, state["model"], last_meta):
         if unverified and _verifies(last_weights):
             notes.append(_kept(last_weights, "last_state.pt"))
         else:
-            write_checkpoint_files(run_dir, "last", state["model"], last_meta, None)
-            notes.append(f"rewrote checkpoints/last.safetensors from last_state.pt (epoch {epoch})")
+            write_checkpoint_files(run_dir, "last", state["model"], last_meta, None, verified=not unverified)
+            notes.append(f"rewrote checkpoints/last.safetensors from last_state.pt (epoch {epoch})"
+                         + _unverified_note(unverified))
 
     if history:
         notes += _reconcile_best(run_dir, state, rest, last_meta, history)
@@ -145,15 +158,19 @@ def _reconcile_best(run_dir: Path, state: Mapping[str, Any], rest: Mapping[str, 
         best_meta = CheckpointMeta.from_dict(best["meta"])
         if _weights_current(weights_path, best["model"], best_meta):
             return []
-        if best.get(UNVERIFIED) and _verifies(weights_path):
+        unverified = bool(best.get(UNVERIFIED))
+        if unverified and _verifies(weights_path):
             return [_kept(weights_path, "best_state.pt")]
-        write_checkpoint_files(run_dir, "best", best["model"], best_meta, None)
-        return [f"rewrote checkpoints/best.safetensors from best_state.pt (epoch {want})"]
+        write_checkpoint_files(run_dir, "best", best["model"], best_meta, None, verified=not unverified)
+        return [f"rewrote checkpoints/best.safetensors from best_state.pt (epoch {want})" + _unverified_note(unverified)]
     if want == int(state["epoch"]):  # the best epoch is the state being resumed: rebuild from it
-        if state.get(UNVERIFIED) and _verifies(weights_path):
-            return [_kept(weights_path, "resumed state")]
+        unverified = bool(state.get(UNVERIFIED))
+        if unverified and (_verifies(weights_path) or (best is not None and not best.get(UNVERIFIED))):
+            kept = weights_path if _verifies(weights_path) else state_path
+            return [_kept(kept, "resumed state")]
         meta = dataclasses.replace(last_meta, top1_err=history[-1]["top1_err"])
-        write_checkpoint_files(run_dir, "best", state["model"], meta, rest)
-        return [f"rebuilt checkpoints/best.* from the resumed state (epoch {want}): best_state.pt {problem}"]
+        write_checkpoint_files(run_dir, "best", state["model"], meta, rest, verified=not unverified)
+        return [f"rebuilt checkpoints/best.* from the resumed state (epoch {want}): best_state.pt {problem}"
+                + _unverified_note(unverified)]
     return [f"warning: best_state.pt {problem}, and the best epoch ({want}) is not the one being resumed, "
             "so it cannot be rebuilt; the next epoch that ties or beats it becomes best"]

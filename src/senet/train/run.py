@@ -22,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..errors import MissingPathError, NotAFileError, UserInputError, WriteError
 from ..models.card import ModelCard
 from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
 from .coerce import ConfigError
@@ -32,14 +33,30 @@ from .progress import Reporter, TerminalReporter
 from .recipes import dump_config
 from .reconcile import has_checkpoint, load_resume_state, reconcile_run_dir
 from .rng import capture_rng
-from .rundir import environment, write_metrics, write_report, write_run_files
-from .runlock import RunDirError, RunLock, describe_os_error, prepare_run_dir, remove_stale_temp_files, results_in
+from .rundir import environment, write_config, write_metrics, write_report, write_run_files
+from .runlock import (RUN_FILES, RunDirError, RunLock, describe_os_error, prepare_run_dir, remove_stale_temp_files,
+                      results_in)
 from .tensorboard import with_tensorboard
 from .writer import BackgroundWriter, WeightsSnapshot, cpu_snapshot
 
-__all__ = ["RunDirectory", "resume_config", "PLOT_EVERY_S"]
+__all__ = ["RunDirectory", "resume_config", "refuse_unused_changes", "PLOT_EVERY_S", "UNUSED_ON_RESUME"]
 
 PLOT_EVERY_S = 5.0  # curves.png is redrawn at most this often (and after the last epoch): matplotlib is slow
+
+# Settings read only when a run starts: a resume restores the weights from its checkpoint instead,
+# so a change to them would be recorded but never used.
+UNUSED_ON_RESUME = ("model.weights", "model.weights_source")
+
+
+def refuse_unused_changes(changes: Mapping[str, tuple[Any, Any]]) -> None:
+    """Refuse a resume's change to a setting only a new run reads (:data:`UNUSED_ON_RESUME`): it
+    would be recorded, and never used."""
+    unused = [k for k in changes if any(k == f or k.startswith(f + ".") for f in UNUSED_ON_RESUME)]
+    if unused:
+        was, now = changes[unused[0]]
+        raise ConfigError(f"config key {unused[0]!r} would not be used on resume (the weights come from the "
+                          f"run's checkpoint): the run has {was!r}, got {now!r}; start a new run (--out) "
+                          f"to change it")
 
 
 class RunDirectory:
@@ -58,6 +75,8 @@ class RunDirectory:
         self._writer = writer
         self._title = ""
         self._last_plot = -math.inf
+        self._changes: dict[str, tuple[Any, Any]] = {}  # what a resume changes in the run's config
+        self._config_pending: str | None = None  # config.yaml waiting for a checkpoint made with it
 
     @classmethod
     @contextlib.contextmanager
@@ -71,38 +90,60 @@ class RunDirectory:
         """
         reporter = TerminalReporter() if reporter is None else reporter
         if resume and run_dir is None:
-            raise ValueError("resume=True needs the run directory to resume from")
+            raise UserInputError("resume=True needs the run directory to resume from")
         main = rank_info().is_main
         if run_dir is None or not main:  # nothing to write here: report only (rank 0), resume from run_dir
             yield cls(cfg, None, reporter if main else Reporter(), resume_from=Path(run_dir) if resume else None)
             return
         path = Path(run_dir)
         if resume and not path.is_dir():
-            raise FileNotFoundError(f"no checkpoint to resume from: {path} is not a directory")
-        with RunLock(path):
-            if resume and not has_checkpoint(path):  # stopped before its first checkpoint: nothing to continue
-                _start_over(path, reporter)
-                resume = False
-            prepare_run_dir(path, resume=resume, overwrite=overwrite)
-            report = with_tensorboard(reporter, path) if cfg.tensorboard else reporter
+            raise MissingPathError(f"no checkpoint to resume from: {path} is not a directory")
+        if resume:
+            _check_run_files_are_files(path)
+        lock = RunLock(path)
+        with lock:
             try:
+                if resume and not has_checkpoint(path):  # stopped before its first checkpoint: nothing to continue
+                    _start_over(path, reporter)
+                    resume = False
+                prepare_run_dir(path, resume=resume, overwrite=overwrite)
+                report = with_tensorboard(reporter, path) if cfg.tensorboard else reporter
                 with BackgroundWriter() as writer:  # the run's files, written off the training thread
                     yield cls(cfg, path, report, resume_from=path if resume else None, writer=writer)
+            except WriteError as e:  # a full disk: say that the run can go on from what was written
+                lock.remove_if_unused()
+                if not has_checkpoint(path):
+                    raise
+                raise WriteError(f"{e}; the files written before are intact, resume with: "
+                                 f"senet train --resume {path}") from e
             except OSError as e:
+                lock.remove_if_unused()
                 if e.filename is None or path.resolve() not in Path(e.filename).resolve().parents:
                     raise
                 raise RunDirError(f"cannot write {describe_os_error(e)}; the files written before are intact, "
                                   f"resume with: senet train --resume {path}") from None
+            except BaseException:  # a command that failed before training leaves no folder of its own
+                lock.remove_if_unused()
+                raise
 
     def resume_state(self, dataset: str) -> dict[str, Any]:
         """The checkpoint state the run continues from (``last``, else ``best``), checked against
         the config; on rank 0 every file of the directory is first made to agree with it."""
         if self.resume_from is None:
-            raise ValueError("this run starts from scratch: it has no checkpoint state to resume from")
+            raise UserInputError("this run starts from scratch: it has no checkpoint state to resume from")
         state, tag, notes = load_resume_state(self.resume_from)
-        check_resume_changes(config_from_dict(state["config"]), self.cfg)  # before any file is touched
+        changes = check_resume_changes(config_from_dict(state["config"]), self.cfg)  # before any file is touched
+        refuse_unused_changes(changes)
+        if state["epoch"] > self.cfg.epochs:  # refused before any file is repaired or rewritten
+            raise UserInputError(f"{self.resume_from} has already trained {state['epoch']} epochs; "
+                                 f"epochs={self.cfg.epochs} would shorten it. Resume with epochs >= {state['epoch']} "
+                                 f"(more epochs extend the run)")
+        self._changes = changes
         for note in notes:
             self.report.message(note)
+        if changes:  # every accepted change is said, and recorded in env.json (resume_changed)
+            self.report.message("resuming with changed settings: " + "; ".join(
+                f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
         if self.path is not None:  # before training on: a kill may have left files of different epochs
             for note in reconcile_run_dir(self.path, state, tag, self._title_for(dataset)):
                 self.report.message(note)
@@ -112,11 +153,25 @@ class RunDirectory:
         """Write ``config.yaml`` and ``env.json`` (versions, hardware, what ``setup`` built:
         ``info``; ``resumed``: the resume's record), then show the progress header."""
         self._title = self._title_for(info["dataset"])
+        if resumed:  # the config's changes by their keys, and what else the optimiser reported changed
+            recorded = {k: list(v) for k, v in self._changes.items()}
+            recorded.update({k: v for k, v in resumed.get("resume_changed", {}).items() if f"optim.{k}" not in recorded})
+            resumed = {**resumed, "resume_changed": recorded}
         if self.path is not None:
-            write_run_files(self.path, dump_config(self.cfg), environment(device, {
+            # A resumed run's config.yaml is replaced only once a checkpoint made with the new
+            # settings exists (save_epoch): a resume that diverges or has nothing to train keeps
+            # the record of the configuration its checkpoints were made with.
+            deferred = bool(resumed) and bool(self._changes)
+            config = None if deferred else dump_config(self.cfg)
+            self._config_pending = dump_config(self.cfg) if deferred else None
+            write_run_files(self.path, config, environment(device, {
                 "world_size": info["world_size"], "precision": info["precision"], "dataset": info["dataset"],
                 "model_params": info["params"], **resumed}))
         self.report.start({**info, "run_dir": self.path})
+        done = resumed.get("resumed_after_epoch") if resumed else None
+        if done is not None and done >= self.cfg.epochs:
+            self.report.message(f"nothing to train: {self.resume_from} has trained all {self.cfg.epochs} epochs "
+                                f"(resume with --epochs N, N > {done}, to extend it)")
 
     def save_epoch(self, history: list[dict[str, Any]], model: nn.Module, optimizer: torch.optim.Optimizer,
                    scaler: torch.amp.GradScaler, card: ModelCard, *, final: bool,
@@ -138,8 +193,9 @@ class RunDirectory:
             weights = WeightsSnapshot(model)
             state.update(optimizer=cpu_snapshot(optimizer.state_dict()), scaler=scaler.state_dict(),
                          rng=capture_rng(), config=config_to_dict(self.cfg), **cpu_snapshot(dict(extra_state or {})))
+        config, self._config_pending = (self._config_pending, None) if last or best else (None, self._config_pending)
         self._writer.submit(functools.partial(_write_epoch, self.path, self._title, weights, card, state,
-                                              last=last, best=best, plot=plot))
+                                              last=last, best=best, plot=plot, config_yaml=config))
 
     def stop(self, error: Exception, history: list[dict[str, Any]]) -> NoReturn:
         """End a diverged run: finish the pending (finite) checkpoint writes, say why in
@@ -162,6 +218,16 @@ class RunDirectory:
         return f"{self.cfg.model.name} on {dataset}"
 
 
+def _check_run_files_are_files(path: Path) -> None:
+    """Refuse, before anything, a run whose file (``config.yaml``...) became a directory: it could
+    be neither read nor replaced, whatever the resume did."""
+    for name in RUN_FILES:
+        p = path / name
+        if p.is_dir():
+            raise NotAFileError(f"{p} is a directory where the run keeps its {name}; move it away "
+                                f"(mv {p} {p}.moved) and resume again")
+
+
 def _start_over(path: Path, reporter: Reporter) -> None:
     """Check that a run stopped before its first checkpoint can start over (its directory holds
     nothing else), and say so."""
@@ -175,13 +241,16 @@ def _start_over(path: Path, reporter: Reporter) -> None:
 
 
 def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, card: ModelCard,
-                 state: dict[str, Any], *, last: bool, best: bool, plot: bool) -> None:
-    """One epoch's files (in the writer thread), in the order that keeps the run resumable."""
+                 state: dict[str, Any], *, last: bool, best: bool, plot: bool, config_yaml: str | None = None) -> None:
+    """One epoch's files (in the writer thread), in the order that keeps the run resumable;
+    ``config_yaml`` (a resume's changed settings) once a checkpoint made with them exists."""
     done, history = state["epoch"], state["history"]
     if last:
         save_checkpoint(run_dir, "last", weights, CheckpointMeta(card, done), state)
     if best:
         save_checkpoint(run_dir, "best", weights, CheckpointMeta(card, done, history[-1]["top1_err"]), state)
+    if config_yaml is not None:
+        write_config(run_dir, config_yaml)
     write_metrics(run_dir, history)
     if plot:
         plot_curves(history, run_dir / "curves.png", title)
@@ -197,12 +266,13 @@ def resume_config(run_dir: str | Path) -> TrainConfig:
         return config_from_dict(load_resume_state(run_dir)[0]["config"])
     last = checkpoint_paths(run_dir, "last")[1]
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"no checkpoint to resume from: {run_dir} is not a directory")
+        raise MissingPathError(f"no checkpoint to resume from: {run_dir} is not a directory")
     with RunLock(run_dir):  # a live run that has not checkpointed yet: "in use by pid N"
         pass
+    _check_run_files_are_files(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {last} does not exist and {run_dir} has no "
-                                f"config.yaml; start a new run into it with senet train --out {run_dir}")
+        raise MissingPathError(f"no checkpoint to resume from: {last} does not exist and {run_dir} has no "
+                               f"config.yaml; start a new run into it with senet train --out {run_dir}")
     try:
         data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:

@@ -25,9 +25,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..weights.checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
-__all__ = ["METRIC_COLUMNS", "environment", "write_run_files", "write_metrics", "format_table", "final_summary",
+__all__ = ["METRIC_COLUMNS", "environment", "write_run_files", "write_config", "write_metrics", "format_table", "final_summary",
            "write_report"]
 
 # Seed 000's per-epoch table (train loss/accuracy/error, val loss, top-1/top-5 error) + lr, time, speed.
@@ -72,10 +72,16 @@ def environment(device: torch.device, extra: Mapping[str, Any] | None = None) ->
     return env
 
 
-def write_run_files(run_dir: Path, config_yaml: str, env: Mapping[str, Any]) -> None:
+def write_run_files(run_dir: Path, config_yaml: str | None, env: Mapping[str, Any]) -> None:
+    """``config.yaml`` (unless None: a resume keeps it until it has a checkpoint) and ``env.json``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.yaml", config_yaml.encode())
+    if config_yaml is not None:
+        write_config(run_dir, config_yaml)
     atomic_write_bytes(run_dir / "env.json", (json.dumps(env, indent=2) + "\n").encode())
+
+
+def write_config(run_dir: Path, config_yaml: str) -> None:
+    atomic_write_bytes(run_dir / "config.yaml", config_yaml.encode())
 
 
 def write_metrics(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> None:
@@ -108,7 +114,8 @@ def final_summary(history: Sequence[dict[str, Any]], classes: int,
                   test_name: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     """``(final row, best row, summary line)`` of a run: the last epoch's errors and the lowest
     top-1 error, on the test set ``test_name``; the top-5 error only with more than 5 classes."""
-    best = min(history, key=lambda r: r["top1_err"]) if history else {}
+    # The latest of tied epochs, as the best checkpoint (saved when an epoch ties or beats every earlier one).
+    best = min(reversed(history), key=lambda r: r["top1_err"]) if history else {}
     final = history[-1] if history else {}
     top5 = (f", top-5 error {final.get('top5_err', float('nan')):.2f}%" if classes > 5
             else f" (top-5 error not shown: {classes} classes)")

@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from types import TracebackType
 
+from ..errors import UserInputError, WriteError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows has no flock
@@ -32,7 +34,7 @@ _SETUP_FILES = {LOCK_NAME, "config.yaml", "env.json"}
 _CHECKPOINT_FILES = ("last_state.pt", "last.safetensors", "best_state.pt", "best.safetensors")
 
 
-class RunDirError(ValueError):
+class RunDirError(UserInputError):
     """The run directory cannot be used: locked by another process, not empty, or an OS error
     (permission, read-only file system, not a directory, disk full). One line, naming the path."""
 
@@ -46,6 +48,14 @@ def describe_os_error(e: OSError) -> str:
     return f"{e.filename}: {reason}" if e.filename else reason
 
 
+def _os_failure(what: str, e: OSError) -> Exception:
+    """A full disk is the machine's (:class:`WriteError`, exit 1); any other refusal is about the
+    path the user chose (:class:`RunDirError`)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteError(f"{what}: {describe_os_error(e)}")
+    return RunDirError(f"{what}: {describe_os_error(e)}")
+
+
 class RunLock:
     """Exclusive lock on a run directory (created if needed) for one training process.
 
@@ -56,15 +66,17 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
         self._fd: int | None = None
+        self._made: list[Path] = []
 
     def acquire(self) -> "RunLock":
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise RunDirError(f"run directory {self.run_dir} is an existing file, not a directory")
+        made = self._make_dirs()
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise RunDirError(f"cannot use run directory {self.run_dir}: {describe_os_error(e)}") from None
+            self._unmake(made)
+            raise _os_failure(f"cannot use run directory {self.run_dir}", e) from None
         if fcntl is None:  # pragma: no cover - no flock (Windows): run unguarded
             self._fd = fd
             return self
@@ -78,10 +90,52 @@ class RunLock:
                                   f"(pid {holder})") from None
             raise RunDirError(f"cannot lock run directory {self.run_dir}: {describe_os_error(e)}") from None
         # The pid is only informative (for the message above); the flock is the lock.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:  # a full disk: nothing of this attempt stays behind
+            os.close(fd)
+            if made:
+                (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
+            self._unmake(made)
+            raise _os_failure(f"cannot write {self.run_dir / LOCK_NAME}", e) from None
         self._fd = fd
+        self._made = made
         return self
+
+    def _make_dirs(self) -> list[Path]:
+        """Create the run directory and its missing parents; the ones made, deepest first."""
+        made = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._unmake(made)
+            raise _os_failure(f"cannot use run directory {self.run_dir}", e) from None
+        return made
+
+    @staticmethod
+    def _unmake(made: list[Path]) -> None:
+        for folder in made:  # deepest first; only folders this lock made, and only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    def remove_if_unused(self) -> None:
+        """Release the lock and remove the run directory if this lock created it and nothing but
+        the lock file was written into it (a command that failed before training leaves no folder)."""
+        made = self._made
+        self.release()
+        if not made or not self.run_dir.is_dir():
+            return
+        inside = sorted(self.run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+        if any(not p.is_dir() for p in inside if p != self.run_dir / LOCK_NAME):
+            return
+        (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
+        for folder in inside:  # empty folders only, deepest first
+            if folder.is_dir():
+                folder.rmdir()
+        self._unmake(made)
 
     def release(self) -> None:
         if self._fd is not None:

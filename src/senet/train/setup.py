@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .. import data
+from ..errors import UserInputError
 from ..factory import create_model
 from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
 from ..models.registry import get_model_spec
@@ -69,7 +70,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
             return None
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+        raise UserInputError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -130,7 +131,7 @@ def setup(cfg: TrainConfig, device: torch.device, run: RunDirectory) -> Setup:
     ranks = rank_info()
     amp_dtype = resolve_precision(cfg.precision, device)
     if cfg.batch_size % ranks.world_size:
-        raise ValueError(f"batch_size={cfg.batch_size} must divide evenly over {ranks.world_size} ranks")
+        raise UserInputError(f"batch_size={cfg.batch_size} must divide evenly over {ranks.world_size} ranks")
 
     torch.manual_seed(cfg.seed)  # fixes the initial weights; batches depend only on (seed, epoch, rank)
     train_set, test_set = load_data(cfg, image_size(cfg))
@@ -190,8 +191,8 @@ def _resume(cfg: TrainConfig, run: RunDirectory, dataset: str, model: nn.Module,
     restore_rng(state["rng"])
     start = state["epoch"]
     if cfg.epochs < start:
-        raise ValueError(f"{run.resume_from} has already trained {start} epochs; epochs={cfg.epochs} would shorten "
-                         f"it. Resume with epochs >= {start} (more epochs extend the run)")
+        raise UserInputError(f"{run.resume_from} has already trained {start} epochs; epochs={cfg.epochs} would shorten "
+                             f"it. Resume with epochs >= {start} (more epochs extend the run)")
     said = "; ".join(f"optim {k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
     run.report.message(f"resumed from {run.resume_from} after epoch {start}" + (f"; applied {said}" if said else ""))
     return start, list(state["history"]), {"resumed_after_epoch": start,
@@ -213,7 +214,7 @@ def _load_initial_weights(model: nn.Module, cfg: TrainConfig) -> str:
     report = load_weights(model, cfg.model.weights, source=cfg.model.weights_source, strict=False)
     loaded = len(model.state_dict()) - len(report.missing) - len(report.mismatched)
     if loaded == 0:
-        raise ValueError(f"no tensor of {cfg.model.weights} fits {cfg.model.name}:\n{report.describe()}")
+        raise UserInputError(f"no tensor of {cfg.model.weights} fits {cfg.model.name}:\n{report.describe()}")
     skipped = len(report.missing) + len(report.mismatched)
     return f"initialised {loaded} tensors from {cfg.model.weights}" + (
         f"; {skipped} left at their initial values (e.g. a classifier for other classes)" if skipped else "")

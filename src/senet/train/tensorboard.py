@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..errors import MissingExtraError
 from .progress import Reporter
 from .rundir import METRIC_COLUMNS
 
@@ -24,8 +25,8 @@ def require_tensorboard() -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter  # an optional extra: only when logging is on
     except ImportError as e:  # torch raises this when the tensorboard package is missing
-        raise ImportError(f"tensorboard logging is on (tensorboard: true / --tensorboard) but the "
-                          f"'tensorboard' package is not installed: {INSTALL_HINT}") from e
+        raise MissingExtraError(f"tensorboard logging is on (tensorboard: true / --tensorboard) but the "
+                                f"'tensorboard' package is not installed: {INSTALL_HINT}") from e
     return SummaryWriter
 
 

@@ -9,8 +9,8 @@ A checkpoint ``TAG`` in ``run/checkpoints`` is a pair:
   config and the metric history, made only of tensors and plain Python values so
   ``torch.load(weights_only=True)`` reads it.
 
-Every file is written atomically (temp file in the same folder, fsync, rename), so a process
-killed mid-write leaves the previous file intact. The state file is complete on its own and is
+Every file is written atomically (:mod:`senet.atomic`: temp file in the same folder, fsync,
+rename), so a process killed mid-write leaves the previous file intact. The state file is complete on its own and is
 written first; resuming reads only it. A kill between the two writes therefore leaves a
 consistent state file one epoch ahead of the ``.safetensors`` file, which resuming rewrites
 (``senet.train.reconcile``); no work is lost.
@@ -41,6 +41,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_bytes
+from ..errors import BadFileError, MissingPathError
 from ..models.card import ModelCard, RetrofitSpec, default_stats
 from .convert import load_weights
 from .fileformat import header_size, safetensors_metadata
@@ -73,40 +75,13 @@ STATE_HASH_KEY = "sha256"
 WEIGHTS_HASH_KEY = "senet_sha256"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadFileError):
     """A checkpoint file exists but cannot be trusted: empty, truncated, not a checkpoint, or its
     content does not match the hash recorded when it was written."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         super().__init__(f"{path} {problem}")
         self.path, self.problem = Path(path), problem
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
-            # A full disk fails in write/fsync, whose error names no file: name the one we meant.
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-    # Make the rename itself durable (POSIX: fsync the directory entry).
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def checkpoint_paths(run_dir: str | os.PathLike[str], tag: str) -> tuple[Path, Path]:
@@ -200,9 +175,14 @@ def _card_from_old(meta: Mapping[str, Any]) -> ModelCard:
 
 
 def write_checkpoint_files(run_dir: str | os.PathLike[str], tag: str, tensors: Mapping[str, torch.Tensor],
-                           meta: CheckpointMeta, state: Mapping[str, Any] | None) -> tuple[Path, Path]:
+                           meta: CheckpointMeta, state: Mapping[str, Any] | None, *,
+                           verified: bool = True) -> tuple[Path, Path]:
     """Write checkpoint ``tag`` from CPU ``tensors``: the state file first (when ``state`` is given;
-    ``state`` excludes weights and meta), then the weights, each with its content hash."""
+    ``state`` excludes weights and meta), then the weights, each with its content hash.
+
+    ``verified=False`` (content derived from a state that had no hash) writes both files without
+    one: a hash computed now would vouch for content nobody checked, and readers would call it
+    verified."""
     from safetensors.torch import save
 
     weights_path, state_path = checkpoint_paths(run_dir, tag)
@@ -212,13 +192,16 @@ def write_checkpoint_files(run_dir: str | os.PathLike[str], tag: str, tensors: M
     if state is not None:
         full = {k: v for k, v in state.items() if k not in (STATE_HASH_KEY, UNVERIFIED)}
         full.update(model=tensors, meta=record)
-        full[STATE_HASH_KEY] = content_digest(full)
+        if verified:
+            full[STATE_HASH_KEY] = content_digest(full)
         buf = io.BytesIO()
         torch.save(full, buf)
         atomic_write_bytes(state_path, buf.getvalue())
     meta_json = json.dumps(record)
-    digest = _weights_digest(tensors, meta_json)
-    atomic_write_bytes(weights_path, save(tensors, metadata={"senet": meta_json, WEIGHTS_HASH_KEY: digest}))
+    metadata = {"senet": meta_json}
+    if verified:
+        metadata[WEIGHTS_HASH_KEY] = _weights_digest(tensors, meta_json)
+    atomic_write_bytes(weights_path, save(tensors, metadata=metadata))
     return weights_path, state_path
 
 
@@ -285,8 +268,11 @@ def verify_state(state: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _torch_load(data: bytes) -> Any:
-    with warnings.catch_warnings():  # torch's warnings name its own files; the caller reports problems
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        # A plain pickle read as a torch file: torch warns about its protocol before refusing it,
+        # and the caller names the file for what it is (_problem). Only that warning is hidden.
+        warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint",
+                                category=UserWarning)
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -296,7 +282,7 @@ def load_state(run_dir: str | os.PathLike[str], tag: str = "last") -> dict[str, 
     without a hash is returned with ``state[UNVERIFIED] = True``."""
     state_path = checkpoint_paths(run_dir, tag)[1]
     if not state_path.is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {state_path} does not exist")
+        raise MissingPathError(f"no checkpoint to resume from: {state_path} does not exist")
     data = state_path.read_bytes()
     try:
         state = _torch_load(data)
@@ -356,11 +342,11 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
             return candidate
         if problems:
             raise CheckpointError(path, "holds no usable checkpoint: " + "; ".join(problems))
-        raise FileNotFoundError(f"{path} holds no checkpoints/best.safetensors or last.safetensors")
+        raise MissingPathError(f"{path} holds no checkpoints/best.safetensors or last.safetensors")
     if path.name.endswith("_state.pt"):
         path = path.with_name(path.name[: -len("_state.pt")] + ".safetensors")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingPathError(f"checkpoint not found: {path}")
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from ..errors import MismatchError, MissingExtraError, MissingPathError
 from ..validation import check_choice
 from .fileformat import file_format
 
@@ -25,7 +26,7 @@ __all__ = ["load_weights", "read_state_dict", "convert_state_dict", "WeightLoadE
 StateDict = dict[str, torch.Tensor]
 
 
-class WeightLoadError(ValueError):
+class WeightLoadError(MismatchError):
     """Weights that do not fit a model or a file that holds none. The message is one line; ``report``
     (a :class:`LoadReport`, when keys were compared) lists every missing, unexpected and mis-shaped key."""
 
@@ -109,7 +110,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
     The format is recognised from the file's content, whatever its suffix."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingPathError(f"weights file not found: {path}")
     kind = file_format(path)
     if kind is None:
         raise WeightLoadError(f"{path} is not a PyTorch or safetensors weights file (expected a torch.save "
@@ -118,7 +119,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
         try:
             from safetensors.torch import load_file
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError(f"reading {path} needs the 'safetensors' package: pip install safetensors") from e
+            raise MissingExtraError(f"reading {path} needs the 'safetensors' package: pip install safetensors") from e
         try:
             return load_file(str(path))
         except Exception as e:

@@ -11,6 +11,8 @@ import json
 import os
 from typing import Any
 
+from ..errors import UserInputError
+
 __all__ = ["file_format", "header_size", "safetensors_metadata", "read_file_metadata"]
 
 MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header
@@ -46,7 +48,7 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     ``ValueError`` when the bytes do not start with a readable header."""
     size = header_size(data[:9])
     if size is None or 8 + size > len(data):
-        raise ValueError("not a complete safetensors header")
+        raise UserInputError("not a complete safetensors header")
     return _metadata(json.loads(data[8:8 + size]))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ..errors import MissingPathError, UserInputError, UserTypeError
 from ..published import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, LABEL_SETS, PretrainedConfig,
                          class_names, imagenet_classes)
 from .convert import WeightLoadError, convert_state_dict, load_weights, read_state_dict
@@ -42,7 +43,7 @@ __all__ = ["PretrainedConfig", "PretrainedWeightsError", "IMAGENET_MEAN", "IMAGE
 _HASH = re.compile(r"-([a-f0-9]{6,})\.")
 
 
-class PretrainedWeightsError(FileNotFoundError):
+class PretrainedWeightsError(MissingPathError):
     """Published weights that cannot be found, fetched or trusted; the message says what to do."""
 
 
@@ -161,9 +162,9 @@ def load_pretrained(model: nn.Module, name: str, cfg: PretrainedConfig | None, p
     elif isinstance(pretrained, (str, os.PathLike)):
         path = Path(pretrained)
         if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights file not found: {path}")
+            raise MissingPathError(f"pretrained weights file not found: {path}")
     else:
-        raise TypeError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
+        raise UserTypeError(f"pretrained must be True, False or a path to a weights file, got {pretrained!r}")
     raw = read_state_dict(path)
     drop = cfg.drop_keys if cfg else ()
     sd = convert_state_dict({k: v for k, v in raw.items() if not k.startswith(drop)}, source)
