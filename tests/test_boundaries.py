@@ -423,3 +423,20 @@ def test_quantize_onnx_to_a_full_disk_is_one_line_and_leaves_nothing(full_disk, 
     with pytest.raises(WriteError, match=f"cannot write {full_disk / 'q.onnx'}: no space left on the device"):
         quantize_onnx(fp32, full_disk / "q.onnx", [torch.randn(4, 3, 32, 32)])
     _unchanged(full_disk)
+
+
+def test_benchmark_picks_cpu_sized_defaults_and_says_what_it_times(monkeypatch, capsys):
+    import senet.cost.speed as speed
+
+    seen = {}
+
+    def fake_benchmark(models, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before timing anything
+
+    monkeypatch.setattr(speed, "benchmark", fake_benchmark)
+    assert main(["benchmark", "se_resnet50", "--baseline", "--device", "cpu"]) == 130
+    assert {k: seen[k] for k in ("batch_size", "rounds", "steps", "warmup")} == dict(batch_size=8, rounds=3,
+                                                                                      steps=2, warmup=1)
+    err = capsys.readouterr().err
+    assert "timing 2 network(s) on cpu, mode both: 1 warm-up + 3 rounds x 2 steps at batch 8" in err

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
 from ..errors import UserInputError
-from .common import add_input_size_argument
+from .common import add_input_size_argument, resolve_device
 
 # senet.cost.speed's choices, written out so that `senet benchmark --help` needs no torch (tests/test_cli.py checks
 # that they agree).
@@ -19,6 +20,11 @@ MODES = ("infer", "train", "both")
 PRECISIONS = ("fp32", "bf16", "fp16")
 FUSED = ("on", "off", "both")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+# What an unset --batch-size, --rounds, --steps and --warmup become, by device.
+GPU_DEFAULTS = {"batch_size": 32, "rounds": 10, "steps": 5, "warmup": 3}
+CPU_DEFAULTS = {"batch_size": 8, "rounds": 3, "steps": 2, "warmup": 1}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="store_true", help="add each SE model's plain twin (se=None) and the ratio")
     p.add_argument("--against", choices=["timm"], default=None, help="add timm's model of the same architecture")
     p.add_argument("--mode", choices=MODES, default="both", help="inference, training step, or both (default)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default 32 on a GPU, 8 on the CPU)")
     add_input_size_argument(p, "the model's own")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16/fp16 autocast")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and input")
@@ -44,9 +50,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="torch.compile backend of --compiled (default inductor)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per model per round (default 5)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per model first (default 3)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 10 on a GPU, 3 on the CPU)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per model per round (default 5 on a GPU, 2 on the CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per model first (default 3 on a GPU, 1 on "
+                                                            "the CPU)")
     p.add_argument("--json", dest="json_out", type=Path, default=None, metavar="OUT", help="write the result as JSON")
     p.set_defaults(func=run)
 
@@ -57,6 +65,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise UserInputError(f"--threads must be >= 1, got {args.threads}")
+    # CPU-sized defaults: the GPU's would take many minutes for a full-size network on a few cores.
+    device = resolve_device(args.device)
+    sizes = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
+    for key, value in sizes.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    count = len(args.models) * (2 if args.baseline else 1) + (len(args.models) if args.against else 0)
+    print(f"senet benchmark: timing {count} network(s) on {device}, mode {args.mode}: {args.warmup} warm-up + "
+          f"{args.rounds} rounds x {args.steps} steps at batch {args.batch_size}", file=sys.stderr)
     with intra_op_threads(args.threads):  # restored afterwards: main() may be called in-process
         result = benchmark(args.models, baseline=args.baseline, against=args.against, mode=args.mode,
                            batch_size=args.batch_size, input_size=args.input_size, precision=args.precision,
