@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from .transforms import EvalView
 
@@ -103,6 +102,8 @@ def write_image_folder(dataset: ArrayDataset, root: str | os.PathLike[str], spli
     labels follow the sorted class names.)"""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    from PIL import Image  # here: importing senet.data must not load Pillow
+
     root = Path(root)
     base = root / ("train" if split == "train" else "val")
     stop = len(dataset) if limit is None else min(start + int(limit), len(dataset))
