@@ -42,7 +42,7 @@ def timm_resolve(cfg: dict) -> dict:
             "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
 
 
-def timm_eval_geometry(data_config: dict, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int, int, int], tuple[int, int]]:
+def timm_eval_geometry(data_config: dict, h: int, w: int) -> tuple[tuple, tuple, tuple]:
     """(resized size, padding top/bottom/left/right, crop offset) of timm's eval transform for an h x w image."""
     th, tw = data_config["input_size"][1:]
     pct, mode = data_config["crop_pct"], data_config["crop_mode"]

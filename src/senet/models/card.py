@@ -3,10 +3,11 @@
 Every model that :func:`~senet.factory.create_model` builds carries a :class:`ModelCard`
 as ``model.pretrained_cfg`` (``model.default_cfg`` is the same object, timm's names). It says
 how to rebuild the network (registered name, overrides, retrofit), what it predicts (class
-names where known) and how to prepare its input (size, mean/std, crop fraction and mode, interpolation: timm's data
-config). Training writes the evaluation view that matches its own augmentation, checkpoints carry
-it as JSON, and eval, predict, export and the analysis tools read it; :meth:`ModelCard.eval_transform`
-is the one evaluation view (paper §5.1), built from the card alone.
+names where known) and how to prepare its input (size, mean/std, crop fraction and mode,
+interpolation: timm's data config). Training writes the evaluation view that matches its own
+augmentation, checkpoints carry it as JSON, and eval, predict, export and the analysis tools read
+it; :meth:`ModelCard.eval_transform` is the one evaluation view (paper §5.1), built from the card
+alone.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..data.transforms import EvalView
     from ..published import PretrainedConfig
 
-__all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "CROP_MODES", "attach_card",
-           "card_of", "card_for", "default_stats"]
+__all__ = ["ModelCard", "RetrofitSpec", "FrozenMapping", "WEIGHT_SOURCES", "INTERPOLATIONS", "CROP_MODES",
+           "attach_card", "card_of", "card_for", "default_stats", "legacy_view"]
 
 # Where the weights came from: initialisation, published weights (by tag), a local file, a training run.
 WEIGHT_SOURCES = ("random", "published", "file", "trained")
