@@ -200,7 +200,7 @@ def test_quantize_with_one_calibration_image_is_not_an_error(tmp_path, capsys):
 
 def test_a_bug_preparing_a_registered_network_is_loud_not_a_fallback(monkeypatch, capsys, recwarn):
     import senet.deploy.fast as fast
-    from senet.models.factory import create_model
+    from senet import create_model
 
     def broken_fold(*args, **kwargs):
         raise ValueError("folding bug")
