@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import MissingPathError, UserInputError, UserTypeError
+from ..errors import MissingPathError, UserTypeError
 from ..published import (IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, LABEL_SETS, PretrainedConfig,
                          class_names, imagenet_classes)
 from .convert import WeightLoadError, convert_state_dict, load_weights, read_state_dict
