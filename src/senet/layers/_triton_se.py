@@ -581,10 +581,3 @@ def check_bounds(plan: Launch) -> list[Footprint]:
         if f.int32 > _INT32_MAX:
             raise AssertionError(f"{where}: a 32-bit offset reaches {f.int32}")
     return prints
-
-
-def check_all(plans: Launch | list[Launch]) -> None:
-    """:func:`check_bounds` on one plan or several (the benchmark's correctness phase runs it)."""
-    for p in [plans] if isinstance(plans, Launch) else plans:
-        check_bounds(p)
-
