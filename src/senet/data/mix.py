@@ -21,14 +21,15 @@ from ..errors import UserInputError
 
 __all__ = ["MixSettings", "MixParams", "sample_mix", "mix_images", "mix_targets", "smooth_targets"]
 
-MODES = ("batch", "elem")
+MODES = ("batch", "elem")  # timm's Mixup modes: one ratio per batch, or one per sample
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class MixSettings:
     """timm's ``Mixup`` arguments: ``mixup_alpha``/``cutmix_alpha`` (0 = that one off), ``prob``
     of mixing a batch (``batch`` mode) or a sample (``elem``), ``switch_prob`` of CutMix when both
-    are on, and ``mode``."""
+    are on, and ``mode``. The training configuration's ``mix`` section is this record
+    (``train.config.MixConfig`` adds only the config's checks)."""
 
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
@@ -41,6 +42,13 @@ class MixSettings:
             raise UserInputError(f"mix mode must be one of {MODES}, got {self.mode!r}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise UserInputError("mixup_alpha and cutmix_alpha must be >= 0")
+        if not (0 <= self.prob <= 1 and 0 <= self.switch_prob <= 1):
+            raise UserInputError(f"mix prob and switch_prob must be in [0, 1], got {self.prob!r} and {self.switch_prob!r}")
+
+    @property
+    def active(self) -> bool:
+        """Whether any batch is mixed (both alphas 0, or ``prob`` 0: the paper's recipe)."""
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.prob > 0
 
 
 @dataclasses.dataclass(frozen=True)

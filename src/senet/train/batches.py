@@ -49,7 +49,7 @@ class BatchSteps:
                   num_classes: int, device: torch.device) -> "BatchSteps":
         d, m = cfg.data, cfg.mix
         key = (cfg.seed, epoch, rank)
-        mix = MixSettings(m.mixup_alpha, m.cutmix_alpha, m.prob, m.switch_prob, m.mode) if m.active else None
+        mix = m if m.active else None
         noise = torch.Generator(device=device).manual_seed(derive_seed(*key, "erase-noise")) if d.reprob > 0 else None
         return cls(_per_channel(mean, device), _per_channel(std, device), num_classes, cfg.label_smoothing, d.train_image_size,
                    parse_randaugment(d.randaugment) if d.randaugment else None, d.reprob, mix,

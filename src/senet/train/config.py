@@ -15,8 +15,9 @@ import functools
 import math
 from typing import Any, Callable, Mapping, Sequence, Union
 
+from ..data.mix import MODES as MIX_MODES, MixSettings
 from ..errors import UserTypeError
-from .choices import COMPILE_MODES, LOSSES, MIX_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
+from .choices import COMPILE_MODES, LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES
 from .coerce import ConfigError, build, check_section
 
 __all__ = [
@@ -150,26 +151,17 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass
-class MixConfig:
+class MixConfig(MixSettings):
     """Mixup (Zhang et al. 2018) and CutMix (Yun et al. 2019) of each training batch, as timm's
     ``Mixup``: with probability ``prob``, one of them (CutMix with probability ``switch_prob`` when
     both alphas are > 0) with a ratio drawn from Beta(alpha, alpha), per ``batch`` (one ratio and box
     for the batch) or per ``elem`` (each sample with the batch reversed). Targets carry
-    ``label_smoothing``. Both alphas 0 = off (the paper's recipe).
+    ``label_smoothing``. Both alphas 0 = off (the paper's recipe). The fields are
+    :class:`senet.data.mix.MixSettings`'s; this section adds the config's coercion and messages.
     """
-
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    prob: float = 1.0
-    switch_prob: float = 0.5
-    mode: str = "batch"
 
     def __post_init__(self) -> None:
         _check_fields(self, "mix.")
-
-    @property
-    def active(self) -> bool:
-        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.prob > 0
 
 
 @dataclasses.dataclass
