@@ -79,3 +79,23 @@ def test_kill_and_resume_with_every_modern_part_is_bit_identical(tmp_path):
     assert _state(killed)["epoch"] == 2
     fit(tiny_config(*MODERN), killed, device="cpu", resume=True, reporter=Reporter())
     _assert_same(tmp_path / "straight", killed)
+
+
+def test_the_ema_weights_are_a_checkpoint_of_their_own(tmp_path):
+    run = tmp_path / "run"
+    result = fit(tiny_config(*MODERN, "epochs=2"), run, device="cpu", reporter=Reporter())
+    tensors, meta = read_weights(run / "checkpoints/ema.safetensors")
+    ema = _state(run)["ema"]  # AveragedModel's state: the averaged network under "module."
+    assert set(tensors) == {k[len("module."):] for k in ema if k.startswith("module.")}
+    for key, value in tensors.items():
+        assert torch.equal(value, ema["module." + key]), key
+    raw, _ = read_weights(run / "checkpoints/last.safetensors")
+    assert any(not torch.equal(raw[k], tensors[k]) for k in raw)  # the average, not the raw weights
+    assert meta.epoch == 2 and meta.top1_err == result.history[-1]["ema_top1_err"]
+    assert meta.card == result.card
+
+
+def test_without_ema_no_ema_file_is_written(tmp_path):
+    fit(tiny_config("epochs=1"), tmp_path / "run", device="cpu", reporter=Reporter())
+    assert (tmp_path / "run/checkpoints/last.safetensors").is_file()
+    assert not (tmp_path / "run/checkpoints/ema.safetensors").exists()

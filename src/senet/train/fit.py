@@ -89,7 +89,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path | None = None, *, device: str | to
             t.history.append(epoch_row(trained, val, ema_val))
             run.report.epoch_end(t.history[-1])
             run.save_epoch(t.history, t.model, t.optimizer, t.scaler, t.card, final=epoch + 1 == end,
-                           extra_state=None if t.ema is None else {"ema": t.ema.state_dict()})
+                           extra_state=None if t.ema is None else {"ema": t.ema.state_dict()},
+                           ema=None if t.ema is None else t.ema.module)
         final, best, summary = final_summary(t.history, t.info["classes"], t.info["test_dataset"])
         run.finish(t.history, summary)  # report.md; waits for every file
     return RunResult(t.history, final, best, t.model.eval(), t.card, Path(run_dir) if run_dir is not None else None)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import MissingPathError, NotAFileError, UserInputError, WriteError
 from ..models.card import ModelCard
-from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint
+from ..weights.checkpoint import CheckpointMeta, checkpoint_paths, save_checkpoint, write_checkpoint_files
 from .coerce import ConfigError
 from .config import TrainConfig, check_resume_changes, config_from_dict, config_to_dict
 from .distributed import rank_info
@@ -175,12 +175,14 @@ class RunDirectory:
 
     def save_epoch(self, history: list[dict[str, Any]], model: nn.Module, optimizer: torch.optim.Optimizer,
                    scaler: torch.amp.GradScaler, card: ModelCard, *, final: bool,
-                   extra_state: Mapping[str, Any] | None = None) -> None:
+                   extra_state: Mapping[str, Any] | None = None, ema: nn.Module | None = None) -> None:
         """Queue the files of the epoch just appended to ``history``: its metrics, the plot (at most
         every ``PLOT_EVERY_S`` seconds, and after the ``final`` epoch), and ``last`` every
         ``cfg.save_every`` epochs and at the end, ``best`` when it ties or beats every earlier epoch.
-        The weights and trainer state (with ``extra_state``, e.g. the EMA) are copied to the CPU now;
-        the files follow in the background."""
+        With an ``ema`` (the averaged network), its weights go to ``checkpoints/ema.safetensors``
+        with each ``last``, so that ``senet eval``/``predict``/``export`` take them like any
+        checkpoint. The weights and trainer state (with ``extra_state``, e.g. the EMA's own state
+        for resuming) are copied to the CPU now; the files follow in the background."""
         if self.path is None:
             return
         done = history[-1]["epoch"]
@@ -188,14 +190,17 @@ class RunDirectory:
         last = done % self.cfg.save_every == 0 or final or best
         plot = final or time.monotonic() - self._last_plot >= PLOT_EVERY_S
         self._last_plot = time.monotonic() if plot else self._last_plot
-        weights, state = None, {"epoch": done, "history": list(history)}
+        weights, ema_weights, state = None, None, {"epoch": done, "history": list(history)}
+        if last and ema is not None:
+            ema_weights = WeightsSnapshot(ema)
         if last or best:  # copies, since training goes on while the writer saves them
             weights = WeightsSnapshot(model)
             state.update(optimizer=cpu_snapshot(optimizer.state_dict()), scaler=scaler.state_dict(),
                          rng=capture_rng(), config=config_to_dict(self.cfg), **cpu_snapshot(dict(extra_state or {})))
         config, self._config_pending = (self._config_pending, None) if last or best else (None, self._config_pending)
         self._writer.submit(functools.partial(_write_epoch, self.path, self._title, weights, card, state,
-                                              last=last, best=best, plot=plot, config_yaml=config))
+                                              last=last, best=best, plot=plot, config_yaml=config,
+                                              ema_weights=ema_weights))
 
     def stop(self, error: Exception, history: list[dict[str, Any]]) -> NoReturn:
         """End a diverged run: finish the pending (finite) checkpoint writes, say why in
@@ -241,12 +246,18 @@ def _start_over(path: Path, reporter: Reporter) -> None:
 
 
 def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, card: ModelCard,
-                 state: dict[str, Any], *, last: bool, best: bool, plot: bool, config_yaml: str | None = None) -> None:
+                 state: dict[str, Any], *, last: bool, best: bool, plot: bool, config_yaml: str | None = None,
+                 ema_weights: WeightsSnapshot | None = None) -> None:
     """One epoch's files (in the writer thread), in the order that keeps the run resumable;
-    ``config_yaml`` (a resume's changed settings) once a checkpoint made with them exists."""
+    ``config_yaml`` (a resume's changed settings) once a checkpoint made with them exists. The
+    EMA's weights file follows ``last``, whose state holds the EMA for resuming: a kill between
+    the two leaves an older ``ema.safetensors`` that says its own epoch."""
     done, history = state["epoch"], state["history"]
     if last:
         save_checkpoint(run_dir, "last", weights, CheckpointMeta(card, done), state)
+        if ema_weights is not None:
+            write_checkpoint_files(run_dir, "ema", ema_weights.state_dict(),
+                                   CheckpointMeta(card, done, history[-1].get("ema_top1_err")), None)
     if best:
         save_checkpoint(run_dir, "best", weights, CheckpointMeta(card, done, history[-1]["top1_err"]), state)
     if config_yaml is not None:

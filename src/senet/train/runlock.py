@@ -31,7 +31,7 @@ RUN_FILES = ("config.yaml", "env.json", "metrics.csv", "metrics.jsonl", "curves.
 # What a run writes before its first checkpoint: a directory holding only these (and an empty
 # report, written when the first epoch diverges) has nothing to lose.
 _SETUP_FILES = {LOCK_NAME, "config.yaml", "env.json"}
-_CHECKPOINT_FILES = ("last_state.pt", "last.safetensors", "best_state.pt", "best.safetensors")
+_CHECKPOINT_FILES = ("last_state.pt", "last.safetensors", "best_state.pt", "best.safetensors", "ema.safetensors")
 
 
 class RunDirError(UserInputError):
