@@ -12,6 +12,11 @@ A proper measurement (quiet machine, 2 threads):
     python benchmarks/bench_augment.py --recipe bundled_modern --threads 2 --rounds 10
 
 A smoke run: ``--rounds 1 --batches 2``.
+
+Where kornia imports (an optional comparison, never a dependency), its batch RandAugment with the
+recipe's N and M is timed in the same rounds: the library evaluated for this job. It draws one
+operation sequence per batch at a fixed magnitude, so it is not the recipe's augmentation, only a
+speed reference for it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+
+import importlib.util
 
 import torch
 
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     model = senet.create_model(cfg.model.name, num_classes=len(data.classes))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     n = min(args.batches, len(loader))
+    has_kornia = importlib.util.find_spec("kornia") is not None
 
     def paper() -> None:
         for _, (x, y) in zip(range(n), loader):
@@ -60,6 +68,16 @@ def main(argv: list[str] | None = None) -> None:
             steps.apply(x, y)
 
     x0, y0 = next(iter(loader))
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+
+    def kornia_randaugment() -> None:
+        from kornia.augmentation.auto import RandAugment  # optional: only where kornia imports
+
+        spec = BatchSteps.for_epoch(cfg, 0, 0, data.mean, data.std, len(data.classes), torch.device("cpu")).randaugment
+        aug = RandAugment(n=spec.num_ops, m=round(spec.magnitude)) if spec else RandAugment(n=2, m=9)
+        for _, (x, y) in zip(range(n), loader):
+            aug(x * std + mean)
 
     def train_steps() -> None:
         for _ in range(n):
@@ -68,9 +86,12 @@ def main(argv: list[str] | None = None) -> None:
             loss.backward()
             opt.step()
 
-    times: dict[str, list[float]] = {"paper": [], "modern": [], "train": []}
+    pipelines = [("paper", paper), ("modern", modern), ("train", train_steps)]
+    if has_kornia:
+        pipelines.append(("kornia", kornia_randaugment))
+    times: dict[str, list[float]] = {name: [] for name, _ in pipelines}
     for _ in range(args.rounds):
-        for name, fn in (("paper", paper), ("modern", modern), ("train", train_steps)):
+        for name, fn in pipelines:
             times[name].append(_time(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
     images = n * cfg.batch_size
@@ -83,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:6s} pipeline share of a training step: {100 * share:5.1f}%")
     extra = (med["modern"] - med["paper"]) / (med["paper"] + med["train"])
     print(f"  modern over paper: {100 * extra:+.1f}% of training throughput")
+    if has_kornia:
+        print(f"  kornia RandAugment (loader + one op sequence per batch): {images / med['kornia']:10.0f} images/s")
+    else:
+        print("  kornia: not installed (pip install kornia for its RandAugment as a speed reference)")
 
 
 if __name__ == "__main__":
