@@ -1,32 +1,35 @@
 """The fastest native CPU inference path: BN folded, channels_last, ``inference_mode``, and
-``torch.compile`` (Inductor's CPU backend, weights frozen) where a measurement says it pays.
+``torch.compile`` (Inductor's CPU backend, weights frozen).
 
-:func:`prepare_for_inference` turns a trained network into a module for serving. The compiled
-variant is chosen per batch size by timing, not by guess: with ``compile="auto"`` the network
-is compiled once for that batch size, both variants are timed on the example batch, and the
-faster is kept; the compile cost and both timings are in ``.inference_report``. Inductor
-specialises a compiled graph to its input shape, so only batches of the calibrated size use
-it; any other size runs the folded eager network (no silent recompilation). See docs/deploy.md.
+:func:`prepare_for_inference` turns a trained network into a module for serving. Whether it
+compiles is decided by a rule, never by a timing taken inside the call, so the same call serves
+the same graph on a busy machine and a quiet one (:func:`compile_rule`). Inductor specialises a
+compiled graph to its input shape (``dynamic=False``), so only inputs of exactly the prepared
+shape and dtype run it; every other input runs the folded eager network, and a recompilation is
+an error, never silent. See docs/deploy.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import shutil
 import statistics
 import time
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import UserInputError, UserTypeError
-from ..models.card import card_of
+from ..models.card import attach_card, card_of
 from ..models.registry import list_models
 from .fold import fold_for_inference
 
 __all__ = ["prepare_for_inference", "serving_model", "fast_path_refuses", "FastInference", "InferenceReport",
-           "COMPILE_CHOICES", "compile_frozen", "latency_ms"]
+           "COMPILE_CHOICES", "compile_frozen", "compile_rule", "inductor_available", "latency_ms"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -43,24 +46,23 @@ class InferenceReport:
     compiled: bool  # whether batches of ``batch_size`` run the compiled graph
     compile_requested: str  # "auto", "on" or "off"
     compile_seconds: float | None  # the one-time cost of compiling (None: not compiled)
-    eager_ms: float | None  # the folded channels_last network, median of the calibration rounds
-    compiled_ms: float | None
+    compile_reason: str  # why it compiled or not (the rule of :func:`compile_rule`, or the caller)
     max_abs_diff: float  # largest difference from the unmodified eval-mode network on the example
 
     def summary(self) -> str:
         c, h, w = self.input_size
         text = f"inference path for batch {self.batch_size} at {c}x{h}x{w}: BN folded, channels_last"
         text += ", torch.compile (Inductor)" if self.compiled else ", eager"
+        text += f" ({self.compile_reason})"
         if self.compile_seconds is not None:
             text += f"; compiling took {self.compile_seconds:.1f} s"
-        if self.eager_ms is not None and self.compiled_ms is not None:
-            text += f"; measured {self.eager_ms:.1f} ms eager vs {self.compiled_ms:.1f} ms compiled per batch"
         return text + f"; max abs difference from eager {self.max_abs_diff:.2g}"
 
 
 class FastInference(nn.Module):
     """A folded network that runs its input as channels_last under ``inference_mode``, through a
-    compiled graph for batches of the calibrated size. Made by :func:`prepare_for_inference`."""
+    compiled graph for inputs of exactly the prepared shape. Made by :func:`prepare_for_inference`;
+    it carries the wrapped model's card (``card_of(fast)``, ``fast.pretrained_cfg``)."""
 
     def __init__(self, net: nn.Module, compiled: Callable[[torch.Tensor], torch.Tensor] | None,
                  report: InferenceReport) -> None:
@@ -69,6 +71,9 @@ class FastInference(nn.Module):
         # Not a submodule: the compiled wrapper holds ``net`` again, and state_dict keys stay ``net.*``.
         object.__setattr__(self, "_compiled", compiled)
         self.inference_report = report
+        card = card_of(net)
+        if card is not None:  # predict/export read the card off what they are given
+            attach_card(self, card)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -81,25 +86,69 @@ class FastInference(nn.Module):
         """Whether ``x`` has every dimension and the dtype the graph was compiled for (it was
         compiled with ``dynamic=False``: any other shape would silently compile another)."""
         report = self.inference_report
-        return (x.ndim == 4 and x.dtype == torch.float32 and x.shape[0] == report.batch_size
-                and tuple(x.shape[1:]) == tuple(report.input_size))
+        return (x.ndim == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
+                and x.shape[0] == report.batch_size and tuple(x.shape[1:]) == tuple(report.input_size))
 
 
-def compile_frozen(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def compile_frozen(module: nn.Module, *, recompile: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """``module`` compiled by Inductor with its weights frozen into the graph (constants folded,
     oneDNN weights pre-packed), for inference only; compiled on the first call per input shape.
 
     Freezing is switched on around each call rather than through ``torch.compile(options=...)``:
     the option alone does not reach every stage that reads it, and INT8 graphs then fail to lower
-    (``onednn.qconv_prepack`` unsupported)."""
+    (``onednn.qconv_prepack`` unsupported). The setting is scoped to the call
+    (``torch._inductor.config.patch``), so other compiles in the process are unaffected. With
+    ``recompile=False`` a call that would compile a second graph raises instead (the serving
+    path's guard already keeps other shapes away; this makes a missed guard loud)."""
     from torch._inductor import config as inductor_config  # seconds to import: only when compiling
 
     compiled = torch.compile(module, dynamic=False)
+    state = {"compiled_once": False}
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with inductor_config.patch(freezing=True):
-            return compiled(x)
+        with inductor_config.patch(freezing=True), _no_recompile(not recompile and state["compiled_once"]):
+            out = compiled(x)
+        state["compiled_once"] = True
+        return out
     return run
+
+
+@contextlib.contextmanager
+def _no_recompile(strict: bool) -> Iterator[None]:
+    if not strict:
+        yield
+        return
+    from torch._dynamo import config as dynamo_config
+
+    with dynamo_config.patch(error_on_recompile=True):
+        yield
+
+
+def inductor_available() -> bool:
+    """Whether Inductor can compile for the CPU here: it writes C++ and needs a compiler (``$CXX``,
+    or the one Inductor's configuration names)."""
+    from torch._inductor import config as inductor_config  # only when the rule is asked
+
+    names = [os.environ.get("CXX", "")] + [c for c in inductor_config.cpp.cxx if c]
+    return any(name and shutil.which(name) for name in names)
+
+
+def compile_rule(model: nn.Module, recorded: bool | None = None) -> tuple[bool, str]:
+    """What ``compile="auto"`` does for ``model``, and why: the choice ``senet tune`` recorded for
+    it (``recorded``, when there is one); otherwise compile exactly when the network is a
+    registered senet network (the ones the compiled path is tested on, ``tests/test_fast_inference.py``)
+    and Inductor can compile on this machine (:func:`inductor_available`). The compiled graph was
+    the faster at batch 1 and 8 for SE-ResNet-50 and ResNet-50 in every measurement of
+    docs/results.md ("CPU inference: every deployment path side by side"); a timing taken here
+    would make the served graph depend on the machine's load at that moment."""
+    if recorded is not None:
+        return recorded, f"compile {'on' if recorded else 'off'} as recorded by senet tune"
+    refused = fast_path_refuses(model)
+    if refused is not None:
+        return False, f"not compiled: {refused}"
+    if not inductor_available():
+        return False, "not compiled: Inductor finds no C++ compiler"
+    return True, "compiled: a registered network and Inductor available"
 
 
 def latency_ms(fns: Sequence[Callable[[torch.Tensor], object]], x: torch.Tensor, rounds: int) -> list[float]:
@@ -130,17 +179,17 @@ def _input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[int, in
 
 
 def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str | bool = "auto",
-                          example: torch.Tensor | None = None, rounds: int = 3,
-                          check: bool = True) -> FastInference:
+                          example: torch.Tensor | None = None, check: bool = True) -> FastInference:
     """The fastest native CPU path for ``model`` at ``batch_size`` (the caller's model is untouched).
 
     BatchNorm is folded into the convolutions (:func:`senet.fold_for_inference`), weights and
     inputs are channels_last, and forward runs under ``torch.inference_mode``. ``compile``:
-    ``False`` stops there; ``True`` also compiles with Inductor (weights frozen into the graph);
-    ``"auto"`` compiles, times both on ``example`` for ``rounds`` rounds after a warm-up, and
-    keeps the compiled graph only if it is faster. ``example`` is a batch of the shape to serve
-    (default: random images of the model card's input size). With ``check=True`` the output on
-    ``example`` must equal the eval-mode model's within fp32 rounding, else ``RuntimeError``.
+    ``False`` stops there; ``True`` also compiles with Inductor (weights frozen into the graph,
+    compiled once, here); ``"auto"`` decides by :func:`compile_rule` (no timing). The compiled
+    graph runs inputs of exactly ``(batch_size, *input_size)`` in fp32; any other input runs the
+    folded eager network. ``example`` is a batch of the shape to serve (default: random images
+    of the model card's input size). With ``check=True`` the output on ``example`` must equal the
+    eval-mode model's within ``1e-3 + 1e-4 * max|logit|`` (fp32 rounding), else ``RuntimeError``.
     """
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"prepare_for_inference expects an nn.Module, got {type(model).__name__}")
@@ -151,8 +200,6 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     if example is not None and (example.ndim != 4 or example.shape[0] != batch_size):
         raise UserInputError(f"example must be a batch of {batch_size} images (N, C, H, W), "
                              f"got shape {tuple(example.shape)}")
-    if rounds < 1:
-        raise UserInputError(f"rounds must be >= 1, got {rounds}")
     size = _input_size(model, example)
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
     x = x.detach().float().cpu()
@@ -166,21 +213,21 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
     net = net.to(memory_format=torch.channels_last)
     xc = x.contiguous(memory_format=torch.channels_last)
 
+    if compile == "auto":
+        use_compile, reason = compile_rule(model)
+    else:
+        use_compile, reason = bool(compile), f"compile={compile} asked for"
     compiled = None
-    compile_seconds = eager_ms = compiled_ms = None
-    if compile is not False:
-        compiled = compile_frozen(net)
+    compile_seconds = None
+    if use_compile:
+        compiled = compile_frozen(net, recompile=False)
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(xc)  # the first call compiles
         compile_seconds = time.perf_counter() - start
-        if compile == "auto":
-            eager_ms, compiled_ms = latency_ms([net, compiled], xc, rounds)
-            if compiled_ms >= eager_ms:
-                compiled = None
     requested = {"auto": "auto", True: "on", False: "off"}[compile]
     fast = FastInference(net, compiled, InferenceReport(batch_size, size, compiled is not None, requested,
-                                                        compile_seconds, eager_ms, compiled_ms, 0.0))
+                                                        compile_seconds, reason, 0.0))
     if reference is not None:
         got = fast(x)
         diff = (got.float() - reference.float()).abs().max().item()
