@@ -6,7 +6,9 @@ compiles is decided by a rule, never by a timing taken inside the call, so the s
 the same graph on a busy machine and a quiet one (:func:`compile_rule`). Inductor specialises a
 compiled graph to its input shape (``dynamic=False``), so only inputs of exactly the prepared
 shape and dtype run it; every other input runs the folded eager network, and a recompilation is
-an error, never silent. See docs/deploy.md.
+an error, never silent. ``backend=`` serves the same folded network through ONNX Runtime or
+OpenVINO instead (:mod:`senet.deploy.engines`), or through what ``senet tune`` measured fastest
+(:mod:`senet.deploy.tuning`). See docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from torch import nn
 from ..errors import UserInputError, UserTypeError
 from ..models.card import attach_card, card_of
 from ..models.registry import list_models
+from .engines import ENGINES, engine_runner, onnx_graph, require_engine
 from .fold import fold_for_inference
+from .tuning import BACKENDS, TunedChoice, model_name, read_choice, tune_file
 
 __all__ = ["prepare_for_inference", "serving_model", "fast_path_refuses", "FastInference", "InferenceReport",
-           "COMPILE_CHOICES", "compile_frozen", "compile_rule", "inductor_available", "latency_ms"]
+           "COMPILE_CHOICES", "BACKENDS", "compile_frozen", "compile_rule", "inductor_available", "latency_ms"]
 
 COMPILE_CHOICES = ("auto", True, False)
 # Equality with eager: the folded, compiled network reorders fp32 sums (BN folding, fused kernels),
@@ -39,36 +43,48 @@ TOLERANCE, RTOL = 1e-3, 1e-4
 
 @dataclasses.dataclass(frozen=True)
 class InferenceReport:
-    """What :func:`prepare_for_inference` chose and measured (times in milliseconds per batch)."""
+    """What :func:`prepare_for_inference` chose (times in seconds)."""
 
     batch_size: int
     input_size: tuple[int, int, int]
-    compiled: bool  # whether batches of ``batch_size`` run the compiled graph
+    compiled: bool  # whether inputs of the prepared shape run an Inductor-compiled graph
     compile_requested: str  # "auto", "on" or "off"
     compile_seconds: float | None  # the one-time cost of compiling (None: not compiled)
     compile_reason: str  # why it compiled or not (the rule of :func:`compile_rule`, or the caller)
     max_abs_diff: float  # largest difference from the unmodified eval-mode network on the example
+    backend: str = "native"  # what serves inputs of the prepared shape: native, onnxruntime, openvino
+    any_batch: bool = False  # the backend's graph takes any batch of ``input_size`` (ONNX Runtime)
+    threads: int | None = None  # the engine's threads (the native path runs on torch's)
+    tuned: bool = False  # backend, compile and SE fold read from what senet tune recorded
 
     def summary(self) -> str:
         c, h, w = self.input_size
-        text = f"inference path for batch {self.batch_size} at {c}x{h}x{w}: BN folded, channels_last"
-        text += ", torch.compile (Inductor)" if self.compiled else ", eager"
-        text += f" ({self.compile_reason})"
+        text = f"inference path for batch {self.batch_size} at {c}x{h}x{w}: BN folded"
+        if self.backend != "native":
+            text += f", served by {self.backend} ({self.threads} threads; other shapes: the folded network)"
+        else:
+            text += ", channels_last" + (", torch.compile (Inductor)" if self.compiled else ", eager")
+            text += f" ({self.compile_reason})"
+        if self.tuned:
+            text += ", as recorded by senet tune"
         if self.compile_seconds is not None:
             text += f"; compiling took {self.compile_seconds:.1f} s"
         return text + f"; max abs difference from eager {self.max_abs_diff:.2g}"
 
 
-class FastInference(nn.Module):
-    """A folded network that runs its input as channels_last under ``inference_mode``, through a
-    compiled graph for inputs of exactly the prepared shape. Made by :func:`prepare_for_inference`;
-    it carries the wrapped model's card (``card_of(fast)``, ``fast.pretrained_cfg``)."""
+Graph = Callable[[torch.Tensor], torch.Tensor]
 
-    def __init__(self, net: nn.Module, compiled: Callable[[torch.Tensor], torch.Tensor] | None,
-                 report: InferenceReport) -> None:
+
+class FastInference(nn.Module):
+    """A folded network run under ``inference_mode``, with a graph (Inductor's compiled graph, or
+    an ONNX Runtime / OpenVINO session) for inputs of the prepared shape; every other input runs
+    the folded network itself, in channels_last. Made by :func:`prepare_for_inference`; it
+    carries the wrapped model's card (``card_of(fast)``, ``fast.pretrained_cfg``)."""
+
+    def __init__(self, net: nn.Module, compiled: Graph | None, report: InferenceReport) -> None:
         super().__init__()
         self.net = net
-        # Not a submodule: the compiled wrapper holds ``net`` again, and state_dict keys stay ``net.*``.
+        # Not a submodule: a compiled wrapper holds ``net`` again, and state_dict keys stay ``net.*``.
         object.__setattr__(self, "_compiled", compiled)
         self.inference_report = report
         card = card_of(net)
@@ -76,18 +92,21 @@ class FastInference(nn.Module):
             attach_card(self, card)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self._compiled is not None and self.compiled_for(x):
+                if self.inference_report.backend == "native":
+                    x = x.contiguous(memory_format=torch.channels_last)
                 return self._compiled(x)
-            return self.net(x)
+            return self.net(x.contiguous(memory_format=torch.channels_last))
 
     def compiled_for(self, x: torch.Tensor) -> bool:
-        """Whether ``x`` has every dimension and the dtype the graph was compiled for (it was
-        compiled with ``dynamic=False``: any other shape would silently compile another)."""
+        """Whether ``x`` goes to the prepared graph: an fp32 CPU tensor with every dimension the
+        graph was made for (Inductor compiled it with ``dynamic=False``, OpenVINO for a static
+        shape: any other shape would compile another graph); ONNX Runtime takes any batch."""
         report = self.inference_report
         return (x.ndim == 4 and x.dtype == torch.float32 and x.device.type == "cpu"
-                and x.shape[0] == report.batch_size and tuple(x.shape[1:]) == tuple(report.input_size))
+                and (report.any_batch or x.shape[0] == report.batch_size)
+                and tuple(x.shape[1:]) == tuple(report.input_size))
 
 
 def compile_frozen(module: nn.Module, *, recompile: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -167,7 +186,7 @@ def latency_ms(fns: Sequence[Callable[[torch.Tensor], object]], x: torch.Tensor,
     return [1000 * statistics.median(t) for t in times]
 
 
-def _input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[int, int, int]:
+def served_input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[int, int, int]:
     if example is not None:
         return tuple(int(s) for s in example.shape[1:])  # type: ignore[return-value]
     cfg = getattr(model, "pretrained_cfg", None)
@@ -178,29 +197,56 @@ def _input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[int, in
     return int(getattr(model, "in_chans", 3)), side, side
 
 
-def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str | bool = "auto",
-                          example: torch.Tensor | None = None, check: bool = True) -> FastInference:
-    """The fastest native CPU path for ``model`` at ``batch_size`` (the caller's model is untouched).
+def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str = "native",
+                          compile: str | bool = "auto", example: torch.Tensor | None = None, check: bool = True,
+                          threads: int | None = None, tune_path: str | os.PathLike[str] | None = None
+                          ) -> FastInference:
+    """The fastest CPU path for ``model`` at ``batch_size`` (the caller's model is untouched).
 
-    BatchNorm is folded into the convolutions (:func:`senet.fold_for_inference`), weights and
-    inputs are channels_last, and forward runs under ``torch.inference_mode``. ``compile``:
-    ``False`` stops there; ``True`` also compiles with Inductor (weights frozen into the graph,
-    compiled once, here); ``"auto"`` decides by :func:`compile_rule` (no timing). The compiled
-    graph runs inputs of exactly ``(batch_size, *input_size)`` in fp32; any other input runs the
-    folded eager network. ``example`` is a batch of the shape to serve (default: random images
-    of the model card's input size). With ``check=True`` the output on ``example`` must equal the
-    eval-mode model's within ``1e-3 + 1e-4 * max|logit|`` (fp32 rounding), else ``RuntimeError``.
+    BatchNorm is folded into the convolutions (:func:`senet.fold_for_inference`). ``backend``:
+
+    - ``"native"``: weights and inputs channels_last, forward under ``torch.inference_mode``;
+      ``compile=False`` stops there, ``True`` also compiles with Inductor (weights frozen into the
+      graph, compiled once, here), ``"auto"`` decides by :func:`compile_rule` (no timing).
+    - ``"onnxruntime"`` or ``"openvino"``: the folded network's ONNX graph run by that engine with
+      ``threads`` threads (default ``torch.get_num_threads()``); an optional extra, a missing one
+      is a :class:`~senet.errors.MissingExtraError` naming it. ``compile`` does not apply.
+    - ``"tuned"``: what ``senet tune`` recorded fastest for this model, batch size, input size and
+      thread count in the tune file (``tune_path``, see :func:`senet.deploy.tuning.tune_file`);
+      a ``UserInputError`` naming the command to run when nothing is recorded.
+
+    The prepared graph runs fp32 CPU inputs of exactly ``(batch_size, *input_size)`` (ONNX
+    Runtime: any batch of that size); any other input runs the folded eager network.
+    ``example`` is a batch of the shape to serve (default: random images of the model card's
+    input size). With ``check=True`` the output on ``example`` must equal the eval-mode model's
+    within ``1e-3 + 1e-4 * max|logit|`` (fp32 rounding, every backend), else ``RuntimeError``.
     """
     if not isinstance(model, nn.Module):
         raise UserTypeError(f"prepare_for_inference expects an nn.Module, got {type(model).__name__}")
+    if backend not in (*BACKENDS, "tuned"):
+        raise UserInputError(f"backend={backend!r} is not supported; allowed values: "
+                             f"{', '.join(map(repr, (*BACKENDS, 'tuned')))}")
     if compile not in COMPILE_CHOICES or isinstance(compile, int) and not isinstance(compile, bool):
         raise UserInputError(f"compile={compile!r} is not supported; allowed values: 'auto', True, False")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise UserInputError(f"threads must be a positive integer, got {threads!r}")
     if example is not None and (example.ndim != 4 or example.shape[0] != batch_size):
         raise UserInputError(f"example must be a batch of {batch_size} images (N, C, H, W), "
                              f"got shape {tuple(example.shape)}")
-    size = _input_size(model, example)
+    size = served_input_size(model, example)
+    threads = torch.get_num_threads() if threads is None else threads
+    tuned = backend == "tuned"
+    if tuned:
+        if compile != "auto":
+            raise UserInputError(f"backend='tuned' takes compile from the recorded choice; got compile={compile!r}")
+        choice = _recorded(model, batch_size, size, threads, tune_path)
+        backend, compile = choice.backend, choice.compile
+    if backend in ENGINES:
+        if compile is True:
+            raise UserInputError(f"compile=True applies to backend='native', not {backend!r}")
+        require_engine(backend)  # before any work: a missing extra is named at once
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
     x = x.detach().float().cpu()
     reference = None
@@ -210,49 +256,81 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, compile: str
             reference = model.eval()(x)
         model.train(was_training)
     net = fold_for_inference(model, example_input=x[:1], check=False).cpu().float()
-    net = net.to(memory_format=torch.channels_last)
-    xc = x.contiguous(memory_format=torch.channels_last)
 
-    if compile == "auto":
-        use_compile, reason = compile_rule(model)
-    else:
-        use_compile, reason = bool(compile), f"compile={compile} asked for"
-    compiled = None
+    graph: Graph | None = None
     compile_seconds = None
-    if use_compile:
-        compiled = compile_frozen(net, recompile=False)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            compiled(xc)  # the first call compiles
-        compile_seconds = time.perf_counter() - start
     requested = {"auto": "auto", True: "on", False: "off"}[compile]
-    fast = FastInference(net, compiled, InferenceReport(batch_size, size, compiled is not None, requested,
-                                                        compile_seconds, reason, 0.0))
+    if backend in ENGINES:
+        graph = engine_runner(backend, onnx_graph(net, size), batch_size, size, threads)
+        reason = "compile does not apply"
+        net = net.to(memory_format=torch.channels_last)
+    else:
+        net = net.to(memory_format=torch.channels_last)
+        if compile == "auto":
+            recorded = _recorded(model, batch_size, size, threads, tune_path, required=False)
+            compile, reason = compile_rule(model, None if recorded is None else recorded.native_compile())
+        else:
+            reason = f"compile={compile} asked for"
+        if compile:
+            graph = compile_frozen(net, recompile=False)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                graph(x.contiguous(memory_format=torch.channels_last))  # the first call compiles
+            compile_seconds = time.perf_counter() - start
+    report = InferenceReport(batch_size, size, backend == "native" and graph is not None, requested,
+                             compile_seconds, reason, 0.0, backend, backend == "onnxruntime",
+                             threads if backend in ENGINES else None, tuned)
+    fast = FastInference(net, graph, report)
     if reference is not None:
         got = fast(x)
         diff = (got.float() - reference.float()).abs().max().item()
         allowed = TOLERANCE + RTOL * reference.abs().max().item()
         if not diff <= allowed:
-            raise RuntimeError(f"the prepared {type(model).__name__} differs from eager by {diff:.3g} "
-                               f"(> {allowed:.3g}); use compile=False, and please report this model")
+            raise RuntimeError(f"the prepared {type(model).__name__} ({backend}) differs from eager by {diff:.3g} "
+                               f"(> {allowed:.3g}); use backend='native', compile=False, and please report this model")
         fast.inference_report = dataclasses.replace(fast.inference_report, max_abs_diff=diff)
     return fast
 
 
+def _recorded(model: nn.Module, batch_size: int, size: tuple[int, int, int], threads: int,
+              path: str | os.PathLike[str] | None, required: bool = True) -> TunedChoice | None:
+    name = model_name(model)
+    choice = read_choice(name, batch_size, size, threads, path)
+    if choice is None and required:
+        c, h, w = size
+        raise UserInputError(f"backend='tuned': nothing recorded for {name} at batch {batch_size}, input "
+                             f"{c}x{h}x{w}, {threads} threads in {tune_file(path)}; measure it first: senet tune "
+                             f"{name} --batch-size {batch_size} --input-size {c}x{h}x{w} --threads {threads}")
+    return choice
+
+
 def serving_model(model: nn.Module, device: str | torch.device, batch_size: int, *,
-                  compile: str | bool = False, fast: bool = True) -> nn.Module:
-    """The network ``senet predict`` and ``senet eval`` run: on the CPU the prepared fast path of
-    :func:`prepare_for_inference` at ``batch_size`` (``compile`` as there; off by default because
-    compiling costs tens of seconds, more than a one-off command saves), elsewhere, or with
-    ``fast=False``, ``model`` itself in eval mode. Folding reorders fp32 sums, so logits differ from
-    the unmodified network by rounding only (docs/deploy.md)."""
+                  compile: str | bool = False, fast: bool = True, backend: str = "native") -> nn.Module:
+    """The network ``senet predict`` and ``senet eval`` run: on the CPU the prepared path of
+    :func:`prepare_for_inference` at ``batch_size`` (``backend`` and ``compile`` as there; compile
+    off by default because compiling costs tens of seconds, more than a one-off command saves),
+    elsewhere, or with ``fast=False``, ``model`` itself in eval mode (``backend`` must then be
+    ``"native"``). Folding reorders fp32 sums, so logits differ from the unmodified network by
+    rounding only (docs/deploy.md)."""
+    if backend not in (*BACKENDS, "tuned"):
+        raise UserInputError(f"backend={backend!r} is not supported; allowed values: "
+                             f"{', '.join(map(repr, (*BACKENDS, 'tuned')))}")
+    if backend != "native" and compile is True:
+        raise UserInputError(f"compile on applies to the native backend, not {backend!r}")
     if not fast or torch.device(device).type != "cpu":
+        if backend != "native":
+            why = "the network as loaded (eager)" if not fast else f"on {torch.device(device).type}"
+            raise UserInputError(f"backend={backend!r} serves on the CPU; it cannot run {why}")
         return model.eval()
     reason = fast_path_refuses(model)
     if reason is not None:  # decided by a check: an error while preparing a network it takes is a bug
+        if backend != "native":
+            raise UserInputError(f"backend={backend!r} cannot serve this network: {reason}")
         warnings.warn(f"the fast inference path does not apply: {reason}; running it as loaded", stacklevel=2)
         return model.eval()
-    return prepare_for_inference(model, batch_size, compile=compile, check=False)
+    return prepare_for_inference(model, batch_size, backend=backend,
+                                 compile="auto" if backend == "tuned" else compile if backend == "native" else False,
+                                 check=False)
 
 
 def fast_path_refuses(model: nn.Module) -> str | None:
