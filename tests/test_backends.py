@@ -62,8 +62,8 @@ def test_a_missing_engine_is_named_with_its_extra(monkeypatch):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"backend": "tensorrt"}, "backend='tensorrt' is not supported"),
-    ({"backend": "onnxruntime", "compile": True}, "compile=True applies to backend='native'"),
-    ({"backend": "tuned", "compile": False}, "takes compile from the recorded choice"),
+    ({"backend": "onnxruntime", "compile": True}, "compile=True and se_fold=True apply to backend=.native."),
+    ({"backend": "tuned", "compile": False}, "takes compile and se_fold from the recorded choice"),
     ({"threads": 0}, "threads must be a positive integer"),
 ])
 def test_conflicting_or_bad_backend_arguments_are_named(kwargs, match):

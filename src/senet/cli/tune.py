@@ -14,7 +14,8 @@ BACKENDS = ("native", "onnxruntime", "openvino")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="measure the CPU inference backends for a model and record the fastest",
                        description="Prepare MODEL for inference with every backend installed here (the native path "
-                                   "eager and compiled by Inductor, ONNX Runtime, OpenVINO), check each against "
+                                   "eager and compiled by Inductor, each with and without the SE fold where it applies, "
+                                   "ONNX Runtime, OpenVINO), check each against "
                                    "eager PyTorch, time them in interleaved rounds at one batch size, and record the "
                                    "fastest median in the tune file, which --backend tuned (senet predict/eval) and "
                                    "prepare_for_inference(backend='tuned') read. Run it on a quiet machine.")

@@ -30,6 +30,7 @@ from ..models.card import attach_card, card_of
 from ..models.registry import list_models
 from .engines import ENGINES, engine_runner, onnx_graph, require_engine
 from .fold import fold_for_inference
+from .se_fold import fold_se
 from .tuning import BACKENDS, TunedChoice, model_name, read_choice, tune_file
 
 __all__ = ["prepare_for_inference", "serving_model", "fast_path_refuses", "FastInference", "InferenceReport",
@@ -56,6 +57,7 @@ class InferenceReport:
     any_batch: bool = False  # the backend's graph takes any batch of ``input_size`` (ONNX Runtime)
     threads: int | None = None  # the engine's threads (the native path runs on torch's)
     tuned: bool = False  # backend, compile and SE fold read from what senet tune recorded
+    se_folded: int | None = None  # SE units folded into their last convolution (None: not asked)
 
     def summary(self) -> str:
         c, h, w = self.input_size
@@ -65,6 +67,8 @@ class InferenceReport:
         else:
             text += ", channels_last" + (", torch.compile (Inductor)" if self.compiled else ", eager")
             text += f" ({self.compile_reason})"
+        if self.se_folded is not None:
+            text += f", SE folded into the last convolution of {self.se_folded} units"
         if self.tuned:
             text += ", as recorded by senet tune"
         if self.compile_seconds is not None:
@@ -198,9 +202,9 @@ def served_input_size(model: nn.Module, example: torch.Tensor | None) -> tuple[i
 
 
 def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str = "native",
-                          compile: str | bool = "auto", example: torch.Tensor | None = None, check: bool = True,
-                          threads: int | None = None, tune_path: str | os.PathLike[str] | None = None
-                          ) -> FastInference:
+                          compile: str | bool = "auto", se_fold: bool = False, example: torch.Tensor | None = None,
+                          check: bool = True, threads: int | None = None,
+                          tune_path: str | os.PathLike[str] | None = None) -> FastInference:
     """The fastest CPU path for ``model`` at ``batch_size`` (the caller's model is untouched).
 
     BatchNorm is folded into the convolutions (:func:`senet.fold_for_inference`). ``backend``:
@@ -208,11 +212,16 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
     - ``"native"``: weights and inputs channels_last, forward under ``torch.inference_mode``;
       ``compile=False`` stops there, ``True`` also compiles with Inductor (weights frozen into the
       graph, compiled once, here), ``"auto"`` decides by :func:`compile_rule` (no timing).
+      ``se_fold=True`` also folds each SE bottleneck's excitation into its last 1x1 convolution
+      (:mod:`senet.deploy.se_fold`: no pass over the unit's output for the scaling; units where
+      that is not exact are left as they are). Off by default until a measurement decides
+      (docs/results.md).
     - ``"onnxruntime"`` or ``"openvino"``: the folded network's ONNX graph run by that engine with
       ``threads`` threads (default ``torch.get_num_threads()``); an optional extra, a missing one
       is a :class:`~senet.errors.MissingExtraError` naming it. ``compile`` does not apply.
     - ``"tuned"``: what ``senet tune`` recorded fastest for this model, batch size, input size and
-      thread count in the tune file (``tune_path``, see :func:`senet.deploy.tuning.tune_file`);
+      thread count in the tune file (``tune_path``, see :func:`senet.deploy.tuning.tune_file`),
+      compile and SE fold included;
       a ``UserInputError`` naming the command to run when nothing is recorded.
 
     The prepared graph runs fp32 CPU inputs of exactly ``(batch_size, *input_size)`` (ONNX
@@ -230,6 +239,8 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
         raise UserInputError(f"compile={compile!r} is not supported; allowed values: 'auto', True, False")
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(se_fold, bool):
+        raise UserTypeError(f"se_fold must be True or False, got {se_fold!r}")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise UserInputError(f"threads must be a positive integer, got {threads!r}")
     if example is not None and (example.ndim != 4 or example.shape[0] != batch_size):
@@ -239,13 +250,14 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
     threads = torch.get_num_threads() if threads is None else threads
     tuned = backend == "tuned"
     if tuned:
-        if compile != "auto":
-            raise UserInputError(f"backend='tuned' takes compile from the recorded choice; got compile={compile!r}")
+        if compile != "auto" or se_fold:
+            raise UserInputError("backend='tuned' takes compile and se_fold from the recorded choice; got "
+                                 f"compile={compile!r}, se_fold={se_fold!r}")
         choice = _recorded(model, batch_size, size, threads, tune_path)
-        backend, compile = choice.backend, choice.compile
+        backend, compile, se_fold = choice.backend, choice.compile, choice.se_fold
     if backend in ENGINES:
-        if compile is True:
-            raise UserInputError(f"compile=True applies to backend='native', not {backend!r}")
+        if compile is True or se_fold:
+            raise UserInputError(f"compile=True and se_fold=True apply to backend='native', not {backend!r}")
         require_engine(backend)  # before any work: a missing extra is named at once
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0)) if example is None else example
     x = x.detach().float().cpu()
@@ -258,13 +270,14 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
     net = fold_for_inference(model, example_input=x[:1], check=False).cpu().float()
 
     graph: Graph | None = None
-    compile_seconds = None
+    compile_seconds = folded_se = None
     requested = {"auto": "auto", True: "on", False: "off"}[compile]
     if backend in ENGINES:
         graph = engine_runner(backend, onnx_graph(net, size), batch_size, size, threads)
         reason = "compile does not apply"
         net = net.to(memory_format=torch.channels_last)
     else:
+        folded_se = fold_se(net) if se_fold else None
         net = net.to(memory_format=torch.channels_last)
         if compile == "auto":
             recorded = _recorded(model, batch_size, size, threads, tune_path, required=False)
@@ -279,7 +292,8 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
             compile_seconds = time.perf_counter() - start
     report = InferenceReport(batch_size, size, backend == "native" and graph is not None, requested,
                              compile_seconds, reason, 0.0, backend, backend == "onnxruntime",
-                             threads if backend in ENGINES else None, tuned)
+                             threads if backend in ENGINES else None, tuned,
+                             None if folded_se is None else len(folded_se))
     fast = FastInference(net, graph, report)
     if reference is not None:
         got = fast(x)

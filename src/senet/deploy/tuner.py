@@ -19,21 +19,24 @@ from torch import nn
 from ..errors import UserInputError
 from .engines import ENGINES, engine_installed
 from .fast import inductor_available, latency_ms, prepare_for_inference, served_input_size
+from .se_fold import se_foldable_units
 from .tuning import Candidate, TunedChoice, load_average, measured_choice, record_choice
 
 __all__ = ["tune", "candidates"]
 
 
-def candidates(backends: Sequence[str] = ("native", *ENGINES), compile: bool = True) -> list[Candidate]:
+def candidates(backends: Sequence[str] = ("native", *ENGINES), compile: bool = True,
+               se_fold: bool = False) -> list[Candidate]:
     """What :func:`tune` measures for ``backends``: the native path eager and (with ``compile``, when
-    Inductor can compile here) compiled; each engine that is installed (one that is not is left out
-    and named by :func:`tune`'s log)."""
+    Inductor can compile here) compiled, each also with the SE fold when ``se_fold``; each engine
+    that is installed (one that is not is left out and named by :func:`tune`'s log)."""
     out = []
     for backend in backends:
         if backend == "native":
-            out.append(Candidate("native"))
-            if compile and inductor_available():
-                out.append(Candidate("native", compile=True))
+            for fold in (False, True) if se_fold else (False,):
+                out.append(Candidate("native", se_fold=fold))
+                if compile and inductor_available():
+                    out.append(Candidate("native", compile=True, se_fold=fold))
         elif backend in ENGINES:
             if engine_installed(backend):
                 out.append(Candidate(backend))
@@ -60,7 +63,7 @@ def tune(model: nn.Module, batch_size: int, *, input_size: Sequence[int] | None 
     for backend in backends:
         if backend in ENGINES and not engine_installed(backend):
             log(f"{backend} is not installed (pip install 'senet[{backend}]'): not measured")
-    chosen = candidates(backends, compile)
+    chosen = candidates(backends, compile, se_fold=bool(se_foldable_units(model, bn_folded=False)))
     if not chosen:
         raise UserInputError(f"nothing to measure: none of {', '.join(backends)} is available here")
     before = torch.get_num_threads()
@@ -72,7 +75,7 @@ def tune(model: nn.Module, batch_size: int, *, input_size: Sequence[int] | None 
         for c in chosen:
             log(f"preparing {c.label}")
             runners.append(prepare_for_inference(model, batch_size, backend=c.backend, compile=c.compile,
-                                                 example=x, threads=threads))
+                                                 se_fold=c.se_fold, example=x, threads=threads))
         load_before = load_average()
         times = latency_ms(runners, x, rounds)
         load_after = load_average()
