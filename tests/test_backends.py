@@ -136,7 +136,7 @@ def test_senet_tune_records_the_fastest_and_tuned_serves_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("backend", ENGINES)
-def test_predict_and_eval_with_a_backend_agree_with_native(tmp_path, capsys, backend):
+def test_predict_with_a_backend_agrees_with_native(tmp_path, capsys, backend):
     torch.manual_seed(0)
     model = senet.create_model("se_resnet20", layers=(1, 1, 1), num_classes=4)
     card = model.pretrained_cfg.replace(classes=("ant", "bee", "cat", "dog"), input_size=(3, 16, 16),
@@ -157,3 +157,19 @@ def test_predict_and_eval_with_a_backend_agree_with_native(tmp_path, capsys, bac
         [[r["class"] for r in p["top"]] for p in rows[backend]]
     for p, q in zip(rows["native"], rows[backend]):
         assert [r["probability"] for r in p["top"]] == pytest.approx([r["probability"] for r in q["top"]], abs=1e-5)
+
+
+@pytest.mark.slow  # trains a network for a second, on a loaded 2-core machine about ten
+def test_eval_with_onnxruntime_reports_natives_error(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--model", "se_resnet20", "--data", "synthetic:64:3x16x16", "--batch-size", "32",
+                 "--set", "model.overrides.layers=[1,1,1]", "--set", "eval_batch_size=32", "--epochs", "1",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    lines = {}
+    for backend in ("native", "onnxruntime"):
+        assert main(["eval", str(run), "--batch-size", "16", "--backend", backend]) == 0
+        lines[backend] = [line for line in capsys.readouterr().out.splitlines() if "top-1 error" in line]
+    assert lines["native"] == lines["onnxruntime"] and len(lines["native"]) == 1
+    assert main(["eval", str(run), "--eager", "--backend", "onnxruntime"]) == 2
+    assert "serves on the CPU; it cannot run the network as loaded" in capsys.readouterr().err
