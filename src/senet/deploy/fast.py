@@ -312,9 +312,13 @@ def _recorded(model: nn.Module, batch_size: int, size: tuple[int, int, int], thr
     choice = read_choice(name, batch_size, size, threads, path)
     if choice is None and required:
         c, h, w = size
+        card = card_of(model)
+        command = (f"senet tune {card.name if card is not None else 'MODEL'} --batch-size {batch_size} "
+                   f"--input-size {c}x{h}x{w} --threads {threads}")
+        if card is not None and card.overrides:
+            command += " with the same --set overrides (or a checkpoint)"
         raise UserInputError(f"backend='tuned': nothing recorded for {name} at batch {batch_size}, input "
-                             f"{c}x{h}x{w}, {threads} threads in {tune_file(path)}; measure it first: senet tune "
-                             f"{name} --batch-size {batch_size} --input-size {c}x{h}x{w} --threads {threads}")
+                             f"{c}x{h}x{w}, {threads} threads in {tune_file(path)}; measure it first: {command}")
     return choice
 
 
