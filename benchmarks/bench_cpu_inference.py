@@ -1,22 +1,31 @@
 """CPU inference latency of every deployment path, side by side in interleaved rounds.
 
 For each model and batch size: eager PyTorch, the folded channels_last path, that path compiled by
-Inductor, the native default (whichever of those two is faster here, as ``compile="auto"`` would
-choose), INT8 (PT2E x86, compiled), the ``torch.export`` program loaded back from ``.pt2``, ONNX
-Runtime fp32 and static INT8, and timm's eager model where timm imports. Every path runs once per
-round, in the same order, so load changes on a shared machine hit all alike; the figure is the
-median over rounds. Ratios: to ONNX Runtime fp32 of the same model and batch, and SE/plain (each
-path on the first model over the same path on the second).
+Inductor, the native default (what ``prepare_for_inference(compile="auto")`` serves: its rule, no
+timing), the SE fold (``se_fold=True``) eager and compiled, INT8 (PT2E x86, compiled, SE gate in
+fp32), the ``torch.export`` program loaded back from ``.pt2``, ONNX Runtime fp32 and static INT8
+(QDQ, SE FCs quantized as every other layer), OpenVINO fp32 and INT8 (NNCF's post-training
+quantization, its defaults except that MatMuls, the SE FCs and the classifier, stay fp32), and timm's eager model where timm imports. ONNX Runtime and
+OpenVINO fp32 run the same ONNX graph of the folded network (``prepare_for_inference(backend=...)``).
 
-A proper measurement (quiet machine, docs/deploy.md):
+Every path runs once per round, in the same order, so load changes on a shared machine hit all
+alike; the figure is the median over rounds. The 1-minute load average is printed before and
+after. ``--load`` starts a second process that busy-loops one core, switched on and off in
+alternate rounds, and prints each path's slowdown under that load beside its quiet time.
+Tables: one per batch size, a row per path, each model's median side by side, SE/plain (the first
+model over the second) and the first model's ratio to ONNX Runtime fp32.
 
-    python benchmarks/bench_cpu_inference.py --models se_resnet50 resnet50 --batches 1 8 --threads 2 --rounds 20
+The measurement of docs/results.md ("to measure"), on a quiet machine, one command:
+
+    python benchmarks/bench_cpu_inference.py --models se_resnet50 resnet50 --batches 1 8 --threads 2 --rounds 15 --load
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import multiprocessing
+import os
 import platform
 import statistics
 import sys
@@ -30,26 +39,53 @@ import torch
 
 import senet
 from senet.cost.speed import timm_name
-from senet.deploy.fast import prepare_for_inference
+from senet.deploy.fast import compile_rule, prepare_for_inference
 
-PATHS = ("eager", "folded", "compiled", "default", "int8", "export", "ort_fp32", "ort_int8", "timm")
+PATHS = ("eager", "folded", "compiled", "default", "se_fold", "se_fold_compiled", "int8", "export", "ort_fp32",
+         "ort_int8", "ov_fp32", "ov_int8", "timm")
 Runner = Callable[[torch.Tensor], object]
+STATES = ("quiet", "loaded")
 
 
-def _ort_session(path: Path, threads: int) -> Runner:
-    import onnxruntime as ort
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x.numpy()})
+
+def _ort_session(path: Path, batch: int, size: int, threads: int) -> Runner:
+    from senet.deploy.engines import engine_runner
+
+    return engine_runner("onnxruntime", path.read_bytes(), batch, (3, size, size), threads)
+
+
+def _ov_int8(onnx: Path, calibration: list[torch.Tensor], batch: int, size: int, threads: int) -> Runner:
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)  # it lists every node it leaves out, on stdout
+
+    core = ov.Core()
+    model = core.read_model(str(onnx))
+    # The SE FCs (and the classifier) are MatMuls after the squeeze; NNCF 3.4 fails to collect
+    # statistics on their rank-2 inputs, and kept in fp32 they follow the native INT8's gate policy.
+    quantized = nncf.quantize(model, nncf.Dataset([c.numpy() for c in calibration]), subset_size=len(calibration),
+                              ignored_scope=nncf.IgnoredScope(types=["MatMul"]))
+    quantized.reshape([batch, 3, size, size])
+    compiled = core.compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                     "NUM_STREAMS": 1})
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> object:
+        request.infer({0: x.numpy()})
+        return request.get_output_tensor(0).data
+    return run
 
 
 def build_runners(name: str, batch: int, size: int, paths: set[str], threads: int, workdir: Path,
-                  log: Callable[[str], None]) -> dict[str, Runner]:
-    """One callable per requested path for ``name`` at ``batch`` (compile and conversion costs logged)."""
+                  log: Callable[[str], None]) -> tuple[dict[str, Runner], dict[str, str]]:
+    """One callable per requested path for ``name`` at ``batch`` (compile and conversion costs logged),
+    and the paths that are another under a second name (``default``: the one the rule serves)."""
     torch.manual_seed(0)
     model = senet.create_model(name).eval()
     x = torch.randn(batch, model.in_chans, size, size)
@@ -60,35 +96,57 @@ def build_runners(name: str, batch: int, size: int, paths: set[str], threads: in
         with torch.inference_mode():
             return model(x)
 
+    def timed(label: str, make: Callable[[], Runner]) -> Runner:
+        start = time.perf_counter()
+        runner = make()
+        log(f"  {name} batch {batch}: {label} ready in {time.perf_counter() - start:.0f} s")
+        return runner
+
+    default_compiles = compile_rule(model)[0]
     if "eager" in paths:
         runners["eager"] = eager
-    if paths & {"folded", "default"}:
+    if "folded" in paths or ("default" in paths and not default_compiles):
         runners["folded"] = prepare_for_inference(model, batch, compile=False, example=x)
-    if paths & {"compiled", "default"}:
-        start = time.perf_counter()
-        runners["compiled"] = prepare_for_inference(model, batch, compile=True, example=x)
-        log(f"  {name} batch {batch}: compiled in {time.perf_counter() - start:.0f} s")
+    if "compiled" in paths or ("default" in paths and default_compiles):
+        runners["compiled"] = timed("compiled", lambda: prepare_for_inference(model, batch, compile=True, example=x))
+    if "se_fold" in paths:
+        runners["se_fold"] = prepare_for_inference(model, batch, compile=False, se_fold=True, example=x)
+    if "se_fold_compiled" in paths:
+        runners["se_fold_compiled"] = timed("SE fold compiled", lambda: prepare_for_inference(
+            model, batch, compile=True, se_fold=True, example=x))
     if "int8" in paths:
         from senet.deploy.quantize import quantize_int8
 
-        start = time.perf_counter()
-        runners["int8"] = quantize_int8(model, calibration)
-        runners["int8"](x)  # compiles
-        log(f"  {name} batch {batch}: INT8 quantized and compiled in {time.perf_counter() - start:.0f} s")
+        def int8() -> Runner:
+            q = quantize_int8(model, calibration)
+            q(x)  # compiles
+            return q
+        runners["int8"] = timed("INT8 quantized and compiled", int8)
     if "export" in paths:
         result = senet.export(model, workdir / f"{name}.pt2", "pt2", input_size=size, dynamic_batch=True)
         program = torch.export.load(str(result.path)).module()
         runners["export"] = lambda x, program=program: eager(x, program)
-    if paths & {"ort_fp32", "ort_int8"}:
+    if "ort_fp32" in paths:
+        runners["ort_fp32"] = prepare_for_inference(model, batch, backend="onnxruntime", example=x, threads=threads)
+    if "ov_fp32" in paths:
+        if _has("openvino"):
+            runners["ov_fp32"] = prepare_for_inference(model, batch, backend="openvino", example=x, threads=threads)
+        else:
+            log("  ov_fp32: openvino is not installed (pip install 'senet[openvino]'): left out")
+    if paths & {"ort_int8", "ov_int8"}:
         onnx = senet.export(model, workdir / f"{name}.onnx", input_size=size, dynamic_batch=True).path
-        if "ort_fp32" in paths:
-            runners["ort_fp32"] = _ort_session(onnx, threads)
         if "ort_int8" in paths:
             from senet.deploy.quantize import quantize_onnx
 
             runners["ort_int8"] = _ort_session(quantize_onnx(onnx, workdir / f"{name}.int8.onnx", calibration),
-                                               threads)
-    if "timm" in paths and importlib.util.find_spec("timm") is not None:
+                                               batch, size, threads)
+        if "ov_int8" in paths:
+            if _has("openvino") and _has("nncf"):
+                runners["ov_int8"] = timed("OpenVINO INT8 (NNCF)",
+                                           lambda: _ov_int8(onnx, calibration, batch, size, threads))
+            else:
+                log("  ov_int8: needs openvino and nncf (pip install openvino nncf): left out")
+    if "timm" in paths and _has("timm"):
         import timm
 
         try:
@@ -96,52 +154,123 @@ def build_runners(name: str, batch: int, size: int, paths: set[str], threads: in
             runners["timm"] = lambda x, m=reference: eager(x, m)
         except RuntimeError as e:  # no timm model of that name
             log(f"  timm: {e}")
-    return runners
+    aliases = {}
+    if "default" in paths:  # the same prepared module: timed once, shown under both names
+        aliases["default"] = "compiled" if default_compiles else "folded"
+        log(f"  {name}: the native default is {aliases['default']} ({compile_rule(model)[1]})")
+    return {p: runners[p] for p in PATHS if p in runners and (p in paths or p in aliases.values())}, aliases
+
+
+def _spin(active, stop) -> None:  # pragma: no cover - runs in the load process
+    """Keep one core busy while ``active`` is set, until ``stop`` is."""
+    while not stop.is_set():
+        if active.is_set():
+            x = 0
+            for _ in range(100_000):
+                x += 1
+        else:
+            time.sleep(0.01)
+
+
+class Load:
+    """A second process that busy-loops one core while switched on (``--load``)."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        self.active, self.stop = ctx.Event(), ctx.Event()
+        self.process = ctx.Process(target=_spin, args=(self.active, self.stop), daemon=True)
+        self.process.start()
+
+    def set(self, on: bool) -> None:
+        (self.active.set if on else self.active.clear)()
+        time.sleep(0.2)  # let the scheduler see the change before timing
+
+    def close(self) -> None:
+        self.stop.set()
+        self.process.join(timeout=5)
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+Results = dict[tuple[str, int, str], dict[str, float]]
 
 
 def measure(models: list[str], batches: list[int], size: int, rounds: int, threads: int, paths: set[str],
-            log: Callable[[str], None] = print) -> dict[tuple[str, int], dict[str, float]]:
-    """``{(model, batch): {path: median ms}}``; ``default`` is the faster of folded and compiled."""
+            load: bool = False, log: Callable[[str], None] = print) -> Results:
+    """``{(model, batch, state): {path: median ms}}``; ``state`` is "quiet", and with ``load`` also
+    "loaded" (rounds alternate between the two, so both see the same drift of the machine)."""
     torch.set_num_threads(threads)
-    results: dict[tuple[str, int], dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for batch in batches:
-            runners = {(m, p): r for m in models
-                       for p, r in build_runners(m, batch, size, paths, threads, Path(tmp), log).items()}
-            x = {m: torch.randn(batch, 3, size, size) for m in models}
-            for (m, _), run in runners.items():  # warm-up: first calls create kernels and caches
-                run(x[m])
-            times: dict[tuple[str, str], list[float]] = {k: [] for k in runners}
-            for _ in range(rounds):
-                for (m, p), run in runners.items():
-                    start = time.perf_counter()
+    results: Results = {}
+    states = STATES if load else STATES[:1]
+    loader = Load() if load else None
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for batch in batches:
+                runners, aliases = {}, {}
+                for m in models:
+                    built, aliases[m] = build_runners(m, batch, size, paths, threads, Path(tmp), log)
+                    runners.update({(m, p): r for p, r in built.items()})
+                x = {m: torch.randn(batch, 3, size, size) for m in models}
+                for (m, _), run in runners.items():  # warm-up: first calls create kernels and caches
                     run(x[m])
-                    times[(m, p)].append(1000 * (time.perf_counter() - start))
-            for m in models:
-                row = {p: statistics.median(times[(mm, p)]) for mm, p in times if mm == m}
-                if "folded" in row and "compiled" in row:
-                    row["default"] = min(row["folded"], row["compiled"])
-                results[(m, batch)] = {p: row[p] for p in PATHS if p in row and p in paths | {"folded", "compiled"}}
+                times: dict[tuple[str, str, str], list[float]] = {(m, p, s): [] for m, p in runners for s in states}
+                for _ in range(rounds):
+                    for state in states:
+                        if loader is not None:
+                            loader.set(state == "loaded")
+                        for (m, p), run in runners.items():
+                            start = time.perf_counter()
+                            run(x[m])
+                            times[(m, p, state)].append(1000 * (time.perf_counter() - start))
+                if loader is not None:
+                    loader.set(False)
+                for m in models:
+                    for state in states:
+                        row = {p: statistics.median(times[(m, p, state)]) for mm, p in runners if mm == m}
+                        row.update({alias: row[p] for alias, p in aliases[m].items()})
+                        results[(m, batch, state)] = {p: row[p] for p in PATHS if p in row and p in paths}
+    finally:
+        if loader is not None:
+            loader.close()
     return results
 
 
-def report(results: dict[tuple[str, int], dict[str, float]], models: list[str]) -> str:
-    """A table per batch: ms, ratio to ONNX Runtime fp32, and SE/plain for two models."""
+def report(results: Results, models: list[str], batches: list[int]) -> str:
+    """A table per batch size: each model's median side by side, SE/plain, ratio to ort_fp32, and
+    with a load each path's slowdown (loaded / quiet)."""
     lines = []
-    for (m, batch), row in results.items():
-        ort = row.get("ort_fp32")
-        lines.append(f"{m}, batch {batch}:")
-        for p, ms in row.items():
-            ratio = f"  x{ms / ort:.2f} of ort_fp32" if ort else ""
-            lines.append(f"  {p:<9} {ms:9.2f} ms{ratio}")
-    if len(models) == 2:
-        se, plain = models
-        for (m, batch), row in results.items():
-            other = results.get((plain, batch))
-            if m == se and other:
-                ratios = ", ".join(f"{p} {row[p] / other[p]:.3f}" for p in row if p in other)
-                lines.append(f"{se}/{plain} at batch {batch}: {ratios}")
+    loaded = any(state == "loaded" for _, _, state in results)
+    for batch in batches:
+        quiet = {m: results.get((m, batch, "quiet"), {}) for m in models}
+        first = quiet[models[0]]
+        header = f"{'path':<17}" + "".join(f"{m:>14}" for m in models)
+        if len(models) == 2:
+            header += f"{'SE/plain':>10}"
+        header += f"{'x ort_fp32':>11}"
+        if loaded:
+            header += "".join(f"{'loaded ' + m:>22}{'slowdown':>10}" for m in models)
+        lines += [f"batch {batch} (ms per batch, medians):", header]
+        for p in PATHS:
+            if p not in first:
+                continue
+            row = f"{p:<17}" + "".join(f"{quiet[m][p]:14.2f}" if p in quiet[m] else f"{'-':>14}" for m in models)
+            if len(models) == 2:
+                plain = quiet[models[1]].get(p)
+                row += f"{first[p] / plain:10.3f}" if plain else f"{'-':>10}"
+            ort = first.get("ort_fp32")
+            row += f"{first[p] / ort:11.2f}" if ort else f"{'-':>11}"
+            if loaded:
+                for m in models:
+                    busy = results.get((m, batch, "loaded"), {}).get(p)
+                    row += (f"{busy:22.2f}{busy / quiet[m][p]:10.2f}" if busy is not None and p in quiet[m]
+                            else f"{'-':>22}{'-':>10}")
+            lines.append(row)
     return "\n".join(lines)
 
 
@@ -154,11 +283,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="default: all")
+    p.add_argument("--load", action="store_true",
+                   help="also time every path while a second process busy-loops one core (alternate rounds)")
     args = p.parse_args(argv)
-    print(f"torch {torch.__version__}, {platform.machine()} {platform.processor() or ''}, {args.threads} threads, "
-          f"{args.size}px, {args.rounds} rounds (medians, ms per batch)")
-    results = measure(args.models, args.batches, args.size, args.rounds, args.threads, set(args.paths))
-    print(report(results, args.models))
+    before = load_average()
+    print(f"torch {torch.__version__}, {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+          f"{args.threads} threads, {args.size}px, {args.rounds} interleaved rounds (medians, ms per batch)"
+          + (", alternate rounds with one core loaded" if args.load else ""))
+    print(f"load average before: {before:.2f}" if before is not None else "load average: unknown")
+    results = measure(args.models, args.batches, args.size, args.rounds, args.threads, set(args.paths), args.load)
+    print(report(results, args.models, args.batches))
+    after = load_average()
+    if after is not None:
+        print(f"load average after: {after:.2f} (the measurement itself adds about {args.threads})")
     return 0
 
 

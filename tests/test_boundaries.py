@@ -311,7 +311,8 @@ def test_the_compiled_graph_serves_only_the_shape_it_was_compiled_for():
 
     calls = []
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    report = InferenceReport(2, (3, 8, 8), True, "on", 0.0, None, None, 0.0)
+    report = InferenceReport(2, (3, 8, 8), compiled=True, compile_requested="on", compile_seconds=0.0,
+                             compile_reason="compile=True asked for", max_abs_diff=0.0)
     fast = FastInference(net, lambda x: calls.append(tuple(x.shape)) or net(x), report)
     fast(torch.randn(2, 3, 8, 8))
     fast(torch.randn(2, 3, 16, 16))  # same batch, another image size: the eager network, no recompile

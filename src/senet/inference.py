@@ -3,7 +3,7 @@
     import senet.inference as inference
 
     model = inference.resolve_model("runs/demo")             # a checkpoint, run directory, name or module
-    fast = inference.prepare_for_inference(model, batch_size=8)  # BN folded, channels_last, Inductor if it pays
+    fast = inference.prepare_for_inference(model, batch_size=8)  # BN folded, channels_last, Inductor by a rule
     preds = inference.predict_paths("runs/demo", ["photos/"])    # what `senet predict` prints
 
 The functions live in :mod:`senet.deploy` (docs/deploy.md); this module gathers them.

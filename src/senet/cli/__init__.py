@@ -31,7 +31,7 @@ from ..errors import SenetError, UserError
 # Each command module imports its library code inside run(), so that `senet --help` and
 # `senet CMD --help` print without importing torch.
 COMMANDS = ("models", "summary", "train", "eval", "predict", "compare", "ablate", "excitations", "transfer", "report",
-            "benchmark", "export", "quantize")
+            "benchmark", "export", "quantize", "tune")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -68,13 +68,16 @@ def add_overrides_argument(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """``--compile`` and ``--eager``: how a command that runs a trained network runs it on the CPU
+    """``--compile``, ``--eager`` and ``--backend``: how a command that runs a trained network runs it on the CPU
     (``senet.deploy.fast.serving_model``; docs/deploy.md)."""
     p.add_argument("--compile", choices=("off", "auto", "on"), default="off",
-                   help="on the CPU, also compile with Inductor: 'on' always, 'auto' if a timing on the batch "
-                        "size says it pays; compiling costs tens of seconds (default off)")
+                   help="on the CPU, also compile with Inductor: 'on' always, 'auto' by a rule (what senet tune "
+                        "recorded, else for registered networks); compiling costs tens of seconds (default off)")
     p.add_argument("--eager", action="store_true",
                    help="run the network as loaded, without folding BatchNorm or channels_last")
+    p.add_argument("--backend", choices=("native", "onnxruntime", "openvino", "tuned"), default="native",
+                   help="on the CPU, what serves the folded network: native (PyTorch, the default), onnxruntime or "
+                        "openvino (optional extras), or tuned (what senet tune recorded fastest)")
 
 
 def compile_option(text: str) -> str | bool:

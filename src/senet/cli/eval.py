@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loader = make_loader(data, args.batch_size, train=False, device=device)
     model = serving_model(ckpt.model.to(device), device, max(1, min(args.batch_size, len(data))),
-                          compile=compile_option(args.compile), fast=not args.eager)
+                          compile=compile_option(args.compile), fast=not args.eager, backend=args.backend)
     seen = []  # the images evaluated: an undecodable one is left out of the split, not replaced
 
     def counted(batches):

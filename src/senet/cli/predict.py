@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictions = predict_paths(source, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
                                 overrides=dict(args.overrides) or None, on_skip=report,
-                                fast=not args.eager, compile=compile_option(args.compile))
+                                fast=not args.eager, compile=compile_option(args.compile),
+                                backend=args.backend)
     if predictions:
         print(format_predictions(predictions))
     if not predictions:

@@ -118,15 +118,15 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
                   top_k: int = 5, batch_size: int = 32, device: str | torch.device | None = None,
                   overrides: Mapping[str, Any] | None = None,
                   on_skip: Callable[[Path, str], None] | None = None, fast: bool = True,
-                  compile: str | bool = False) -> list[Prediction]:
+                  compile: str | bool = False, backend: str = "native") -> list[Prediction]:
     """Classify every image that ``inputs`` name (see :func:`expand_inputs`) with ``source``: a
     checkpoint, a run directory, a registered name (with its published weights) or a module.
 
     Returns one :class:`Prediction` per readable image, in input order. An unreadable image is
     passed to ``on_skip(path, reason)`` and skipped. Class names come from the network's card (a
     checkpoint's training data, the label set of published weights); otherwise they are indices.
-    On the CPU the network runs the fast path (:func:`senet.deploy.fast.serving_model`; ``fast``
-    and ``compile`` as there).
+    On the CPU the network runs the fast path (:func:`senet.deploy.fast.serving_model`; ``fast``,
+    ``compile`` and ``backend`` as there).
     """
     if not (isinstance(top_k, int) and top_k >= 1):
         raise UserInputError(f"top_k must be a positive integer, got {top_k!r}")
@@ -136,7 +136,8 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
     model = _load(source, overrides)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     card = card_or_default(model)
-    model = serving_model(model.to(device), device, min(batch_size, len(paths)) or 1, compile=compile, fast=fast)
+    model = serving_model(model.to(device), device, min(batch_size, len(paths)) or 1, compile=compile, fast=fast,
+                         backend=backend)
     classes = card.classes
     results: list[Prediction] = []
     for start in range(0, len(paths), batch_size):
