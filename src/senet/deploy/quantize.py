@@ -41,6 +41,7 @@ from ..atomic import atomic_path, atomic_write_bytes, check_free_space, check_wr
 from ..errors import MissingExtraError, MissingPathError, UserInputError
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
+from ..models.card import attach_card, card_of
 from ..validation import check_choice
 from .fast import compile_frozen, latency_ms, prepare_for_inference
 
@@ -76,11 +77,15 @@ def se_blocks(model: nn.Module) -> list[str]:
 
 def swap_gate(model: nn.Module, gate: str = "hard_sigmoid") -> int:
     """Replace the gate of every SE block of ``model`` (in place) by a fresh ``gate`` of
-    ``senet.layers.se.GATES`` (Table 12); returns how many were replaced."""
+    ``senet.layers.se.GATES`` (Table 12); returns how many were replaced. The model's card, if
+    any, follows (``card.with_se_gate``), so ``card.build()`` builds the swapped gate."""
     check_choice("gate", gate, tuple(GATES))
     blocks = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
     for block in blocks:
         block.gate = GATES[gate]()
+    card = card_of(model)
+    if blocks and card is not None:
+        attach_card(model, card.with_se_gate(gate))
     return len(blocks)
 
 
@@ -127,7 +132,9 @@ def _fcs_as_linear(model: nn.Module) -> None:
 
 class QuantizedModel(nn.Module):
     """An INT8 network: the converted PT2E program, run through Inductor (compiled on the first
-    call for each input shape) under ``inference_mode``. ``program`` is the uncompiled graph."""
+    call for each input shape) under ``inference_mode``. ``program`` is the uncompiled graph.
+    :func:`quantize_int8` attaches the float network's card (``pretrained_cfg``, its view and
+    class names, with the gate it was quantized with)."""
 
     def __init__(self, program: nn.Module, gate_policy: str, compile: bool) -> None:
         super().__init__()
@@ -179,7 +186,9 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, gate
         for x in batches:
             prepared(x.float())
     converted = pt2e.convert_pt2e(prepared)
-    return QuantizedModel(converted, gate_policy, compile)
+    quantized = QuantizedModel(converted, gate_policy, compile)
+    card = card_of(net)  # swap_gate above updated it, as it did the network
+    return quantized if card is None else attach_card(quantized, card)
 
 
 def top1(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
