@@ -43,6 +43,7 @@ from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
 from ..models.card import attach_card, card_of
 from ..validation import check_choice
+from .exported import card_extra_files
 from .fast import compile_frozen, latency_ms, prepare_for_inference
 
 __all__ = ["GATE_POLICIES", "quantize_int8", "QuantizedModel", "swap_gate", "finetune", "top1",
@@ -222,12 +223,14 @@ def check_quantized_path(path: str | os.PathLike[str]) -> Path:
 def save_quantized(model: QuantizedModel, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     """Save the INT8 program of ``model`` as a ``torch.export`` archive (``.pt2``, dynamic batch);
     ``torch.export.load`` reads it back once torchao is imported (it registers the INT8 ops).
+    The model's card goes into the archive (:func:`senet.deploy.exported.read_card` reads it).
     Written atomically (:mod:`senet.atomic`): a failed save leaves ``path`` as it was."""
     path = check_quantized_path(path)
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model.program, (_two_or_more(example),), dynamic_shapes=({0: batch},))
     buf = io.BytesIO()  # serialised in memory: torch's writer aborts the process on a full disk
-    torch.export.save(program, buf)
+    card = card_of(model)
+    torch.export.save(program, buf, extra_files=card_extra_files(card) if card is not None else None)
     atomic_write_bytes(path, buf.getvalue(), suffix=".pt2")
     return path
 
