@@ -16,8 +16,7 @@ from torch import nn
 
 from ..errors import UserTypeError
 from ..models.card import ModelCard, card_of, default_stats
-from ..factory import create_model
-from ..weights.checkpoint import load_model
+from ..factory import create_model, load_model
 from .exported import is_exported_file, load_exported
 
 __all__ = ["resolve_model", "looks_like_path", "card_or_default"]

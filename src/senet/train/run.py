@@ -246,9 +246,9 @@ def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, car
     ``config_yaml`` (a resume's changed settings) once a checkpoint made with them exists."""
     done, history = state["epoch"], state["history"]
     if last:
-        save_checkpoint(run_dir, "last", weights, CheckpointMeta(card, done), state)
+        save_checkpoint(run_dir, "last", weights, CheckpointMeta(card.to_dict(), done), state)
     if best:
-        save_checkpoint(run_dir, "best", weights, CheckpointMeta(card, done, history[-1]["top1_err"]), state)
+        save_checkpoint(run_dir, "best", weights, CheckpointMeta(card.to_dict(), done, history[-1]["top1_err"]), state)
     if config_yaml is not None:
         write_config(run_dir, config_yaml)
     write_metrics(run_dir, history)
