@@ -27,7 +27,7 @@ from ..data.images import decode_image  # the image folders' decoder: one decodi
 from ..errors import MissingPathError, UserInputError
 from ..models.card import ModelCard
 from ..atomic import atomic_write_bytes
-from .exported import is_exported_file
+from .exported import ExportedNetwork
 from .fast import serving_model
 from .inference import card_or_default, looks_like_path, resolve_model
 
@@ -137,11 +137,10 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
         raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     paths = expand_inputs(inputs)
     model = _load(source, overrides)
-    exported = isinstance(source, (str, os.PathLike)) and is_exported_file(source)
     first = next(model.parameters(), None)  # an ONNX file holds none: ONNX Runtime on the CPU
     device = torch.device(device) if device is not None else first.device if first is not None else torch.device("cpu")
     card = card_or_default(model)
-    if exported:  # the file's graph as written: no folding or compiling on top
+    if isinstance(model, ExportedNetwork):  # the file's graph as written: no folding or compiling on top
         model = model.to(device)
     else:
         model = serving_model(model.to(device), device, min(batch_size, len(paths)) or 1, compile=compile, fast=fast)
