@@ -210,3 +210,37 @@ def test_image_folders_use_the_one_copy_of_imagenets_statistics():
     assert folder.IMAGENET_MEAN is published.IMAGENET_MEAN and folder.IMAGENET_STD is published.IMAGENET_STD
     source = open(folder.__file__).read()
     assert "0.485" not in source and "0.229" not in source
+
+
+def test_checkpoints_take_and_return_the_card_as_data(tmp_path):
+    from senet.errors import UserTypeError
+    from senet.factory import load_model, read_checkpoint_card
+    from senet.weights.checkpoint import CheckpointMeta, read_weights, save_checkpoint
+
+    backbone = senet.create_model("se_resnet20", layers=(1, 1, 1), features_only=True, out_indices=(0, 2))
+    card = backbone.pretrained_cfg.replace(weights="trained")
+    with pytest.raises(UserTypeError, match="card as data"):
+        CheckpointMeta(card, 1)
+    save_checkpoint(tmp_path, "last", backbone, CheckpointMeta(card.to_dict(), 1), {"epoch": 1, "history": []})
+    file = tmp_path / "checkpoints/last.safetensors"
+    meta = read_weights(file)[1]
+    assert isinstance(meta.card, dict) and ModelCard.from_dict(meta.card) == card
+    assert read_checkpoint_card(tmp_path) == card
+    rebuilt = load_model(tmp_path)  # a backbone's checkpoint rebuilds as that backbone, weights and all
+    assert isinstance(rebuilt, FeatureBackbone) and rebuilt.out_indices == (0, 2) and rebuilt.pretrained_cfg == card
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(rebuilt(x), backbone.eval()(x)):
+            torch.testing.assert_close(a, b)
+
+
+def test_a_retrofit_the_card_cannot_record_warns_and_keeps_the_card():
+    class Custom(torch.nn.Conv2d):
+        pass
+
+    net = senet.create_model("se_resnet20", layers=(1, 1, 1), se=None).eval()
+    net.conv1.__class__ = Custom  # a module class outside torch.nn
+    before = net.pretrained_cfg
+    with pytest.warns(UserWarning, match="not all torch.nn classes"):
+        senet.retrofit(net, types=Custom, input_size=(3, 32, 32))
+    assert net.pretrained_cfg == before
