@@ -150,15 +150,21 @@ def test_the_int8_model_and_its_file_carry_the_card(tmp_path):
     calibration = [torch.randn(4, 3, 32, 32)]
     quantized = q.quantize_int8(net, calibration, compile=False)
     assert card_of(quantized) == net.pretrained_cfg
-    hard = q.quantize_int8(net, calibration, gate_policy="hard_sigmoid", compile=False)
-    card = card_of(hard)  # the gate it was quantized with: card.build() builds that gate
-    assert card.overrides["se_gate"] == "hard_sigmoid" and card.replace(overrides=net.pretrained_cfg.overrides) \
-        == net.pretrained_cfg
-    rebuilt = card.build()
-    assert {type(m.gate).__name__ for m in rebuilt.modules() if hasattr(m, "gate") and hasattr(m, "fc1")} \
-        == {"HardSigmoid"}
     saved = q.save_quantized(quantized, calibration[0], tmp_path / "int8.pt2")
     assert read_card(saved) == net.pretrained_cfg
+
+
+def test_swapping_the_gate_updates_the_card():
+    from senet.deploy import quantize as q
+
+    net = senet.create_model("se_resnet20", layers=(1, 1, 1)).eval()
+    before = net.pretrained_cfg
+    assert q.swap_gate(net, "hard_sigmoid") == 3
+    card = card_of(net)  # the gate INT8's "hard_sigmoid" policy quantizes: card.build() builds that gate
+    assert card.overrides["se_gate"] == "hard_sigmoid" and card.replace(overrides=before.overrides) == before
+    gates = {type(m.gate).__name__ for m in card.build().modules() if hasattr(m, "gate") and hasattr(m, "fc1")}
+    assert gates == {"HardSigmoid"}
+    assert set(card.build().state_dict()) == set(net.state_dict())
 
 
 def test_retrofit_updates_the_card_so_build_rebuilds_it():
