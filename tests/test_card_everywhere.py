@@ -93,10 +93,15 @@ def test_the_card_is_one_versioned_json_field(tmp_path, model):
         assert json.loads(z.read(name)) == record
 
 
-def test_an_export_at_another_size_carries_that_size(tmp_path, model):
+def test_an_export_at_another_size_carries_that_size(tmp_path, model, images):
     export(model, tmp_path / "net.pt", "torchscript", input_size=40)
     card = read_card(tmp_path / "net.pt")  # TorchScript archives carry it too
     assert card.input_size == (3, 40, 40) and card.classes == CLASSES and card.mean == (0.5, 0.4, 0.3)
+    got = predict_paths(tmp_path / "net.pt", images, top_k=1)  # and predicts with it, at its size
+    x = torch.stack([card.eval_transform()(decode_image(p)) for p in images])
+    with torch.no_grad():
+        top = model(x).argmax(1).tolist()  # the eager network, fed the 40x40 view
+    assert [p.top[0][:2] for p in got] == [(i, CLASSES[i]) for i in top]
 
 
 def test_a_file_without_a_card_is_a_clear_user_error(tmp_path, model, images):

@@ -11,7 +11,8 @@ with a version, ``{"version": 1, "card": {...}}`` (:func:`card_record`):
   ``<archive>/extra/senet_card.json``; the INT8 program of ``senet quantize --save`` too.
 
 :func:`read_card` is the one reader; :func:`load_exported` runs such a file as a module that
-carries its card, which is how ``senet predict FILE.onnx|FILE.pt2 IMAGES`` gets its labels and view.
+carries its card, which is how ``senet predict FILE.onnx|FILE.pt2|FILE.pt IMAGES`` gets its labels
+and view.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ __all__ = ["CARD_KEY", "CARD_FILE", "CARD_VERSION", "EXPORTED_SUFFIXES", "card_r
 CARD_KEY = "senet.card"  # the ONNX metadata_props key
 CARD_FILE = "senet_card.json"  # the extra file of .pt2 / TorchScript archives
 CARD_VERSION = 1  # the record's layout; a reader refuses a newer one by name
-# Files senet predict runs as exported networks (TorchScript's ".pt" is also the trainer state's ending).
+# Files senet predict runs as exported networks; a ".pt" file only when it is a TorchScript archive
+# with a card (".pt" is also the ending of trainer states and of plain torch.save files).
 EXPORTED_SUFFIXES = (".onnx", ".pt2")
 
 
@@ -111,17 +113,32 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
         raise _no_card(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f"/extra/{CARD_FILE}")]
-            if not names:
+            name = _card_member(archive)
+            if name is None:
                 raise _no_card(path)
-            return card_from_record(archive.read(names[0]), path)
+            return card_from_record(archive.read(name), path)
     except zipfile.BadZipFile:
         raise BadFileError(f"{path} is neither an ONNX file nor a torch.export / TorchScript archive") from None
 
 
+def _card_member(archive: zipfile.ZipFile) -> str | None:
+    return next((n for n in archive.namelist() if n.endswith(f"/extra/{CARD_FILE}")), None)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _card_member(archive) is not None and any("/code/" in n for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def is_exported_file(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` names a file :func:`load_exported` runs (by its ending: :data:`EXPORTED_SUFFIXES`)."""
-    return Path(path).suffix.lower() in EXPORTED_SUFFIXES
+    """Whether ``path`` names a file :func:`load_exported` runs: by its ending
+    (:data:`EXPORTED_SUFFIXES`), or a ``.pt`` TorchScript archive that carries a card."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    return suffix in EXPORTED_SUFFIXES or (suffix == ".pt" and path.is_file() and _is_torchscript(path))
 
 
 def _in_batches(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int | None) -> torch.Tensor:
@@ -140,9 +157,9 @@ def _in_batches(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, ba
 
 class ExportedNetwork(nn.Module):
     """An exported file run as a module: ONNX by ONNX Runtime on the CPU, a ``.pt2`` program as
-    ``torch.export.load(...).module()`` (a submodule, ``program``, so ``.to(device)`` moves it).
-    A file exported with a fixed batch size is fed in chunks of that size, so ``forward`` takes
-    any batch. :func:`load_exported` attaches the file's card."""
+    ``torch.export.load(...).module()``, TorchScript as ``torch.jit.load`` (both a submodule,
+    ``program``, so ``.to(device)`` moves it). A file exported with a fixed batch size is fed in
+    chunks of that size, so ``forward`` takes any batch. :func:`load_exported` attaches the file's card."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
@@ -157,6 +174,11 @@ class ExportedNetwork(nn.Module):
             self.batch = first.shape[0] if isinstance(first.shape[0], int) else None
             self._session, self._input = session, first.name
             self.program = None
+        elif self.path.suffix.lower() == ".pt":
+            self.program = torch.jit.load(str(path), map_location="cpu")
+            # A trace records no batch dimension: senet traces at batch 1, or checks two batch
+            # sizes with dynamic_batch, so one image at a time runs either.
+            self.batch = 1
         else:
             try:
                 program = torch.export.load(str(path))
@@ -183,7 +205,7 @@ class ExportedNetwork(nn.Module):
 
 
 def load_exported(path: str | os.PathLike[str]) -> nn.Module:
-    """The network of an exported file (ONNX, or a ``torch.export`` ``.pt2`` program) as an
+    """The network of an exported file (ONNX, a ``torch.export`` ``.pt2`` program, TorchScript) as an
     :class:`ExportedNetwork`, with the file's card attached as ``model.pretrained_cfg``
     (:func:`read_card`: a file without a card is refused before anything runs)."""
     card = read_card(path)
