@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "An unreadable image is reported on stderr and skipped.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="CHECKPOINT_OR_NAME first (a .safetensors file, a run directory, a model name with "
-                        "published weights, or an .onnx/.pt2 file senet export wrote: its card gives the labels "
+                        "published weights, or an .onnx/.pt2/.pt file senet export wrote: its card gives the labels "
                         "and view), then images, folders or globs; with --checkpoint, only images")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="the checkpoint (or run directory); then every INPUT is an image, folder or glob")

@@ -46,7 +46,7 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     """The network ``source`` names, in eval mode, its card attached as ``model.pretrained_cfg``.
 
     A checkpoint's card is the training run's (classes, mean/std, input size); an exported file
-    (``.onnx``, ``.pt2``: :func:`senet.deploy.exported.load_exported`) carries its own; a registered name
+    (``.onnx``, ``.pt2``, TorchScript: :func:`senet.deploy.exported.load_exported`) carries its own; a registered name
     gets the card ``create_model`` attaches (with ``pretrained`` weights in ``overrides``: their
     evaluation view and class names); a module is returned as it is (see :func:`card_or_default`).
     ``overrides`` are ``create_model`` keywords and apply to a name only.

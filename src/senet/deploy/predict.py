@@ -122,7 +122,7 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
                   compile: str | bool = False) -> list[Prediction]:
     """Classify every image that ``inputs`` name (see :func:`expand_inputs`) with ``source``: a
     checkpoint, a run directory, a registered name (with its published weights), an exported
-    ``.onnx``/``.pt2`` file (its card gives the view and class names; it runs as exported, ONNX on
+    ``.onnx``/``.pt2``/TorchScript file (its card gives the view and class names; it runs as exported, ONNX on
     the CPU by ONNX Runtime) or a module.
 
     Returns one :class:`Prediction` per readable image, in input order. An unreadable image is
