@@ -147,16 +147,20 @@ def test_a_fixed_batch_export_takes_any_batch(tmp_path, model):
         torch.testing.assert_close(net(x), want, atol=1e-4, rtol=1e-4)
 
 
-def test_the_int8_model_and_its_file_carry_the_card(tmp_path):
+def test_the_int8_model_and_its_file_carry_the_card(tmp_path, images):
     pytest.importorskip("torchao", reason="INT8 quantization needs the optional torchao package")
     from senet.deploy import quantize as q
 
-    net = senet.create_model("se_resnet20", layers=(1, 1, 1)).eval()
+    net = senet.create_model("se_resnet20", layers=(1, 1, 1), num_classes=4).eval()
+    net.pretrained_cfg = net.default_cfg = net.pretrained_cfg.replace(classes=CLASSES)
     calibration = [torch.randn(4, 3, 32, 32)]
     quantized = q.quantize_int8(net, calibration, compile=False)
     assert card_of(quantized) == net.pretrained_cfg
     saved = q.save_quantized(quantized, calibration[0], tmp_path / "int8.pt2")
     assert read_card(saved) == net.pretrained_cfg
+    got = predict_paths(saved, images, top_k=1)  # the saved program predicts with the card's names and view
+    x = torch.stack([net.pretrained_cfg.eval_transform()(decode_image(p)) for p in images])
+    assert [p.top[0][:2] for p in got] == [(i, CLASSES[i]) for i in quantized(x).argmax(1).tolist()]
 
 
 def test_swapping_the_gate_updates_the_card():

@@ -17,7 +17,6 @@ and view.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import zipfile
@@ -27,8 +26,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import BadFileError, MissingExtraError, MissingPathError
+from ..errors import BadFileError, MissingPathError
 from ..models.card import ModelCard, attach_card
+from .optional import INT8_OPS, require
 
 __all__ = ["CARD_KEY", "CARD_FILE", "CARD_VERSION", "EXPORTED_SUFFIXES", "card_record", "card_from_record",
            "onnx_with_card", "card_extra_files", "read_card", "load_exported", "is_exported_file", "ExportedNetwork"]
@@ -64,10 +64,7 @@ def card_from_record(text: str | bytes, where: str | os.PathLike[str]) -> ModelC
 
 
 def _require(module: str, why: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[export]'") from None
+    return require(module, why, "export")
 
 
 def onnx_with_card(data: bytes, card: ModelCard) -> bytes:
@@ -180,10 +177,7 @@ class ExportedNetwork(nn.Module):
             # sizes with dynamic_batch, so one image at a time runs either.
             self.batch = 1
         else:
-            try:
-                program = torch.export.load(str(path))
-            except Exception as e:  # a corrupt archive, or an INT8 program whose ops torchao has not registered
-                raise BadFileError(f"torch.export.load cannot load {path}: {str(e).splitlines()[0]}") from None
+            program = _load_program(self.path)
             user = set(program.graph_signature.user_inputs)
             shape = next(n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder" and n.name in user)
             self.batch = shape[0] if isinstance(shape[0], int) else None
@@ -202,6 +196,23 @@ class ExportedNetwork(nn.Module):
         # An exported graph has its mode fixed at export (eval); it cannot switch.
         self.training = False
         return self
+
+
+def _needs_int8_ops(path: Path) -> bool:
+    # The graph of a senet quantize program calls torchao's quantize/dequantize operators, which
+    # torch.export.load resolves only once torchao registered them.
+    with zipfile.ZipFile(path) as archive:
+        return any(b"quantized_decomposed." in archive.read(n) for n in archive.namelist()
+                   if n.endswith(".json") and "/models/" in n)
+
+
+def _load_program(path: Path) -> Any:
+    if _needs_int8_ops(path):
+        require(INT8_OPS, f"running the INT8 program {path}", "quantize")
+    try:
+        return torch.export.load(str(path))
+    except Exception as e:  # a corrupt or incompatible archive: say which step failed
+        raise BadFileError(f"torch.export.load cannot load {path}: {str(e).splitlines()[0]}") from None
 
 
 def load_exported(path: str | os.PathLike[str]) -> nn.Module:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import io
-import logging
 import math
 import os
 import time
@@ -38,13 +36,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..atomic import atomic_path, atomic_write_bytes, check_free_space, check_writable, temporary_path
-from ..errors import MissingExtraError, MissingPathError, UserInputError
+from ..errors import MissingPathError, UserInputError
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
 from ..models.card import attach_card, card_of
 from ..validation import check_choice
 from .exported import card_extra_files
 from .fast import compile_frozen, latency_ms, prepare_for_inference
+from .optional import INT8_OPS, require
 
 __all__ = ["GATE_POLICIES", "quantize_int8", "QuantizedModel", "swap_gate", "finetune", "top1",
            "quantize_onnx", "QuantizeReport", "quantize_and_measure", "dataset_tensors"]
@@ -53,22 +52,7 @@ GATE_POLICIES = ("float", "int8", "hard_sigmoid")
 
 
 def _require(module: str, why: str) -> Any:
-    # Importing torchao logs what no user can act on: on a CPU build of torch, that its CUDA extensions
-    # (fp8, CUTLASS) do not load, which the x86 INT8 path does not use, and a deprecation in the way it
-    # registers a type with torch's pytree. Those two loggers are quiet for the import only.
-    logs = [logging.getLogger("torch.utils._pytree")]
-    if not torch.cuda.is_available():
-        logs.append(logging.getLogger("torchao"))
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.ERROR)
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
+    return require(module, why, "quantize")  # torchao's import-time logging kept quiet
 
 
 def se_blocks(model: nn.Module) -> list[str]:
@@ -161,7 +145,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, gate
     swapped here without fine-tuning. ``compile=False`` runs the reference (fp32-simulated) graph.
     """
     check_choice("gate_policy", gate_policy, GATE_POLICIES)
-    pt2e = _require("torchao.quantization.pt2e.quantize_pt2e", "INT8 quantization")
+    pt2e = _require(INT8_OPS, "INT8 quantization")
     x86 = _require("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "INT8 quantization")
     batches = iter(calibration)
     first = next(batches, None)
