@@ -16,7 +16,8 @@ import senet
 from senet.cli import main
 from senet.train import fit
 from senet.train.reconcile import load_resume_state, reconcile_run_dir
-from senet.weights.checkpoint import CheckpointError, load_checkpoint, load_state, read_weights_file
+from senet.factory import load_checkpoint
+from senet.weights.checkpoint import CheckpointError, load_state, read_weights_file
 
 from tiny_run import tiny_config
 

@@ -21,7 +21,8 @@ from senet.models import card as card_module
 from senet.models.card import ModelCard
 from senet.train import load_config
 from senet.train.setup import build_model
-from senet.weights.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from senet.factory import load_checkpoint
+from senet.weights.checkpoint import CheckpointMeta, save_checkpoint
 
 
 # --- timm's semantics, written out from timm's documentation and code -----------------------------
@@ -160,7 +161,7 @@ def checkpoint(folder, tmp_path_factory):
     card = model.pretrained_cfg.with_view(EvalView.centre_crop((3, 32, 32), (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)))
     card = card.replace(classes=("ant", "bee"), weights="trained", dataset=str(folder))
     run = tmp_path_factory.mktemp("run")
-    save_checkpoint(run, "best", model, CheckpointMeta(card, 1, 50.0), {"epoch": 1, "history": []})
+    save_checkpoint(run, "best", model, CheckpointMeta(card.to_dict(), 1, 50.0), {"epoch": 1, "history": []})
     return run
 
 
@@ -219,7 +220,7 @@ def test_cards_written_before_crop_mode_get_the_view_their_training_matched(fiel
     card = ModelCard.from_dict({**OLD_CARD, **fields})
     assert (card.crop_mode, card.crop_pct) == view
     meta = CheckpointMeta.from_dict({"format": 2, "card": {**OLD_CARD, **fields}, "epoch": 3})
-    assert meta.card == card
+    assert ModelCard.from_dict(meta.card) == card
     assert ModelCard.from_dict(card.to_dict()) == card  # new cards write crop_mode
 
 

@@ -19,7 +19,8 @@ from senet.data.images import decode_image
 from senet.data.transforms import eval_view, resize_center_crop
 from senet.deploy.predict import load_image, predict_paths
 from senet.models.card import ModelCard, RetrofitSpec
-from senet.weights.checkpoint import CheckpointMeta, load_checkpoint, read_weights, save_checkpoint
+from senet.factory import load_checkpoint
+from senet.weights.checkpoint import CheckpointMeta, read_weights, save_checkpoint
 from senet.weights.pretrained import IMAGENET_MEAN, IMAGENET_STD, imagenet_classes
 
 
@@ -143,7 +144,7 @@ def folder_checkpoint(tmp_path_factory):
     card = model.pretrained_cfg.replace(classes=("ant", "bee"), input_size=(3, 128, 128), mean=(0.4, 0.5, 0.6),
                                         std=(0.2, 0.25, 0.3), weights="trained", dataset=str(root))
     run = root / "run"
-    save_checkpoint(run, "best", model, CheckpointMeta(card, 3, 50.0), {"epoch": 3, "history": []})
+    save_checkpoint(run, "best", model, CheckpointMeta(card.to_dict(), 3, 50.0), {"epoch": 3, "history": []})
     return run, root / "val" / "bee" / "3.png"
 
 
@@ -183,7 +184,7 @@ def test_checkpoints_written_before_the_card_still_load(folder_checkpoint, tmp_p
     tensors, meta = read_weights(run / "checkpoints/best.safetensors")
     old = {"model": "se_resnet20", "overrides": {"layers": [1, 1, 1], "num_classes": 2}, "classes": ["ant", "bee"],
            "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "input_size": [3, 128, 128],
-           "dataset": "image folder x", "data": {"dataset": meta.card.dataset, "root": None}, "epoch": 3,
+           "dataset": "image folder x", "data": {"dataset": meta.card["dataset"], "root": None}, "epoch": 3,
            "top1_err": 50.0}
     path = tmp_path / "old.safetensors"
     save_file(tensors, str(path), metadata={"senet": json.dumps(old)})  # no hash: the oldest format
@@ -192,7 +193,8 @@ def test_checkpoints_written_before_the_card_still_load(folder_checkpoint, tmp_p
     card = ckpt.card
     assert (card.name, card.classes, card.input_size, card.dataset_name) == (
         "se_resnet20", ("ant", "bee"), (3, 128, 128), "image folder x")
-    assert card.overrides == meta.card.overrides and card.mean == meta.card.mean
+    written = ModelCard.from_dict(meta.card)
+    assert card.overrides == written.overrides and card.mean == written.mean
     x = load_image(image, card)
     torch.testing.assert_close(ckpt.model(x[None]), load_checkpoint(run).model(x[None]))
 
@@ -224,7 +226,7 @@ from senet.analysis.evaluate import card_dataset, evaluate
 from senet.analysis.datacheck import checkpoint_data_mismatch
 from senet.data import make_loader
 from senet.deploy.predict import predict_paths
-from senet.weights.checkpoint import load_checkpoint
+from senet.factory import load_checkpoint
 import senet
 ckpt = load_checkpoint({str(run)!r})
 data = card_dataset(ckpt.card)

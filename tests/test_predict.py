@@ -22,7 +22,7 @@ def checkpoint(tmp_path_factory):
     model = senet.create_model("se_resnet20", layers=(1, 1, 1), num_classes=4)
     card = model.pretrained_cfg.replace(classes=tuple(CLASSES), input_size=(3, 16, 16), mean=(0.5,) * 3,
                                         std=(0.25,) * 3, weights="trained")
-    weights, _ = save_checkpoint(root, "last", model, CheckpointMeta(card, 1), {})
+    weights, _ = save_checkpoint(root, "last", model, CheckpointMeta(card.to_dict(), 1), {})
     return weights, model.eval()
 
 

@@ -29,7 +29,7 @@ def _small_checkpoint(tmp_path):
     model = nn.Linear(4, 3)
     with torch.no_grad():
         model.weight.fill_(1.5)  # a byte pattern to find and flip in the files
-    save_checkpoint(tmp_path, "last", model, CheckpointMeta(ModelCard("x"), 1), {"epoch": 1, "history": []})
+    save_checkpoint(tmp_path, "last", model, CheckpointMeta(ModelCard("x").to_dict(), 1), {"epoch": 1, "history": []})
     return tmp_path / "checkpoints"
 
 

@@ -16,13 +16,20 @@ from importlib.resources import files
 from typing import Any
 
 __all__ = ["PretrainedConfig", "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "LABEL_SETS",
-           "imagenet_classes", "class_names"]
+           "imagenet_classes", "class_names", "default_stats"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)  # TensorFlow-trained models: inputs scaled to [-1, 1]
 INCEPTION_STD = (0.5, 0.5, 0.5)
 LABEL_SETS = ("imagenet-1k",)
+
+
+def default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's mean/std (the paper's data, §5.1) for 3 channels; their averages for other counts."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.evaluate import card_dataset, evaluate
     from ..data import make_loader
     from ..deploy.fast import serving_model
-    from ..weights.checkpoint import load_checkpoint
+    from ..factory import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     card = ckpt.card

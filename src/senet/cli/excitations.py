@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.evaluate import card_dataset
     from ..analysis.excitation_study import excitation_study
     from ..data import make_loader
-    from ..weights.checkpoint import load_model
+    from ..factory import load_model
 
     model = load_model(args.checkpoint)
     card = model.pretrained_cfg

@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "(searched recursively) and globs (quote them to let senet expand them, ** too). "
                                    "An unreadable image is reported on stderr and skipped.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="CHECKPOINT_OR_NAME first (a .safetensors file, a run directory or a model name with "
-                        "published weights), then images, folders or globs; with --checkpoint, only images")
+                   help="CHECKPOINT_OR_NAME first (a .safetensors file, a run directory, a model name with "
+                        "published weights, or an .onnx/.pt2/.pt file senet export wrote: its card gives the labels "
+                        "and view), then images, folders or globs; with --checkpoint, only images")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="the checkpoint (or run directory); then every INPUT is an image, folder or glob")
     p.add_argument("--top-k", "--top", dest="top_k", type=int, default=5, help="classes per image (default 5)")

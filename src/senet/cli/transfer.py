@@ -34,11 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.transfer import transfer_sweep
-    from ..weights.checkpoint import read_checkpoint_meta, resolve_checkpoint
+    from ..factory import read_checkpoint_card
+    from ..weights.checkpoint import resolve_checkpoint
 
     if args.checkpoint:
         weights = str(resolve_checkpoint(args.checkpoint))
-        card = read_checkpoint_meta(weights).card
+        card = read_checkpoint_card(weights)
         if card.retrofit is not None:
             raise UserInputError(f"{args.checkpoint} already has retrofitted blocks; start from a plain network")
         model, source = args.model or card.name, "senet"

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import MissingPathError, UserInputError
+from ..published import IMAGENET_MEAN, IMAGENET_STD
 from ..validation import check_choice
 from .images import CorruptImageError, decode_image
 from .seeding import generator_for
@@ -21,10 +22,6 @@ __all__ = ["ImageFolderDataset", "CorruptImageError", "SkippedImageError", "IMAG
            "ON_CORRUPT", "EMPTY_CLASSES"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-# Folders can hold millions of images, too many to scan for statistics: use ImageNet's
-# (the paper's dataset, §5.1), which suit natural photographs in general.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ON_CORRUPT = ("warn", "error")
 EMPTY_CLASSES = ("warn", "error")  # a class folder of train/ without images: skipped with a warning, or refused
 _SPLIT_DIRS = {"train": "train", "test": "val"}
@@ -73,6 +70,8 @@ class ImageFolderDataset(Dataset):
         self.classes = _class_names(self.root / "train", empty_classes, warn=self.train)
         self.samples = _list_images(self.root / _SPLIT_DIRS[split], self.classes)
         self._check_decodable()
+        # Folders can hold millions of images, too many to scan for statistics: ImageNet's (the
+        # paper's dataset, §5.1; the one copy, senet.published) suit natural photographs in general.
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # the training items' normalisation
         # Decoded image -> normalised test input: the view matching the random-size crop.
         self.eval_view = EvalView.centre_crop((3, image_size, image_size), self.mean, self.std)

@@ -6,6 +6,10 @@ eager model on random images prepared by the network's own evaluation view (its 
 onnxruntime for ONNX, ``torch.export.load`` for ``.pt2``, the loaded TorchScript module for
 TorchScript. The file appears at ``path`` only once that check has passed.
 
+ONNX, ``.pt2`` and TorchScript files carry the network's card (class names and evaluation view, at
+the exported input size) as one versioned JSON record (:mod:`senet.deploy.exported`), so
+``senet predict FILE.onnx|FILE.pt2 IMAGES`` labels and prepares images as the network did.
+
 ``format="pt2"`` saves an ``ExportedProgram`` (``torch.export.save``), the graph format PyTorch
 supports going forward (TorchScript is deprecated upstream); ``format="aoti"`` compiles that
 program ahead of time with AOTInductor into a package of native code (also a ``.pt2`` file, run
@@ -34,6 +38,7 @@ from ..atomic import atomic_path, check_free_space, check_writable
 from ..data.transforms import EvalView
 from ..errors import MissingExtraError, NotAFileError, SenetError, UserInputError
 from ..models.card import ModelCard, default_stats
+from .exported import card_extra_files, onnx_with_card
 from .inference import card_or_default, resolve_model
 
 __all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL",
@@ -179,7 +184,12 @@ def _silence_expected_warnings() -> None:
 # Each writer serialises into memory (senet.atomic: a native library failing mid-write on a full
 # disk aborts the process; the bytes are then written by Python, which raises instead).
 
-def _write_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool, opset: int, dynamo: bool) -> bytes:
+def _write_onnx(model: nn.Module, x: torch.Tensor, dynamic_batch: bool, opset: int, dynamo: bool,
+                card: ModelCard) -> bytes:
+    return onnx_with_card(_onnx_bytes(model, x, dynamic_batch, opset, dynamo), card)
+
+
+def _onnx_bytes(model: nn.Module, x: torch.Tensor, dynamic_batch: bool, opset: int, dynamo: bool) -> bytes:
     if dynamo:
         _require("onnxscript", "export(..., dynamo=True)")
         shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
@@ -211,13 +221,13 @@ def format_for_path(path: str | os.PathLike[str], default: str = "onnx") -> str:
     return _EXTENSIONS.get(Path(path).suffix.lower(), default)
 
 
-def _write_pt2(model: nn.Module, x: torch.Tensor, dynamic_batch: bool) -> bytes:
+def _write_pt2(model: nn.Module, x: torch.Tensor, dynamic_batch: bool, card: ModelCard) -> bytes:
     # The batch is the only dynamic dimension: the models check their input sizes in Python,
     # which torch.export records as guards on the example's spatial size.
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     program = torch.export.export(model, (x,), dynamic_shapes=shapes)
     buf = io.BytesIO()
-    torch.export.save(program, buf)
+    torch.export.save(program, buf, extra_files=card_extra_files(card))
     return buf.getvalue()
 
 
@@ -245,12 +255,12 @@ def _run_pt2(path: Path) -> Any:
         raise ExportCheckError(f"torch.export.load cannot load the .pt2 export: {str(e).splitlines()[0]}") from e
 
 
-def _write_torchscript(model: nn.Module, x: torch.Tensor) -> bytes:
+def _write_torchscript(model: nn.Module, x: torch.Tensor, card: ModelCard) -> bytes:
     # Tracing records what the Python forward does, so blocks with Python control flow (SE
     # positions, optional shortcuts) export as they run; torch.jit.script would have to compile them.
     traced = torch.jit.trace(model, x, check_trace=False)
     buf = io.BytesIO()
-    torch.jit.save(traced, buf)
+    torch.jit.save(traced, buf, _extra_files=card_extra_files(card))
     return buf.getvalue()
 
 
@@ -290,9 +300,10 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     if path.is_dir():
         raise NotAFileError(f"{path} is a folder; give the file to write, e.g. {path / ('model.' + {'onnx': 'onnx', 'pt2': 'pt2', 'aoti': 'pt2'}.get(format, 'pt'))}")
     check_writable(path, create_folder=True)  # before the (slow) export
-    if format == "onnx" and check:  # fail before the (slow) export if the checker is missing
-        _require("onnx", "checking an ONNX export")
-        _require("onnxruntime", "checking an ONNX export")
+    if format == "onnx":  # fail before the (slow) export if the card's writer or the checker is missing
+        _require("onnx", "writing an ONNX file's metadata (the model card)")
+        if check:
+            _require("onnxruntime", "checking an ONNX export")
     if isinstance(model, nn.Module):
         model = copy.deepcopy(model)
     net = resolve_model(model, overrides).cpu().float().eval()
@@ -300,6 +311,7 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     card = card_or_default(net)
     size = _input_size(input_size, card.input_size)  # the card's size unless given
     view = check_view(card, size)
+    card = card.with_view(view)  # the card the file carries: the exported input size
     gen = torch.Generator().manual_seed(seed)
     export_batch = 2 if dynamic_batch else 1
     checked = (2, 3) if dynamic_batch else (1,)
@@ -309,13 +321,13 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     with warnings.catch_warnings(), torch.no_grad():
         _silence_expected_warnings()
         if format == "onnx":
-            data = _write_onnx(net, x, dynamic_batch, opset, dynamo)
+            data = _write_onnx(net, x, dynamic_batch, opset, dynamo, card)
         elif format == "pt2":
-            data = _write_pt2(net, x, dynamic_batch)
+            data = _write_pt2(net, x, dynamic_batch, card)
         elif format == "aoti":
             data = _write_aoti(net, x, dynamic_batch)
         else:
-            data = _write_torchscript(net, x)
+            data = _write_torchscript(net, x, card)
     check_free_space(path, len(data))
     # torch.export.save/load want the .pt2 ending, whatever name the user gave.
     with atomic_path(path, suffix=".pt2" if format in ("pt2", "aoti") else path.suffix) as tmp:

@@ -16,15 +16,16 @@ from torch import nn
 
 from ..errors import UserTypeError
 from ..models.card import ModelCard, card_of, default_stats
-from ..factory import create_model
-from ..weights.checkpoint import load_model
+from ..factory import create_model, load_model
+from .exported import is_exported_file, load_exported
 
 __all__ = ["resolve_model", "looks_like_path", "card_or_default"]
 
 
 def looks_like_path(text: str) -> bool:
     """Whether ``text`` names a file or folder rather than a registered model."""
-    return os.sep in text or "/" in text or text.endswith((".safetensors", ".pt")) or Path(text).exists()
+    return (os.sep in text or "/" in text or text.endswith((".safetensors", ".pt", ".onnx", ".pt2"))
+            or Path(text).exists())
 
 
 def card_or_default(model: nn.Module) -> ModelCard:
@@ -44,7 +45,8 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
                   ) -> nn.Module:
     """The network ``source`` names, in eval mode, its card attached as ``model.pretrained_cfg``.
 
-    A checkpoint's card is the training run's (classes, mean/std, input size); a registered name
+    A checkpoint's card is the training run's (classes, mean/std, input size); an exported file
+    (``.onnx``, ``.pt2``, TorchScript: :func:`senet.deploy.exported.load_exported`) carries its own; a registered name
     gets the card ``create_model`` attaches (with ``pretrained`` weights in ``overrides``: their
     evaluation view and class names); a module is returned as it is (see :func:`card_or_default`).
     ``overrides`` are ``create_model`` keywords and apply to a name only.
@@ -61,6 +63,8 @@ def resolve_model(source: nn.Module | str | os.PathLike[str], overrides: Mapping
     if looks_like_path(text):
         if overrides:
             raise UserTypeError("model overrides apply to a registered model name; a checkpoint rebuilds its own model")
+        if is_exported_file(text):
+            return load_exported(text)  # its card comes from the file; it runs as exported
 
         return load_model(text)  # FileNotFoundError names a missing checkpoint
     return create_model(text, **overrides).eval()  # an unknown name fails with the closest registered names

@@ -27,6 +27,7 @@ from ..data.images import decode_image  # the image folders' decoder: one decodi
 from ..errors import MissingPathError, UserInputError
 from ..models.card import ModelCard
 from ..atomic import atomic_write_bytes
+from .exported import ExportedNetwork
 from .fast import serving_model
 from .inference import card_or_default, looks_like_path, resolve_model
 
@@ -120,7 +121,9 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
                   on_skip: Callable[[Path, str], None] | None = None, fast: bool = True,
                   compile: str | bool = False, backend: str = "native") -> list[Prediction]:
     """Classify every image that ``inputs`` name (see :func:`expand_inputs`) with ``source``: a
-    checkpoint, a run directory, a registered name (with its published weights) or a module.
+    checkpoint, a run directory, a registered name (with its published weights), an exported
+    ``.onnx``/``.pt2``/TorchScript file (its card gives the view and class names; it runs as exported, ONNX on
+    the CPU by ONNX Runtime) or a module.
 
     Returns one :class:`Prediction` per readable image, in input order. An unreadable image is
     passed to ``on_skip(path, reason)`` and skipped. Class names come from the network's card (a
@@ -134,10 +137,17 @@ def predict_paths(source: nn.Module | str | os.PathLike[str], inputs: Iterable[s
         raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     paths = expand_inputs(inputs)
     model = _load(source, overrides)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    first = next(model.parameters(), None)  # an ONNX file holds none: ONNX Runtime on the CPU
+    device = torch.device(device) if device is not None else first.device if first is not None else torch.device("cpu")
     card = card_or_default(model)
-    model = serving_model(model.to(device), device, min(batch_size, len(paths)) or 1, compile=compile, fast=fast,
-                         backend=backend)
+    if isinstance(model, ExportedNetwork):  # the file's graph as written: no folding or compiling on top
+        if backend != "native":
+            raise UserInputError(f"backend={backend!r} applies to a network, not to an exported file, which runs as "
+                                 f"written (ONNX files by ONNX Runtime); drop --backend")
+        model = model.to(device)
+    else:
+        model = serving_model(model.to(device), device, min(batch_size, len(paths)) or 1, compile=compile, fast=fast,
+                              backend=backend)
     classes = card.classes
     results: list[Prediction] = []
     for start in range(0, len(paths), batch_size):

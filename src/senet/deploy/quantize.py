@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import io
-import logging
 import math
 import os
 import time
@@ -38,11 +36,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..atomic import atomic_path, atomic_write_bytes, check_free_space, check_writable, temporary_path
-from ..errors import MissingExtraError, MissingPathError, UserInputError
+from ..errors import MissingPathError, UserInputError
 from ..layers.fused_se import set_fused
 from ..layers.se import GATES, SqueezeExcite
+from ..models.card import attach_card, card_of
 from ..validation import check_choice
+from .exported import card_extra_files
 from .fast import compile_frozen, latency_ms, prepare_for_inference
+from .optional import INT8_OPS, require
 
 __all__ = ["GATE_POLICIES", "quantize_int8", "QuantizedModel", "swap_gate", "finetune", "top1",
            "quantize_onnx", "QuantizeReport", "quantize_and_measure", "dataset_tensors"]
@@ -51,22 +52,7 @@ GATE_POLICIES = ("float", "int8", "hard_sigmoid")
 
 
 def _require(module: str, why: str) -> Any:
-    # Importing torchao logs what no user can act on: on a CPU build of torch, that its CUDA extensions
-    # (fp8, CUTLASS) do not load, which the x86 INT8 path does not use, and a deprecation in the way it
-    # registers a type with torch's pytree. Those two loggers are quiet for the import only.
-    logs = [logging.getLogger("torch.utils._pytree")]
-    if not torch.cuda.is_available():
-        logs.append(logging.getLogger("torchao"))
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.ERROR)
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[quantize]'") from None
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
+    return require(module, why, "quantize")  # torchao's import-time logging kept quiet
 
 
 def se_blocks(model: nn.Module) -> list[str]:
@@ -76,11 +62,15 @@ def se_blocks(model: nn.Module) -> list[str]:
 
 def swap_gate(model: nn.Module, gate: str = "hard_sigmoid") -> int:
     """Replace the gate of every SE block of ``model`` (in place) by a fresh ``gate`` of
-    ``senet.layers.se.GATES`` (Table 12); returns how many were replaced."""
+    ``senet.layers.se.GATES`` (Table 12); returns how many were replaced. The model's card, if
+    any, follows (``card.with_se_gate``), so ``card.build()`` builds the swapped gate."""
     check_choice("gate", gate, tuple(GATES))
     blocks = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
     for block in blocks:
         block.gate = GATES[gate]()
+    card = card_of(model)
+    if blocks and card is not None:
+        attach_card(model, card.with_se_gate(gate))
     return len(blocks)
 
 
@@ -127,7 +117,9 @@ def _fcs_as_linear(model: nn.Module) -> None:
 
 class QuantizedModel(nn.Module):
     """An INT8 network: the converted PT2E program, run through Inductor (compiled on the first
-    call for each input shape) under ``inference_mode``. ``program`` is the uncompiled graph."""
+    call for each input shape) under ``inference_mode``. ``program`` is the uncompiled graph.
+    :func:`quantize_int8` attaches the float network's card (``pretrained_cfg``, its view and
+    class names, with the gate it was quantized with)."""
 
     def __init__(self, program: nn.Module, gate_policy: str, compile: bool) -> None:
         super().__init__()
@@ -153,7 +145,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, gate
     swapped here without fine-tuning. ``compile=False`` runs the reference (fp32-simulated) graph.
     """
     check_choice("gate_policy", gate_policy, GATE_POLICIES)
-    pt2e = _require("torchao.quantization.pt2e.quantize_pt2e", "INT8 quantization")
+    pt2e = _require(INT8_OPS, "INT8 quantization")
     x86 = _require("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "INT8 quantization")
     batches = iter(calibration)
     first = next(batches, None)
@@ -179,7 +171,9 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], *, gate
         for x in batches:
             prepared(x.float())
     converted = pt2e.convert_pt2e(prepared)
-    return QuantizedModel(converted, gate_policy, compile)
+    quantized = QuantizedModel(converted, gate_policy, compile)
+    card = card_of(net)  # swap_gate above updated it, as it did the network
+    return quantized if card is None else attach_card(quantized, card)
 
 
 def top1(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
@@ -213,12 +207,14 @@ def check_quantized_path(path: str | os.PathLike[str]) -> Path:
 def save_quantized(model: QuantizedModel, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     """Save the INT8 program of ``model`` as a ``torch.export`` archive (``.pt2``, dynamic batch);
     ``torch.export.load`` reads it back once torchao is imported (it registers the INT8 ops).
+    The model's card goes into the archive (:func:`senet.deploy.exported.read_card` reads it).
     Written atomically (:mod:`senet.atomic`): a failed save leaves ``path`` as it was."""
     path = check_quantized_path(path)
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model.program, (_two_or_more(example),), dynamic_shapes=({0: batch},))
     buf = io.BytesIO()  # serialised in memory: torch's writer aborts the process on a full disk
-    torch.export.save(program, buf)
+    card = card_of(model)
+    torch.export.save(program, buf, extra_files=card_extra_files(card) if card is not None else None)
     atomic_write_bytes(path, buf.getvalue(), suffix=".pt2")
     return path
 

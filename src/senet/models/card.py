@@ -22,8 +22,9 @@ from torch import nn
 
 from ..errors import UserInputError
 from ..layers.se import SEConfig
-from ..published import IMAGENET_MEAN, IMAGENET_STD, class_names
+from ..published import IMAGENET_MEAN, IMAGENET_STD, class_names, default_stats
 
+from .features import FeatureBackbone
 from .registry import ModelSpec, get_model_spec
 from .retrofit import retrofit_from_config
 
@@ -160,6 +161,8 @@ class ModelCard:
     ``weights``: one of :data:`WEIGHT_SOURCES`, with ``weights_tag`` (timm's pretrained tag, a
     file name) and ``hub_id``/``url`` for published weights. ``dataset``/``data_root``: what a
     trained run was trained on (a ``senet.data.load_dataset`` spec), ``dataset_name`` for display.
+    ``features_only``/``out_indices``: the network is a feature backbone giving those levels
+    (:class:`~senet.models.features.FeatureBackbone`, as ``create_model(features_only=True)``).
 
     Reads like timm's ``pretrained_cfg`` too: ``card["mean"]``, ``card.get("crop_pct")``.
     """
@@ -184,6 +187,8 @@ class ModelCard:
     dataset: str | None = None
     data_root: str | None = None
     dataset_name: str | None = None
+    features_only: bool = False
+    out_indices: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = functools.partial(object.__setattr__, self)
@@ -196,6 +201,11 @@ class ModelCard:
             set_("classes", tuple(str(c) for c in self.classes))
         if isinstance(self.retrofit, Mapping):
             set_("retrofit", RetrofitSpec.from_mapping(self.retrofit))
+        if self.out_indices is not None:
+            set_("out_indices", tuple(int(i) for i in self.out_indices))
+        if self.features_only != (self.out_indices is not None):
+            raise UserInputError("ModelCard: features_only and out_indices go together (a backbone's levels), got "
+                                 f"features_only={self.features_only}, out_indices={self.out_indices}")
         if len(self.input_size) != 3 or min(self.input_size) < 1:
             raise UserInputError(f"ModelCard.input_size must be (C, H, W) with positive entries, got {self.input_size}")
         c = self.input_size[0]
@@ -265,11 +275,16 @@ class ModelCard:
 
     # ---- use ----
     def build(self) -> nn.Module:
-        """The network this card describes (retrofitted blocks included), with fresh weights and
-        this card attached. Weights come from a checkpoint (:func:`senet.weights.checkpoint.load_model`)."""
+        """The network this card describes (retrofitted blocks included; a
+        :class:`~senet.models.features.FeatureBackbone` of the same levels for a ``features_only``
+        card), with fresh weights and this card attached. Weights come from a checkpoint
+        (:func:`senet.factory.load_model`)."""
         model = get_model_spec(self.name).build(**self.overrides)
         if self.retrofit is not None:
             retrofit_from_config(model, self.retrofit.to_dict(), self.input_size)
+        attach_card(model, self.replace(features_only=False, out_indices=None))
+        if self.features_only:
+            model = FeatureBackbone(model, list(self.out_indices or ()))
         return attach_card(model, self)
 
     def eval_transform(self) -> "EvalView":
@@ -300,6 +315,25 @@ class ModelCard:
         return self.replace(num_classes=num_classes, overrides=FrozenMapping(overrides),
                             classes=tuple(classes) if classes is not None else None)
 
+    def with_features(self, out_indices: Sequence[int]) -> "ModelCard":
+        """This card for the feature backbone of its network giving the levels ``out_indices``
+        (:class:`~senet.models.features.FeatureBackbone`): :meth:`build` builds that backbone."""
+        return self.replace(features_only=True, out_indices=tuple(out_indices))
+
+    def with_retrofit(self, spec: Mapping[str, Any]) -> "ModelCard":
+        """This card for its network after :func:`senet.retrofit` inserted the blocks ``spec``
+        describes (a ``model.retrofit`` mapping, :class:`RetrofitSpec`): :meth:`build` inserts
+        them again. A card records one retrofit: a second one is refused."""
+        if self.retrofit is not None:
+            raise UserInputError(f"the card of {self.name} already records a retrofit; a card holds one "
+                                 f"(retrofit the plain network once)")
+        return self.replace(retrofit=RetrofitSpec.from_mapping(spec))
+
+    def with_se_gate(self, gate: str) -> "ModelCard":
+        """This card for its network after every SE gate was swapped for ``gate`` (Table 12's
+        alternatives; :func:`senet.deploy.quantize.swap_gate`): :meth:`build` builds that gate."""
+        return self.replace(overrides=FrozenMapping({**self.overrides, "se_gate": gate}))
+
 
 def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:
     """Set ``card`` as ``model.pretrained_cfg`` and ``model.default_cfg`` (timm's names); returns ``model``."""
@@ -315,13 +349,6 @@ def card_of(model: nn.Module) -> ModelCard | None:
         if isinstance(card, ModelCard):
             return card
     return None
-
-
-def default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """ImageNet's mean/std (the paper's data, §5.1) for 3 channels; their averages for other counts."""
-    if channels == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return (sum(IMAGENET_MEAN) / 3,) * channels, (sum(IMAGENET_STD) / 3,) * channels
 
 
 def legacy_view(card: Mapping[str, Any]) -> dict[str, Any]:

@@ -106,9 +106,9 @@ class FeatureBackbone(nn.Module):
         self.feature_info = FeatureInfo(model.feature_info, self.out_indices)
         self.in_chans = model.in_chans
         self.min_input_size = getattr(model, "min_input_size", 1)
-        card = getattr(model, "pretrained_cfg", None)
-        if card is not None:  # as timm sets pretrained_cfg on its feature networks: the view stays the model's
-            self.pretrained_cfg = self.default_cfg = card
+        update = getattr(getattr(model, "pretrained_cfg", None), "with_features", None)
+        if update is not None:  # as timm sets pretrained_cfg on its feature networks: the view stays the model's,
+            self.pretrained_cfg = self.default_cfg = update(self.out_indices)  # and card.build() builds this backbone
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True)

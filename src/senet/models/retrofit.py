@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
+import warnings
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -237,7 +238,9 @@ def retrofit(
         input_size: (C, H, W) of one input, for the tracing pass on the meta device.
 
     Returns a :class:`RetrofitReport`. Raises ``ValueError`` if nothing matches the selection or
-    every match had to be skipped.
+    every match had to be skipped. The model's card (``pretrained_cfg``), if any, is replaced by
+    ``card.with_retrofit(...)``, so ``card.build()`` inserts the same blocks; a retrofit a card cannot
+    record (``types`` outside ``torch.nn``, a second retrofit) leaves the card as it was, with a warning.
     """
     selectors = {"types": types is not None, "names": names is not None, "regex": regex is not None,
                  "conv_activations": bool(conv_activations)}
@@ -321,7 +324,37 @@ def retrofit(
         inserted.append(Insertion(name, channels, added, params))
     order = {n: i for i, (n, _) in enumerate(valid)}
     inserted.sort(key=lambda i: order[i.name])
+    _update_card(model, {"types": types, "names": names, "regex": regex, "conv_activations": bool(conv_activations),
+                         "depthwise": depthwise, "se": se, "bn": bn, "init": init})
     return RetrofitReport(inserted, skipped)
+
+
+def _update_card(model: nn.Module, options: dict[str, Any]) -> None:
+    # The card follows the network (as reset_classifier's does), through the card's own update.
+    card = getattr(model, "pretrained_cfg", None)
+    update = getattr(card, "with_retrofit", None)
+    if update is None:
+        return
+    problem = None
+    types = options.pop("types")
+    if types is not None:
+        if any(getattr(nn, t.__name__, None) is not t for t in types):
+            problem = f"types {[t.__name__ for t in types]} are not all torch.nn classes"
+        options["types"] = [t.__name__ for t in types]
+    se = options["se"]
+    if se is not None:  # the fields that differ from the defaults, as a config writes them
+        default = SEConfig()
+        options["se"] = {f.name: getattr(se, f.name) for f in dataclasses.fields(se)
+                         if getattr(se, f.name) != getattr(default, f.name)}
+    spec = {k: v for k, v in options.items() if v is not None or k == "se"}
+    if problem is None:
+        try:
+            model.pretrained_cfg = model.default_cfg = update(spec)
+            return
+        except UserInputError as e:
+            problem = str(e)
+    warnings.warn(f"retrofit: the model's card cannot record these blocks ({problem}); card.build() "
+                  f"builds the network without them", stacklevel=3)
 
 
 def keras_param_count(model: nn.Module) -> int:

@@ -6,7 +6,8 @@
     result.card                                       # the ModelCard, also result.model.pretrained_cfg
 """
 
-from ..weights.checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint_meta, save_checkpoint
+from ..factory import load_checkpoint, load_model
+from ..weights.checkpoint import CheckpointError, read_checkpoint_meta, save_checkpoint
 from .coerce import ConfigError
 from .config import DataConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig, config_from_dict, config_to_dict
 from .fit import NonFiniteLossError, RunResult, build_model, fit, load_data, resolve_precision, resume_config

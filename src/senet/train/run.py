@@ -254,12 +254,12 @@ def _write_epoch(run_dir: Path, title: str, weights: WeightsSnapshot | None, car
     the two leaves an older ``ema.safetensors`` that says its own epoch."""
     done, history = state["epoch"], state["history"]
     if last:
-        save_checkpoint(run_dir, "last", weights, CheckpointMeta(card, done), state)
+        save_checkpoint(run_dir, "last", weights, CheckpointMeta(card.to_dict(), done), state)
         if ema_weights is not None:
             write_checkpoint_files(run_dir, "ema", ema_weights.state_dict(),
-                                   CheckpointMeta(card, done, history[-1].get("ema_top1_err")), None)
+                                   CheckpointMeta(card.to_dict(), done, history[-1].get("ema_top1_err")), None)
     if best:
-        save_checkpoint(run_dir, "best", weights, CheckpointMeta(card, done, history[-1]["top1_err"]), state)
+        save_checkpoint(run_dir, "best", weights, CheckpointMeta(card.to_dict(), done, history[-1]["top1_err"]), state)
     if config_yaml is not None:
         write_config(run_dir, config_yaml)
     write_metrics(run_dir, history)

@@ -2,9 +2,9 @@
 
 A checkpoint ``TAG`` in ``run/checkpoints`` is a pair:
 
-* ``TAG.safetensors``: the model's state dict, with metadata ``senet`` (JSON: the model card,
-  :class:`~senet.models.card.ModelCard`, and the epoch) so that ``senet eval`` and
-  ``senet predict`` rebuild the network from this one file (:func:`load_model`);
+* ``TAG.safetensors``: the model's state dict, with metadata ``senet`` (JSON: the model card's
+  fields, ``ModelCard.to_dict()``, and the epoch) so that ``senet eval`` and ``senet predict``
+  rebuild the network from this one file (:func:`senet.factory.load_model`);
 * ``TAG_state.pt``: the model weights again, optimiser state, epoch, every RNG state, the
   config and the metric history, made only of tensors and plain Python values so
   ``torch.load(weights_only=True)`` reads it.
@@ -21,7 +21,11 @@ truncated, overwritten or bit-flipped file is refused with :class:`CheckpointErr
 file and what is wrong) instead of loading altered weights. A file without the hash (written
 before it existed, or edited) still loads, with a warning naming it: its content is unverified.
 Checkpoints written before the model card (metadata with ``model``/``overrides``/``classes``...)
-are read into a card. See docs/models.md, "Checkpoints".
+are read into a card's fields. See docs/models.md, "Checkpoints".
+
+This module is file IO only: it takes and returns the card as data (:data:`CardData`, the
+fields of :meth:`senet.models.card.ModelCard.to_dict`) and never imports the networks;
+:mod:`senet.factory` turns the data into a card and the card into a network.
 """
 
 from __future__ import annotations
@@ -42,15 +46,14 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write_bytes
-from ..errors import BadFileError, MissingPathError
-from ..models.card import ModelCard, RetrofitSpec, default_stats
-from .convert import load_weights
+from ..errors import BadFileError, MissingPathError, UserTypeError
+from ..published import default_stats
 from .fileformat import header_size, safetensors_metadata
 
 __all__ = [
     "CheckpointError",
     "CheckpointMeta",
-    "LoadedCheckpoint",
+    "CardData",
     "content_digest",
     "verify_state",
     "read_weights",
@@ -60,8 +63,6 @@ __all__ = [
     "save_checkpoint",
     "load_state",
     "read_checkpoint_meta",
-    "load_checkpoint",
-    "load_model",
     "checkpoint_paths",
     "resolve_checkpoint",
     "UNVERIFIED",
@@ -135,43 +136,53 @@ def _weights_digest(tensors: Mapping[str, torch.Tensor], meta_json: str) -> str:
 UNVERIFIED = "unverified"
 _FORMAT = 2  # the "senet" metadata holds {"format": 2, "card": ..., "epoch": ..., "top1_err": ...}
 
+# A model card as JSON data: the fields ModelCard.to_dict() gives and ModelCard.from_dict() reads.
+CardData = Mapping[str, Any]
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointMeta:
-    """What a checkpoint says besides its tensors: the model card, the epochs trained and, for
-    ``best``, that epoch's top-1 error."""
+    """What a checkpoint says besides its tensors: the model card as data (``card.to_dict()``;
+    ``ModelCard.from_dict(meta.card)`` is the card), the epochs trained and, for ``best``, that
+    epoch's top-1 error."""
 
-    card: ModelCard
+    card: CardData
     epoch: int | None = None
     top1_err: float | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.card, Mapping):
+            raise UserTypeError(f"CheckpointMeta.card takes the card as data (card.to_dict()), got "
+                            f"{type(self.card).__name__}")
+        # A copy as JSON gives it (lists, not tuples): a meta written and one read back compare equal.
+        object.__setattr__(self, "card", json.loads(json.dumps(self.card)))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "card": self.card.to_dict(), "epoch": self.epoch, "top1_err": self.top1_err}
+        return {"format": _FORMAT, "card": self.card, "epoch": self.epoch, "top1_err": self.top1_err}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CheckpointMeta":
         """From :meth:`to_dict`, or from the metadata dict of checkpoints written before the card."""
         if "card" in data:
-            return cls(ModelCard.from_dict(data["card"]), data.get("epoch"), data.get("top1_err"))
+            return cls(data["card"], data.get("epoch"), data.get("top1_err"))
         return cls(_card_from_old(data), data.get("epoch"), data.get("top1_err"))
 
 
-def _card_from_old(meta: Mapping[str, Any]) -> ModelCard:
+def _card_from_old(meta: Mapping[str, Any]) -> dict[str, Any]:
     # The dict of older checkpoints: model, overrides, classes, mean, std, input_size, dataset, data, retrofit.
     classes = meta.get("classes")
-    size = tuple(meta.get("input_size") or (3, 224, 224))
+    size = list(meta.get("input_size") or (3, 224, 224))
     data = meta.get("data") or {}
-    retrofit = meta.get("retrofit")
     overrides = meta.get("overrides") or {}
     mean, std = default_stats(size[0])
-    return ModelCard.from_dict({
+    return {
         "name": meta["model"], "overrides": overrides,
         "num_classes": len(classes) if classes else overrides.get("num_classes", 1000),
-        "in_chans": size[0], "input_size": size, "mean": meta.get("mean") or mean,
-        "std": meta.get("std") or std, "classes": classes, "weights": "trained",
-        "retrofit": RetrofitSpec.from_mapping(retrofit).to_dict() if retrofit else None,
+        "in_chans": size[0], "input_size": size, "mean": meta.get("mean") or list(mean),
+        "std": meta.get("std") or list(std), "classes": classes, "weights": "trained",
+        "retrofit": meta.get("retrofit") or None,
         "dataset": data.get("dataset"), "data_root": data.get("root"), "dataset_name": meta.get("dataset"),
-    })
+    }
 
 
 def write_checkpoint_files(run_dir: str | os.PathLike[str], tag: str, tensors: Mapping[str, torch.Tensor],
@@ -353,41 +364,3 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     """The card and epoch of a checkpoint (a ``.safetensors`` file or a run directory)."""
     return read_weights(resolve_checkpoint(path))[1]
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedCheckpoint:
-    """A network rebuilt from a checkpoint: the model (card attached, eval mode), the file read,
-    what it says, and whether its content matched its recorded hash."""
-
-    model: nn.Module
-    path: Path
-    meta: CheckpointMeta
-    verified: bool
-
-    @property
-    def card(self) -> ModelCard:
-        return self.meta.card
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> LoadedCheckpoint:
-    """Rebuild the trained network from a checkpoint alone (a ``.safetensors`` file or a run
-    directory): ``card.build()``, then the weights. A file without a content hash loads with a
-    warning naming it."""
-
-    file = resolve_checkpoint(path)
-    tensors, meta, verified = read_weights_file(file)
-    if not verified:
-        _log.warning("warning: %s has no content hash (written by an older senet, or edited): "
-                     "its weights are not verified", file)
-    model = meta.card.build()
-    load_weights(model, tensors, source="senet")
-    card = meta.card.replace(classifier=getattr(model, "classifier_name", meta.card.classifier))
-    model.pretrained_cfg = model.default_cfg = card
-    return LoadedCheckpoint(model.eval(), file, dataclasses.replace(meta, card=card), verified)
-
-
-def load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """The network of a checkpoint (file or run directory) in eval mode, its card attached as
-    ``model.pretrained_cfg`` (:func:`load_checkpoint`)."""
-    return load_checkpoint(path).model
