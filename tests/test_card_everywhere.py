@@ -259,3 +259,10 @@ def test_a_retrofit_the_card_cannot_record_warns_and_keeps_the_card():
     with pytest.warns(UserWarning, match="not all torch.nn classes"):
         senet.retrofit(net, types=Custom, input_size=(3, 32, 32))
     assert net.pretrained_cfg == before
+
+
+def test_an_exported_file_refuses_another_backend(tmp_path, model, images):
+    pytest.importorskip("onnxruntime")
+    export(model, tmp_path / "net.onnx", "onnx")
+    with pytest.raises(UserInputError, match="runs as written"):
+        predict_paths(tmp_path / "net.onnx", images, backend="onnxruntime")
