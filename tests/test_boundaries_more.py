@@ -5,11 +5,13 @@ the command line's own messages."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from senet.cli import main
 
@@ -74,3 +76,72 @@ def test_a_damaged_weights_file_is_named_in_one_line(tmp_path):
     with pytest.raises(WeightLoadError) as e:
         read_state_dict(cut)
     assert str(e.value).startswith(f"{cut} is truncated or damaged") and "\n" not in str(e.value)
+
+
+# --- senet report ---------------------------------------------------------------------------------------
+
+def _fake_run(path: Path, errors, epochs: int | None = None, config: bytes | None = None) -> Path:
+    path.mkdir(parents=True)
+    rows = [{"epoch": i + 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 50.0, "train_err": 50.0, "val_loss": 1.0,
+             "top1_err": e, "top5_err": 1.0, "time_s": 1.0, "images_per_s": 10.0} for i, e in enumerate(errors)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "env.json").write_text(json.dumps({"dataset": "synthetic", "model_params": 1000, "device": "cpu"}))
+    text = yaml.safe_dump({"model": {"name": "se_resnet20"}, "epochs": epochs or len(errors)}).encode()
+    (path / "config.yaml").write_bytes(config if config is not None else text)
+    return path
+
+
+def _row(page: Path, label: str) -> list[str]:
+    line = next(line for line in page.read_text().splitlines() if line.startswith(f"| [{label}]("))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_report_goes_beside_the_runs_not_into_the_current_folder(tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    _fake_run(runs / "a", [50, 40])
+    _fake_run(runs / "b", [60, 45])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", str(runs / "a"), str(runs / "b")]) == 0
+    assert list(elsewhere.iterdir()) == []
+    page = runs / "senet_report.md"
+    assert f"report: {os.path.relpath(page)}" in capsys.readouterr().out
+    assert page.is_file() and (runs / "senet_report_curves.png").is_file()
+    assert (runs / "a" / "metrics.jsonl").is_file() and not (runs / "a" / "report.md").exists()
+
+
+def test_report_flags_a_run_that_stopped_before_its_epochs(tmp_path):
+    from senet.experiments.aggregate import aggregate_report
+
+    _fake_run(tmp_path / "runs" / "done", [50, 40, 30])
+    _fake_run(tmp_path / "runs" / "cut", [50, 45], epochs=10)
+    page = aggregate_report([tmp_path / "runs"], tmp_path / "out" / "page.md")
+    assert _row(page, "done")[3] == "3" and _row(page, "cut")[3] == "2 of 10 (incomplete)"
+    assert "**Incomplete** (fewer epochs than their config.yaml asks for" in page.read_text()
+    assert "): cut." in page.read_text()
+
+
+def test_report_and_best_checkpoint_agree_on_tied_epochs(tmp_path):
+    from senet.experiments.aggregate import aggregate_report
+    from senet.train.reconcile import best_epoch
+
+    errors = [50.0, 40.0, 45.0, 40.0]
+    _fake_run(tmp_path / "runs" / "tied", errors)
+    page = aggregate_report([tmp_path / "runs"], tmp_path / "page.md")
+    history = [{"epoch": i + 1, "top1_err": e} for i, e in enumerate(errors)]
+    assert _row(page, "tied")[7] == f"40.00 ({best_epoch(history)})" == "40.00 (4)"
+
+
+def test_report_names_a_config_that_is_not_utf8(tmp_path, capsys):
+    run = _fake_run(tmp_path / "runs" / "a", [50, 40], config=b"model: {name: caf\xe9}\n")
+    assert main(["report", str(tmp_path / "runs")]) == 2
+    _one_line(capsys, f"{run / 'config.yaml'} is not a UTF-8 text file")
+    assert not (tmp_path / "runs" / "senet_report.md").exists()
+
+
+def test_report_on_a_missing_folder_says_so_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "runz", "--out", "new/page.md"]) == 2
+    _one_line(capsys, "no such folder: runz")
+    assert list(tmp_path.iterdir()) == []
