@@ -145,3 +145,13 @@ def test_report_on_a_missing_folder_says_so_and_writes_nothing(tmp_path, capsys,
     assert main(["report", "runz", "--out", "new/page.md"]) == 2
     _one_line(capsys, "no such folder: runz")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- export -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_an_export_shape_error_shows_plain_sizes_before_tracing(tmp_path, capsys, fmt):
+    out = tmp_path / ("m.pt" if fmt == "torchscript" else "m.pt2")
+    assert main(["export", "se_resnet20", "--out", str(out), "--format", fmt, "--input-size", "1x32x32"]) == 2
+    line = _one_line(capsys, "got shape (1, 1, 32, 32)", "in_chans=1")
+    assert "tensor(" not in line and list(tmp_path.iterdir()) == []
