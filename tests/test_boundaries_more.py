@@ -155,3 +155,61 @@ def test_an_export_shape_error_shows_plain_sizes_before_tracing(tmp_path, capsys
     assert main(["export", "se_resnet20", "--out", str(out), "--format", fmt, "--input-size", "1x32x32"]) == 2
     line = _one_line(capsys, "got shape (1, 1, 32, 32)", "in_chans=1")
     assert "tensor(" not in line and list(tmp_path.iterdir()) == []
+
+
+# --- every written file through senet.atomic ------------------------------------------------------------
+
+def _direct_writes(path: Path) -> list[str]:
+    """Calls in ``path`` that write a file without senet.atomic: ``Path.write_text``, ``savefig`` to a
+    path (not into a buffer, ``format=`` given), ``json.dump``/``np.save``/``yaml.dump`` to a file,
+    and ``open`` for writing."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        keywords = {k.arg for k in node.keywords}
+        mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), None) or next(
+            (k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)), "r")
+        into_buffer = "format" in keywords or any(getattr(a, "id", "") == "buf" for a in node.args) or (
+            name == "save" and not isinstance(node.func, ast.Attribute))  # safetensors' save() returns bytes
+        if (name in ("write_text", "dump", "save", "savefig", "to_csv") and not into_buffer
+                or name == "open" and isinstance(mode, str) and set(mode) & set("wax")):
+            found.append(f"{path.relative_to(SRC)}:{node.lineno} {name}")
+    return found
+
+
+def test_no_module_writes_a_file_around_the_atomic_writer():
+    own = {"atomic.py"}  # the writer itself; a download streams to its own verified temporary file
+    found = [w for p in sorted(SRC.rglob("*.py")) if p.name not in own for w in _direct_writes(p)
+             if not w.startswith("data/cifar.py")]
+    assert found == []
+
+
+def test_an_excitation_study_that_cannot_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import senet
+    import senet.atomic as atomic
+    from senet.analysis.excitation_study import excitation_study
+    from senet.errors import WriteError
+
+    model = senet.create_model("se_resnet20", num_classes=3, layers=[1, 1, 1])
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(6, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0, 1, 2]))]
+    real_replace = atomic.os.replace
+
+    def full_at_json(src, dst):
+        if str(dst).endswith("excitations.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", full_at_json)
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'study' / 'excitations.json'}: no space left"):
+        excitation_study(model, data, ["a", "b", "c"], tmp_path / "study")
+    written = sorted(p.name for p in (tmp_path / "study").iterdir())
+    assert written == ["blocks.png", "class_excitations.png"]  # whole files; no temporary one left
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    excitation_study(model, data, ["a", "b", "c"], tmp_path / "study")
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert "| learned | " in report and " | - | " in report  # three classes: no top-5 column value
