@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,30 @@ def test_an_excitation_study_that_cannot_write_names_the_file_and_leaves_nothing
     excitation_study(model, data, ["a", "b", "c"], tmp_path / "study")
     report = (tmp_path / "study" / "report.md").read_text()
     assert "| learned | " in report and " | - | " in report  # three classes: no top-5 column value
+
+
+def test_the_export_command_shows_a_warning_it_did_not_expect(tmp_path, monkeypatch, recwarn):
+    """No filter by module: a new warning from torch.onnx says something about this export."""
+    import warnings
+
+    import senet.deploy.export as export_module
+
+    real = export_module.export
+
+    def export(*args, **kwargs):
+        warnings.warn_explicit("a new note from the exporter", UserWarning, "utils.py", 1, module="torch.onnx.utils")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export_module, "export", export)
+    assert main(["export", "se_resnet20", "--out", str(tmp_path / "m.pt"), "--set", "layers=[1,1,1]"]) == 0
+    assert [str(w.message) for w in recwarn] == ["a new note from the exporter"]
+
+
+# --- the command line's own words -------------------------------------------------------------------------
+
+def test_a_batch_larger_than_the_data_names_the_option_not_a_python_argument(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--model", "se_resnet20", "--data", "synthetic:64:3x8x8", "--batch-size", "100",
+                 "--out", str(run), "--set", "model.overrides.layers=[1,1,1]"]) == 2
+    line = _one_line(capsys, "batch_size=100 exceeds the 64 samples", "senet train --batch-size")
+    assert not re.search(r"(?<!make_loader\(\.\.\., )drop_last=False", line) and not run.exists()
