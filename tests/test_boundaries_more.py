@@ -241,3 +241,33 @@ def test_a_batch_larger_than_the_data_names_the_option_not_a_python_argument(tmp
                  "--out", str(run), "--set", "model.overrides.layers=[1,1,1]"]) == 2
     line = _one_line(capsys, "batch_size=100 exceeds the 64 samples", "senet train --batch-size")
     assert not re.search(r"(?<!make_loader\(\.\.\., )drop_last=False", line) and not run.exists()
+
+
+def test_debug_after_the_command_shows_the_traceback(tmp_path, capsys):
+    from senet.errors import MissingPathError
+
+    assert main(["eval", str(tmp_path / "none")]) == 2  # without it: one line
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(MissingPathError):  # with it, either side of the command: Python's traceback
+        main(["eval", str(tmp_path / "none"), "--debug"])
+    with pytest.raises(MissingPathError):
+        main(["--debug", "eval", str(tmp_path / "none")])
+
+
+def test_quantize_latencies_on_a_busy_cpu_carry_the_note(monkeypatch, capsys):
+    import senet.cli.common as common
+    import senet.deploy.quantize as quantize
+
+    def measured(model, calibration, images, labels, *, accuracy, **kwargs):
+        assert accuracy is False  # a registered name: random weights, latency only
+        return None, quantize.QuantizeReport("float", len(calibration), 0, len(labels), None, None, None, 8, 2.0,
+                                             1.0, 1.0)
+
+    monkeypatch.setattr(quantize, "quantize_and_measure", measured)
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    assert main(["quantize", "se_resnet20", "--calibration-images", "4", "--eval-images", "4",
+                 "--set", "layers=[1,1,1]"]) == 0
+    out, err = capsys.readouterr()
+    assert "random weights: latency only" in out and "top-1 error: not measured" in out and "%" not in out
+    notes = [line for line in err.splitlines() if "note:" in line]
+    assert len(notes) == 1 and notes[0].startswith("senet quantize: note: the CPU is busy (load average 6.0")
