@@ -271,3 +271,16 @@ def test_quantize_latencies_on_a_busy_cpu_carry_the_note(monkeypatch, capsys):
     assert "random weights: latency only" in out and "top-1 error: not measured" in out and "%" not in out
     notes = [line for line in err.splitlines() if "note:" in line]
     assert len(notes) == 1 and notes[0].startswith("senet quantize: note: the CPU is busy (load average 6.0")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--model", "se_resnet5"], "unknown model 'se_resnet5'"),
+    (["--model", "se_resnet20", "--set", "model.weights=missing.pth"], "weights file not found: missing.pth"),
+    (["--model", "se_resnet20", "--config", "nope.yaml"], "no recipe file or shipped recipe named 'nope.yaml'"),
+])
+def test_a_train_command_that_fails_before_training_leaves_no_run_folder(tmp_path, capsys, monkeypatch, argv,
+                                                                          expected):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *argv, "--out", "run"]) == 2
+    _one_line(capsys, expected)
+    assert list(tmp_path.iterdir()) == []
