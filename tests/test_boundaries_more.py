@@ -284,3 +284,17 @@ def test_a_train_command_that_fails_before_training_leaves_no_run_folder(tmp_pat
     assert main(["train", *argv, "--out", "run"]) == 2
     _one_line(capsys, expected)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_shows_top5_only_where_it_means_something(tmp_path):
+    from safetensors.torch import save_file
+
+    from senet.experiments.aggregate import aggregate_report
+
+    for name, classes in (("three", 3), ("ten", 10)):
+        run = _fake_run(tmp_path / "runs" / name, [50, 40])
+        (run / "checkpoints").mkdir()
+        save_file({"w": torch.zeros(1)}, str(run / "checkpoints" / "best.safetensors"),
+                  metadata={"senet": json.dumps({"card": {"num_classes": classes}})})
+    page = aggregate_report([tmp_path / "runs"], tmp_path / "page.md")
+    assert _row(page, "three")[6] == "-" and _row(page, "ten")[6] == "1.00"
