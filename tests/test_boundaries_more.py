@@ -298,3 +298,40 @@ def test_report_shows_top5_only_where_it_means_something(tmp_path):
                   metadata={"senet": json.dumps({"card": {"num_classes": classes}})})
     page = aggregate_report([tmp_path / "runs"], tmp_path / "page.md")
     assert _row(page, "three")[6] == "-" and _row(page, "ten")[6] == "1.00"
+
+
+@pytest.mark.parametrize("free_space_known", [True, False])
+def test_quantize_out_to_a_full_disk_is_one_line_and_leaves_nothing(capsys, monkeypatch, tmp_path, free_space_known):
+    """``senet quantize --out m.pt2`` on a full disk: torch's own writer would abort the process.
+    Where the free space is not known beforehand, the write itself fails, in Python."""
+    from test_boundaries import _mount
+
+    import senet.cli.common as common
+    import senet.deploy.quantize as quantize
+
+    disk = tmp_path / "disk"
+    _mount(disk, "size=64k")
+    try:
+        (disk / "mine.pt").write_bytes(b"u" * 40_000)
+
+        def measured(model, calibration, images, labels, **kwargs):
+            report = quantize.QuantizeReport("float", len(calibration), 0, len(labels), None, None, None, 8, 2.0,
+                                             1.0, 1.0)
+            return quantize.QuantizedModel(model.eval(), "float", compile=False), report
+
+        monkeypatch.setattr(quantize, "quantize_and_measure", measured)
+        monkeypatch.setattr(common.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # a quiet CPU: no note
+        if not free_space_known:
+            import senet.atomic as atomic
+
+            monkeypatch.setattr(atomic, "check_free_space", lambda path, size: None)
+        out = disk / "m.pt2"
+        assert main(["quantize", "se_resnet20", "--set", "layers=[1,1,1]", "--calibration-images", "4",
+                     "--eval-images", "4", "--out", str(out)]) == 1
+        _one_line(capsys, f"senet quantize: error: cannot write {out}: no space left on the device")
+        assert sorted(p.name for p in disk.iterdir()) == ["mine.pt"]
+        assert (disk / "mine.pt").read_bytes() == b"u" * 40_000
+    finally:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
