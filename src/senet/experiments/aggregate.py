@@ -108,6 +108,7 @@ def _read_run(path: Path) -> TrainingRun | None:
     if not history:
         return None
     env = _read_json(path / "env.json") if (path / "env.json").is_file() else {}
+    env = env if isinstance(env, dict) else {}
     config = _config(path / "config.yaml") if (path / "config.yaml").is_file() else {}
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     epochs = config.get("epochs")
@@ -186,8 +187,8 @@ def _embed(report: Path, out_dir: Path, level: str = "##") -> str:
 
 
 def default_output(dirs: Sequence[str | Path]) -> Path:
-    """Where the page goes unless told: :data:`DEFAULT_NAME` in the DIRs' common folder (beside the
-    runs it reports on, as ``senet excitations`` writes beside its run; never the current folder)."""
+    """Where the page goes unless told: :data:`DEFAULT_NAME` in the DIRs' common folder, beside the
+    runs it reports on (as ``senet excitations`` writes beside its run), wherever the command is started."""
     folders = [os.path.abspath(d) for d in dirs]
     common = os.path.commonpath(folders) if folders else "."
     return Path(os.path.relpath(common)) / DEFAULT_NAME
