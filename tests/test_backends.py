@@ -142,7 +142,7 @@ def test_predict_with_a_backend_agrees_with_native(tmp_path, capsys, backend):
     model = senet.create_model("se_resnet20", layers=(1, 1, 1), num_classes=4)
     card = model.pretrained_cfg.replace(classes=("ant", "bee", "cat", "dog"), input_size=(3, 16, 16),
                                         mean=(0.5,) * 3, std=(0.25,) * 3, weights="trained")
-    weights, _ = save_checkpoint(tmp_path / "ckpt", "last", model, CheckpointMeta(card, 1), {})
+    weights, _ = save_checkpoint(tmp_path / "ckpt", "last", model, CheckpointMeta(card.to_dict(), 1), {})
     (tmp_path / "imgs").mkdir()
     for i in range(3):
         pixels = torch.randint(0, 256, (16, 16, 3), generator=torch.Generator().manual_seed(i), dtype=torch.uint8)

@@ -2,14 +2,19 @@
 ```python block is executed, every `senet` command line is parsed by the real CLI parser (and run,
 where it takes seconds).
 
-Python blocks run in order (the README first, then the pages in reading order), each in a fresh
-namespace (no variable carries over), all in one temporary working directory: a block may use the
-files an earlier block writes (``runs/demo``), as a reader following the pages would. Under
-pytest-xdist a block can land on another worker than the blocks before it, so each worker first
-runs, once, every earlier block it has not run yet: a block always finds their files. The weight files the blocks name are made first from the timm
-fixtures (``tests/fixtures/timm``): the published files have the same keys and shapes, only
-other numbers. New blocks are picked up automatically. A block that cannot run everywhere says so
-in a comment line of its own, which readers see too:
+Every Python block runs alone: in a fresh namespace and a fresh temporary working directory of its
+own, given only what it names, so that the rule holds whichever pytest-xdist worker runs it and in
+whatever order:
+
+* the weight files it names (``WEIGHT_FILES``) are made from the timm fixtures
+  (``tests/fixtures/timm``): the published files have the same keys and shapes, only other numbers;
+* a file or folder another block makes is named in the block's ``# needs:`` line as
+  ``(uses PATH, ...)``; the block that makes it (the one block that names PATH in quotes and does
+  not use it) runs first, once per worker, in a folder of its own, and PATH is copied into the
+  using block's folder. A block that uses what a ``minutes`` block makes is a ``minutes`` block too.
+
+New blocks are picked up automatically. A block that cannot run everywhere says so in a comment
+line of its own, which readers see too:
 
     # needs: cuda          skipped unless a CUDA device is present
     # needs: network       skipped (the test machine is offline)
@@ -28,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,7 +42,7 @@ import torch
 from conftest import load_timm_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-# Reading order: a page may use what an earlier one made (docs/experiments.md uses the run of docs/training.md).
+# Reading order, the order the tests are listed in (what a block uses from another is named: Block.uses).
 FIRST = ("README.md", "docs/models.md", "docs/backbones.md", "docs/training.md", "docs/experiments.md")
 DOCS = [ROOT / n for n in FIRST if (ROOT / n).is_file()] + sorted(
     p for p in [*ROOT.glob("docs/*.md"), ROOT / "CONTRIBUTING.md"] if p.is_file() and str(p.relative_to(ROOT)) not in FIRST)
@@ -49,6 +55,7 @@ WEIGHT_FILES = {
 }
 WEIGHT_NAME = re.compile(r"""["']([\w./-]+\.(?:pth|pt|safetensors|bin))["']""")
 NEEDS = re.compile(r"^\s*#\s*needs:\s*([^(\n]+)", re.MULTILINE)
+USES = re.compile(r"^\s*#\s*needs:[^(\n]*\(uses ([\w./-]+)", re.MULTILINE)
 OPTIONAL_PACKAGES = ("onnx", "onnxruntime", "triton", "tensorboard", "huggingface_hub")
 KNOWN_NEEDS = ("cuda", "network", "minutes", *OPTIONAL_PACKAGES)
 RUN_COMMANDS = ("models", "summary")  # `senet` commands cheap enough to run in the suite
@@ -64,6 +71,11 @@ class Block:
     @property
     def needs(self) -> list[str]:
         return [w.strip() for m in NEEDS.findall(self.code) for w in m.split(",") if w.strip()]
+
+    @property
+    def uses(self) -> list[str]:
+        """Files or folders another block makes (``# needs: ... (uses runs/demo, ...)``)."""
+        return USES.findall(self.code)
 
 
 def blocks(text: str, doc: str = "README.md") -> list[Block]:
@@ -104,9 +116,11 @@ def _id(block: Block) -> str:
     return f"{page}-L{block.line}-" + re.sub(r"\W+", "_", _section(TEXTS[block.doc], block.line)).strip("_")[:30]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("docs")
+def maker(path: str) -> Block:
+    """The one Python block that makes ``path``: it names it in quotes and does not use it."""
+    found = [b for b in PY_BLOCKS if re.search(rf"""["']{re.escape(path)}["']""", b.code) and path not in b.uses]
+    assert len(found) == 1, f"{path}: made by {len(found)} blocks ({[f'{b.doc}:{b.line}' for b in found]}), not one"
+    return found[0]
 
 
 def _make_weight_file(path: Path, fixture: str, fmt: str) -> None:
@@ -126,6 +140,16 @@ def test_docs_have_python_blocks():
     for block in PY_BLOCKS:
         unknown = [n for n in block.needs if n not in KNOWN_NEEDS]
         assert not unknown, f"{block.doc} line {block.line}: unknown '# needs:' {unknown}; known: {KNOWN_NEEDS}"
+        for path in block.uses:
+            source = maker(path)
+            assert "minutes" in block.needs or "minutes" not in source.needs, (
+                f"{block.doc} line {block.line} uses {path}, made by a minutes block ({source.doc}:{source.line})")
+
+
+def test_the_blocks_that_use_another_blocks_output_are_found():
+    users = {b.doc for b in PY_BLOCKS if "runs/demo" in b.uses}
+    assert {"docs/deploy.md", "docs/experiments.md"} <= users, users
+    assert maker("runs/demo").doc == "docs/training.md"
 
 
 def _skip_reason(block: Block) -> str | None:
@@ -141,26 +165,32 @@ def _skip_reason(block: Block) -> str | None:
     return None
 
 
-# Blocks already run in each worker's working directory (indexes into PY_BLOCKS).
-_RAN: dict[Path, set[int]] = {}
+# What each worker has made for blocks that use another block's output: PATH -> folder holding it.
+_MADE: dict[str, Path] = {}
+
+
+def _made(path: str, tmp_path_factory, monkeypatch) -> Path:
+    """A folder holding ``path``, made by :func:`maker` once in this worker (or by its own test)."""
+    if path not in _MADE:
+        folder = tmp_path_factory.mktemp("made")
+        _run_block(maker(path), folder, monkeypatch)
+        _MADE[path] = folder
+    return _MADE[path] / path
 
 
 @pytest.mark.parametrize("block", [pytest.param(b, marks=_marks(b), id=_id(b)) for b in PY_BLOCKS])
-def test_python_block_runs_as_written(block: Block, workdir: Path, monkeypatch):
+def test_python_block_runs_as_written(block: Block, tmp_path: Path, tmp_path_factory, monkeypatch):
     reason = _skip_reason(block)
     if reason:
         pytest.skip(reason)
-    ran = _RAN.setdefault(workdir, set())
-    at = PY_BLOCKS.index(block)
-    # The earlier blocks first, in reading order, where this worker has not run them (a block
-    # that takes minutes only in the slow tier, where such blocks are selected).
-    for i, earlier in enumerate(PY_BLOCKS[:at]):
-        if i in ran or _skip_reason(earlier) or ("minutes" in earlier.needs and "minutes" not in block.needs):
-            continue
-        ran.add(i)  # tried once per worker: a block that fails is reported by its own test
-        _run_block(earlier, workdir, monkeypatch)
-    ran.add(at)
-    _run_block(block, workdir, monkeypatch)
+    for path in block.uses:
+        made = _made(path, tmp_path_factory, monkeypatch)
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if made.is_dir() else shutil.copy2)(made, tmp_path / path)
+    _run_block(block, tmp_path, monkeypatch)
+    for path in {p for b in PY_BLOCKS for p in b.uses}:
+        if path not in _MADE and maker(path) == block:  # made here: a later user in this worker copies it
+            _MADE[path] = tmp_path
 
 
 def _run_block(block: Block, workdir: Path, monkeypatch) -> None:
@@ -181,7 +211,7 @@ def _run_block(block: Block, workdir: Path, monkeypatch) -> None:
         exec(code, {"__name__": "__readme__"})
     except FileNotFoundError as e:
         named = [n for n in WEIGHT_NAME.findall(block.code) if n not in WEIGHT_FILES and n in str(e)]
-        hint = f" (add {named} to WEIGHT_FILES in tests/test_readme.py with the fixture of that layout)" if named else ""
+        hint = f" (add {named} to WEIGHT_FILES in tests/test_docs.py with the fixture of that layout)" if named else ""
         raise AssertionError(f"{block.doc} block at line {block.line}: {e}{hint}") from e
 
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ..atomic import atomic_write_bytes, check_writable
 from .evaluate import evaluate
 from .excitations import ExcitationStats, gate_removal_study, record_excitations
 from .figures import pick_blocks, plot_block_summary, plot_class_excitations
@@ -15,8 +16,9 @@ from .figures import pick_blocks, plot_block_summary, plot_class_excitations
 __all__ = ["excitation_study"]
 
 
-def _fmt_eval(m: dict[str, float]) -> str:
-    return f"{m['top1_err']:.2f} | {m['top5_err']:.2f} | {m['loss']:.4f}"
+def _fmt_eval(m: dict[str, float], top5: bool) -> str:
+    # Top-5 error means something only with more than 5 classes (it is 0 otherwise).
+    return f"{m['top1_err']:.2f} | {format(m['top5_err'], '.2f') if top5 else '-'} | {m['loss']:.4f}"
 
 
 def excitation_study(
@@ -35,14 +37,16 @@ def excitation_study(
     ``class_excitations.png`` and ``blocks.png`` into ``out``."""
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     stats = record_excitations(model, loader, len(classes), classes=classes, tol=tol)
     last_stage = stats.stage_of(stats.blocks[-1])
     last_blocks = [b for b in stats.blocks if stats.stage_of(b) == last_stage]
     study = gate_removal_study(model, stats, last_blocks, lambda m: evaluate(m, loader))
+    check_writable(out / "report.md", create_folder=True)  # only now: a failed study leaves no folder
+    top5 = len(classes) > 5
     fig6 = plot_class_excitations(stats, out / "class_excitations.png", classes=show_classes)
     summary = plot_block_summary(stats, out / "blocks.png")
-    (out / "excitations.json").write_text(json.dumps({"stats": stats.as_dict(), "last_stage_study": study}, indent=1))
+    atomic_write_bytes(out / "excitations.json", json.dumps({"stats": stats.as_dict(), "last_stage_study": study},
+                                                            indent=1).encode())
 
     rows = "\n".join(f"| {b} | {stats.specificity[b]:.3f} | {100 * stats.near_identity[b]:.1f} |" for b in stats.blocks)
     picked = ", ".join(pick_blocks(stats.blocks))
@@ -70,12 +74,12 @@ are fixed at 1 (the block does nothing) or at their dataset-mean value per chann
 
 | gates of {last_stage} | top-1 err (%) | top-5 err (%) | loss |
 |---|---|---|---|
-| learned | {_fmt_eval(study['learned'])} |
-| fixed at 1 | {_fmt_eval(study['fixed_one'])} |
-| fixed at dataset mean | {_fmt_eval(study['fixed_mean'])} |
+| learned | {_fmt_eval(study['learned'], top5)} |
+| fixed at 1 | {_fmt_eval(study['fixed_one'], top5)} |
+| fixed at dataset mean | {_fmt_eval(study['fixed_mean'], top5)} |
 
 Removing them would save {study['params_saved']:,} parameters
 ({100 * study['params_saved_share']:.2f}% of the network).
 """
-    (out / "report.md").write_text(text)
+    atomic_write_bytes(out / "report.md", text.encode())
     return stats, study

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from .excitations import ExcitationStats
 
 __all__ = ["pick_blocks", "plot_class_excitations", "plot_block_summary"]
@@ -20,6 +22,16 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    # Drawn into memory, then written by senet.atomic: a failed or interrupted save leaves no half PNG.
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def pick_blocks(blocks: Sequence[str], n: int = 4) -> list[str]:
@@ -56,10 +68,7 @@ def plot_class_excitations(
     axes[-1, 0].set_xlabel("channel index")
     axes[0, 0].legend(fontsize=8, ncol=min(5, len(classes) + 1), loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_block_summary(stats: ExcitationStats, path: str | Path) -> Path:
@@ -79,7 +88,4 @@ def plot_block_summary(stats: ExcitationStats, path: str | Path) -> Path:
     b.set_xticks(x, stats.blocks, rotation=90, fontsize=7)
     b.set_xlabel("SE block (input to output)")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -1,5 +1,5 @@
-"""``senet quantize NAME_OR_CHECKPOINT [--gate float|int8|hard_sigmoid]``: INT8 with accuracy and latency
-before/after (docs/deploy.md)."""
+"""``senet quantize NAME_OR_CHECKPOINT [--gate float|int8|hard_sigmoid]``: INT8 with top-1 error (trained
+weights) and latency before/after (docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from .common import add_overrides_argument, add_source_argument, busy_cpu_latenc
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quantize", help="INT8 post-training quantization (x86), with top-1 and latency before/after",
+    p = sub.add_parser("quantize", help="INT8 post-training quantization (x86), with top-1 error and latency before/after",
                        description="Quantize a trained checkpoint (or a registered model) to INT8 with PyTorch's "
                                    "PT2E flow for x86 (needs torchao: pip install 'senet[quantize]'), calibrated on "
-                                   "training images, and report top-1 on the test split and latency at --batch-size "
+                                   "training images, and report top-1 error on the test split and latency at --batch-size "
                                    "before and after. A registered name has random weights: latency only.")
     add_source_argument(p)
     p.add_argument("--data", default=None,

@@ -10,7 +10,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Find every training run and report below the given directories and write one "
                                    "Markdown page with a table of all runs, their curves, and the sub-reports.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories or folders holding them")
-    p.add_argument("--out", default="report.md", help="output Markdown file (default: report.md)")
+    p.add_argument("--out", default=None, metavar="FILE.md",
+                   help="output Markdown file; its figures go beside it (default: senet_report.md in the DIRs' "
+                        "common folder)")
     p.set_defaults(func=run)
 
 

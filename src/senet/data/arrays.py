@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserInputError
 from .transforms import EvalView
 
@@ -111,5 +113,7 @@ def write_image_folder(dataset: ArrayDataset, root: str | os.PathLike[str], spli
     pixels = dataset.images[start:stop].permute(0, 2, 3, 1).numpy()  # (N, H, W, C) for Pillow
     for i, img, label in zip(range(start, stop), pixels, dataset.labels[start:stop].tolist()):
         (base / dataset.classes[label]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(base / dataset.classes[label] / f"{i:05d}.png")
+        buf = io.BytesIO()  # written by senet.atomic: an interrupted run leaves no half-written image
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="PNG")
+        atomic_write_bytes(base / dataset.classes[label] / f"{i:05d}.png", buf.getvalue())
     return root

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..atomic import atomic_path, check_free_space, check_writable
 from ..data.transforms import EvalView
-from ..errors import MissingExtraError, NotAFileError, SenetError, UserInputError
+from ..errors import MissingExtraError, NotAFileError, SenetError, UserError, UserInputError
 from ..models.card import ModelCard, default_stats
 from .exported import card_extra_files, onnx_with_card
 from .inference import card_or_default, resolve_model
@@ -143,15 +143,18 @@ def _forward_bytes(net: nn.Module, size: tuple[int, int, int], batch: int) -> in
     try:
         with torch.no_grad():
             meta(torch.empty(batch, *size, device="meta"))
+    except UserError:  # the network's own input check: said here in plain sizes (a trace shows tensor(1))
+        raise
     except (RuntimeError, NotImplementedError, TypeError, ValueError):  # an op without a meta kernel
         return None
     return 4 * (batch * size[0] * size[1] * size[2] + 2 * largest)
 
 
 def _check_memory(net: nn.Module, size: tuple[int, int, int], batch: int) -> None:
-    """Refuse, before building anything, an input size whose forward pass cannot fit in memory."""
+    """Refuse, before building anything, an input the network does not take or whose forward pass
+    cannot fit in memory."""
     have = _available_memory()
-    need = _forward_bytes(net, size, batch) if have is not None else None
+    need = _forward_bytes(net, size, batch)
     if have is not None and need is not None and need > have:
         raise UserInputError(f"input_size {size[0]}x{size[1]}x{size[2]} needs more than {need / 2**30:.1f} GiB for "
                              f"a forward pass at batch {batch}; {have / 2**30:.1f} GiB are available: give a smaller "

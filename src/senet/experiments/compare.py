@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..atomic import atomic_write_bytes
 from ..errors import UserInputError
 from ..models.registry import get_model_spec
 from ..train.config import config_to_dict
@@ -132,8 +133,8 @@ def write_recipe_comparison(out: str | Path, records: Mapping[str, Sequence[RunR
     out = Path(out)
     text, data = recipe_table(records, recipes, model)
     report = out / "report.md"
-    report.write_text(report.read_text() + "\n" + text)
     results = json.loads((out / "results.json").read_text())
     results["recipes"] = {"model": model, "recipes": list(recipes), "table": data}
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    atomic_write_bytes(report, (report.read_text() + "\n" + text).encode())
+    atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode())
     return text

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import pickletools
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,6 +48,7 @@ from ..atomic import atomic_write_bytes
 from ..errors import BadFileError, MissingPathError, UserTypeError
 from ..published import default_stats
 from .fileformat import header_size, safetensors_metadata
+from .torchfile import load_torch_bytes
 
 __all__ = [
     "CheckpointError",
@@ -279,12 +279,7 @@ def verify_state(state: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _torch_load(data: bytes) -> Any:
-    with warnings.catch_warnings():
-        # A plain pickle read as a torch file: torch warns about its protocol before refusing it,
-        # and the caller names the file for what it is (_problem). Only that warning is hidden.
-        warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint",
-                                category=UserWarning)
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return load_torch_bytes(data)  # the program's one torch.load (senet.weights.torchfile)
 
 
 def load_state(run_dir: str | os.PathLike[str], tag: str = "last") -> dict[str, Any]:

@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import MismatchError, MissingExtraError, MissingPathError
 from ..validation import check_choice
 from .fileformat import file_format
+from .torchfile import load_torch_bytes, unreadable_reason
 
 __all__ = ["load_weights", "read_state_dict", "convert_state_dict", "WeightLoadError", "LoadReport", "SOURCES"]
 
@@ -123,12 +124,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> StateDict:
         try:
             return load_file(str(path))
         except Exception as e:
-            raise WeightLoadError(f"{path} is a damaged safetensors file: {e}") from e
+            raise WeightLoadError(f"{path} is a damaged safetensors file: {str(e).splitlines()[0]}") from None
+    data = path.read_bytes()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightLoadError(f"{path} is a damaged or unsupported PyTorch weights file "
-                              f"({type(e).__name__}: {e})") from e
+        obj = load_torch_bytes(data)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... on unusable files
+        raise WeightLoadError(f"{path} {unreadable_reason(data, e)}") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
