@@ -53,3 +53,50 @@ def test_the_estimate_is_the_input_and_two_of_the_largest_outputs(monkeypatch):
     check_models_fit(["se_resnet20"], (3, 32, 32), 1)  # ~1 MiB of activations: fits
     with pytest.raises(UserInputError, match="input_size 3x256x256 needs more than"):
         check_models_fit(["se_resnet20"], (3, 256, 256), 8)
+
+
+@pytest.fixture(scope="module")
+def se_run(tmp_path_factory):
+    """A one-epoch run of a one-block-per-stage SE-ResNet-20 on 64 synthetic images."""
+    from senet.train import fit, load_config
+
+    run = tmp_path_factory.mktemp("se_run") / "run"
+    cfg = load_config("bundled", ["model.name=se_resnet20", "model.overrides={layers: [1, 1, 1]}",
+                                  "data.dataset=synthetic:64", "epochs=1", "batch_size=32", "eval_batch_size=64",
+                                  "data.num_workers=0", "threads=1"])
+    fit(cfg, run, device="cpu")
+    return run
+
+
+def test_excitations_write_beside_the_run_not_where_the_command_starts(se_run, tmp_path, capsys, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["excitations", str(se_run / "checkpoints" / "best.safetensors"), "--device", "cpu"]) == 0
+    out = se_run / "excitations"
+    assert sorted(p.name for p in out.iterdir()) == ["blocks.png", "class_excitations.png", "excitations.json",
+                                                     "report.md"]
+    assert list(elsewhere.iterdir()) == []
+    assert f"wrote {out}: report.md" in capsys.readouterr().out
+
+
+def test_excitations_default_output_is_the_checkpoints_run(tmp_path):
+    from senet.cli.excitations import default_output
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    assert default_output(run) == run / "excitations"
+    assert default_output(run / "checkpoints" / "last.safetensors") == run / "excitations"
+    assert default_output(tmp_path / "loose.safetensors") == tmp_path / "excitations"  # a file outside a run
+
+
+def test_excitations_into_a_file_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import senet.factory as factory
+
+    monkeypatch.setattr(factory, "load_model", _no_work)
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    assert main(["excitations", str(tmp_path), "--out", str(taken)]) == 2
+    _one_line(capsys, f"cannot write into {taken}: it is a file")
+    assert taken.read_text() == "mine"
