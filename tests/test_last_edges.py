@@ -100,3 +100,37 @@ def test_excitations_into_a_file_is_refused_before_loading(tmp_path, capsys, mon
     assert main(["excitations", str(tmp_path), "--out", str(taken)]) == 2
     _one_line(capsys, f"cannot write into {taken}: it is a file")
     assert taken.read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny SE network exported as TorchScript (.pt, with its card) and as a torch.export program."""
+    from senet import create_model
+    from senet.deploy.export import export
+
+    folder = tmp_path_factory.mktemp("exported")
+    net = create_model("se_resnet20", layers=[1, 1, 1])
+    export(net, folder / "net.pt", "torchscript", check=False)
+    export(net, folder / "net.pt2", "pt2", check=False)
+    return folder
+
+
+@pytest.mark.parametrize("name, kind", [("net.pt", "a TorchScript archive"), ("net.pt2", "a torch.export program")])
+def test_export_refuses_an_exported_file(exported, name, kind, tmp_path, capsys, monkeypatch):
+    import senet.deploy.export as export_module
+
+    monkeypatch.setattr(export_module, "export", _no_work)
+    source = exported / name
+    before = source.read_bytes()
+    out = tmp_path / "again.onnx"
+    assert main(["export", str(source), "--out", str(out)]) == 2
+    _one_line(capsys, f"{source} is already exported ({kind}); export the checkpoint or model name it was made from")
+    assert source.read_bytes() == before and not out.exists()
+
+
+def test_export_refuses_an_onnx_file_by_its_ending(tmp_path, capsys):
+    source = tmp_path / "net.onnx"
+    source.write_bytes(b"an ONNX file")
+    assert main(["export", str(source), "--out", str(tmp_path / "again.pt2")]) == 2
+    _one_line(capsys, f"{source} is already exported (an ONNX file)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
