@@ -1,14 +1,23 @@
 """The last edges of the boundaries: checks made before work starts, outputs beside the run, an
-exported file refused where a network is expected, and files a refused resume leaves alone."""
+exported file refused where a network is expected, and the files a diverged resume leaves alone."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 import senet.cost.speed as speed
+import senet.deploy.export as export_module
+import senet.deploy.tuner as tuner
+import senet.factory as factory
+from senet import create_model
 from senet.cli import main
+from senet.cli.excitations import default_output
 from senet.cost.memory import available_memory, check_models_fit, forward_bytes
 from senet.errors import UserInputError
+from senet.train import fit, load_config
+
+from tiny_run import tiny_config
 
 
 def _one_line(capsys, *expected: str) -> str:
@@ -36,16 +45,12 @@ def test_benchmark_refuses_an_input_that_cannot_fit_before_any_work(capsys, monk
 
 @pytest.mark.skipif(available_memory() is None, reason="free memory cannot be read on this system")
 def test_tune_refuses_an_input_that_cannot_fit_before_any_work(capsys, monkeypatch):
-    import senet.deploy.tuner as tuner
-
     monkeypatch.setattr(tuner, "tune", _no_work)
     assert main(["tune", "se_resnet20", "--input-size", "3x20000x20000", "--batch-size", "4"]) == 2
     _one_line(capsys, "input_size 3x20000x20000 needs more than", "at batch 4")
 
 
 def test_the_estimate_is_the_input_and_two_of_the_largest_outputs(monkeypatch):
-    import torch
-
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
     assert forward_bytes(net, (3, 10, 10), 2) == 4 * (2 * 3 * 100 + 2 * 2 * 8 * 100)
     assert next(net.parameters()).device.type == "cpu" and not net._forward_hooks  # the caller's net untouched
@@ -58,8 +63,6 @@ def test_the_estimate_is_the_input_and_two_of_the_largest_outputs(monkeypatch):
 @pytest.fixture(scope="module")
 def se_run(tmp_path_factory):
     """A one-epoch run of a one-block-per-stage SE-ResNet-20 on 64 synthetic images."""
-    from senet.train import fit, load_config
-
     run = tmp_path_factory.mktemp("se_run") / "run"
     cfg = load_config("bundled", ["model.name=se_resnet20", "model.overrides={layers: [1, 1, 1]}",
                                   "data.dataset=synthetic:64", "epochs=1", "batch_size=32", "eval_batch_size=64",
@@ -82,8 +85,6 @@ def test_excitations_write_beside_the_run_not_where_the_command_starts(se_run, t
 
 
 def test_excitations_default_output_is_the_checkpoints_run(tmp_path):
-    from senet.cli.excitations import default_output
-
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     assert default_output(run) == run / "excitations"
@@ -92,8 +93,6 @@ def test_excitations_default_output_is_the_checkpoints_run(tmp_path):
 
 
 def test_excitations_into_a_file_is_refused_before_loading(tmp_path, capsys, monkeypatch):
-    import senet.factory as factory
-
     monkeypatch.setattr(factory, "load_model", _no_work)
     taken = tmp_path / "taken"
     taken.write_text("mine")
@@ -105,20 +104,15 @@ def test_excitations_into_a_file_is_refused_before_loading(tmp_path, capsys, mon
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny SE network exported as TorchScript (.pt, with its card) and as a torch.export program."""
-    from senet import create_model
-    from senet.deploy.export import export
-
     folder = tmp_path_factory.mktemp("exported")
     net = create_model("se_resnet20", layers=[1, 1, 1])
-    export(net, folder / "net.pt", "torchscript", check=False)
-    export(net, folder / "net.pt2", "pt2", check=False)
+    export_module.export(net, folder / "net.pt", "torchscript", check=False)
+    export_module.export(net, folder / "net.pt2", "pt2", check=False)
     return folder
 
 
 @pytest.mark.parametrize("name, kind", [("net.pt", "a TorchScript archive"), ("net.pt2", "a torch.export program")])
 def test_export_refuses_an_exported_file(exported, name, kind, tmp_path, capsys, monkeypatch):
-    import senet.deploy.export as export_module
-
     monkeypatch.setattr(export_module, "export", _no_work)
     source = exported / name
     before = source.read_bytes()
@@ -134,3 +128,18 @@ def test_export_refuses_an_onnx_file_by_its_ending(tmp_path, capsys):
     assert main(["export", str(source), "--out", str(tmp_path / "again.pt2")]) == 2
     _one_line(capsys, f"{source} is already exported (an ONNX file)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
+
+
+def test_a_resume_that_diverges_leaves_config_and_checkpoints_byte_identical(tmp_path, capsys):
+    run = tmp_path / "r"
+    fit(tiny_config(), run, device="cpu", stop_after=1)
+    kept = [run / "config.yaml", *sorted((run / "checkpoints").iterdir())]
+    assert [p.name for p in kept] == ["config.yaml", "best.safetensors", "best_state.pt", "last.safetensors",
+                                      "last_state.pt"]
+    before = {p: p.read_bytes() for p in kept}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "optim.lr=1e30"]) == 1  # the run's fault, not the user's
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "stopped: loss is nan at epoch 2" in err, err
+    assert {p: p.read_bytes() for p in kept} == before  # no checkpoint was made at lr 1e30: nothing says so
+    assert sorted((run / "checkpoints").iterdir()) == kept[1:]
