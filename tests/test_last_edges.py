@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import senet
 import senet.cost.speed as speed
 import senet.deploy.export as export_module
 import senet.deploy.tuner as tuner
@@ -15,6 +16,7 @@ from senet.cli import main
 from senet.cli.excitations import default_output
 from senet.cost.memory import available_memory, check_models_fit, forward_bytes
 from senet.errors import UserInputError
+from senet.models.card import card_of
 from senet.train import fit, load_config
 
 from tiny_run import tiny_config
@@ -143,3 +145,18 @@ def test_a_resume_that_diverges_leaves_config_and_checkpoints_byte_identical(tmp
     assert len(err.strip().splitlines()) == 1 and "stopped: loss is nan at epoch 2" in err, err
     assert {p: p.read_bytes() for p in kept} == before  # no checkpoint was made at lr 1e30: nothing says so
     assert sorted((run / "checkpoints").iterdir()) == kept[1:]
+
+
+def test_a_retrofit_runs_card_is_the_one_retrofit_made(tmp_path):
+    spec = "{conv_activations: true, se: {reduction: 16}, init: identity}"  # reduction 16: SEConfig's default
+    cfg = load_config("bundled", ["model.name=resnet20", "model.overrides={layers: [1, 1, 1]}",
+                                  "data.dataset=synthetic:64", "epochs=1", "batch_size=32", "eval_batch_size=64",
+                                  "data.num_workers=0", "threads=1", f"model.retrofit={spec}"])
+    result = fit(cfg, None, device="cpu")
+    assert card_of(result.model) is result.card
+    # what retrofit itself records on a network of the same build, not a hand-made copy of the config
+    plain = create_model("resnet20", layers=[1, 1, 1])
+    senet.retrofit(plain, conv_activations=True, se=senet.SEConfig(reduction=16), init="identity",
+                   input_size=(3, 32, 32))
+    assert result.card.retrofit == card_of(plain).retrofit
+    assert result.card.retrofit.se == {}  # the defaults, as retrofit writes them (the config repeated one)
