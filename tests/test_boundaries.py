@@ -393,9 +393,9 @@ def test_checkpoint_loading_hides_only_the_pickle_protocol_note(monkeypatch):
 
 
 def test_an_input_size_that_cannot_fit_is_refused_before_any_allocation(tmp_path, capsys, monkeypatch):
-    import senet.deploy.export as export_module
+    import senet.cost.memory as memory
 
-    monkeypatch.setattr(export_module, "_available_memory", lambda: 2**30)  # 1 GiB free
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 2**30)  # 1 GiB free
     out = tmp_path / "m.pt"
     assert main(["export", "se_resnet20", "--input-size", "3x4000x4000", "--out", str(out), "--format",
                  "torchscript"]) == 2

@@ -60,8 +60,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cost.speed import benchmark, format_benchmark  # here: `senet --help` must not import torch
+    from ..cost.memory import check_models_fit  # here: `senet --help` must not import torch
+    from ..cost.speed import benchmark, format_benchmark
     from ..device import intra_op_threads
+    from ..models.registry import get_model_spec
 
     if args.threads is not None and args.threads < 1:
         raise UserInputError(f"--threads must be >= 1, got {args.threads}")
@@ -71,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     for key, value in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.batch_size < 1:
+        raise UserInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # An input that cannot fit is refused before any tensor is made (the input alone may be tens of GiB).
+    size = args.input_size or get_model_spec(args.models[0]).input_size
+    check_models_fit(args.models, size, args.batch_size, device)
     count = len(args.models) * (2 if args.baseline else 1) + (len(args.models) if args.against else 0)
     print(f"senet benchmark: timing {count} network(s) on {device}, mode {args.mode}: {args.warmup} warm-up + "
           f"{args.rounds} rounds x {args.steps} steps at batch {args.batch_size}", file=sys.stderr)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from typing import Iterator
 
-from ..errors import UserInputError
+from ..errors import BadFileError, UserInputError
 from .common import add_input_size_argument, add_overrides_argument, add_source_argument, output_file
 
 
@@ -66,9 +67,25 @@ def _no_graph_dump() -> Iterator[None]:
         torch._C._jit_onnx_log = saved
 
 
+# What each exported file is, by its ending, for the refusal below.
+_EXPORTED_KINDS = {".onnx": "an ONNX file", ".pt2": "a torch.export program", ".pt": "a TorchScript archive"}
+
+
+def _refuse_exported(source: str) -> None:
+    """An exported file is what export makes, not what it reads: its graph is fixed (no eager
+    network to check it against) and re-exporting it would fail inside the exporter or copy it."""
+    from ..deploy.exported import is_exported_file
+
+    if os.path.isfile(source) and is_exported_file(source):
+        kind = _EXPORTED_KINDS.get(os.path.splitext(source)[1].lower(), "an exported file")
+        raise BadFileError(f"{source} is already exported ({kind}); export the checkpoint or model name it was made "
+                           f"from, or use the file as it is (senet predict {source} IMAGES)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..deploy.export import export, format_for_path
 
+    _refuse_exported(args.source)  # before any work
     fmt = args.format or format_for_path(args.out)
     if fmt == "onnx":
         _check_opset(args.opset, args.dynamo)

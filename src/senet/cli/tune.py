@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from ..cost.memory import check_memory
+    from ..deploy.fast import served_input_size
     from ..deploy.inference import resolve_model
     from ..deploy.tuner import tune
     from ..deploy.tuning import tune_file
@@ -45,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.rounds < 1 or (args.threads is not None and args.threads < 1):
         raise UserInputError("--batch-size, --rounds and --threads must be positive integers")
     model = resolve_model(args.source, dict(args.overrides) or None)
+    # Refused before the input or any served graph is made, as the export of each backend would allocate it.
+    check_memory(model, args.input_size or served_input_size(model, None), args.batch_size)
     choice = tune(model, args.batch_size, input_size=args.input_size, threads=args.threads, rounds=args.rounds,
                   backends=args.backends, compile=not args.no_compile, path=args.out,
                   log=lambda line: print(f"senet tune: {line}", file=sys.stderr))

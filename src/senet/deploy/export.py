@@ -35,8 +35,9 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path, check_free_space, check_writable
+from ..cost.memory import check_memory
 from ..data.transforms import EvalView
-from ..errors import MissingExtraError, NotAFileError, SenetError, UserError, UserInputError
+from ..errors import MissingExtraError, NotAFileError, SenetError, UserInputError
 from ..models.card import ModelCard, default_stats
 from .exported import card_extra_files, onnx_with_card
 from .inference import card_or_default, resolve_model
@@ -110,55 +111,6 @@ def _input_size(size: int | Sequence[int] | None, default: Sequence[int]) -> tup
     if len(size) != 3 or min(size) < 1:
         raise UserInputError(f"input_size must be S or (C, H, W) with positive entries, got {size}")
     return size  # type: ignore[return-value]
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _forward_bytes(net: nn.Module, size: tuple[int, int, int], batch: int) -> int | None:
-    """A lower bound of the memory one fp32 forward pass of ``net`` holds at once: the input and
-    twice the largest output of any module (an output and the next one's), measured on the meta
-    device (shapes only, nothing allocated). None if the network does not run there."""
-    import copy
-
-    largest = 0
-
-    def record(module: nn.Module, args: Any, out: Any) -> None:
-        nonlocal largest
-        if isinstance(out, torch.Tensor):
-            largest = max(largest, out.numel())
-
-    meta = copy.deepcopy(net).to("meta")
-    for m in meta.modules():
-        m.register_forward_hook(record)
-    try:
-        with torch.no_grad():
-            meta(torch.empty(batch, *size, device="meta"))
-    except UserError:  # the network's own input check: said here in plain sizes (a trace shows tensor(1))
-        raise
-    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # an op without a meta kernel
-        return None
-    return 4 * (batch * size[0] * size[1] * size[2] + 2 * largest)
-
-
-def _check_memory(net: nn.Module, size: tuple[int, int, int], batch: int) -> None:
-    """Refuse, before building anything, an input the network does not take or whose forward pass
-    cannot fit in memory."""
-    have = _available_memory()
-    need = _forward_bytes(net, size, batch)
-    if have is not None and need is not None and need > have:
-        raise UserInputError(f"input_size {size[0]}x{size[1]}x{size[2]} needs more than {need / 2**30:.1f} GiB for "
-                             f"a forward pass at batch {batch}; {have / 2**30:.1f} GiB are available: give a smaller "
-                             f"input size")
 
 
 def _reference_path(model: nn.Module) -> None:
@@ -318,7 +270,7 @@ def export(model: nn.Module | str | os.PathLike[str], path: str | os.PathLike[st
     gen = torch.Generator().manual_seed(seed)
     export_batch = 2 if dynamic_batch else 1
     checked = (2, 3) if dynamic_batch else (1,)
-    _check_memory(net, size, max(checked))
+    check_memory(net, size, max(checked))  # before the export allocates anything
     x = torch.randn(export_batch, *size, generator=gen)
 
     with warnings.catch_warnings(), torch.no_grad():

@@ -17,7 +17,7 @@ from torch import nn
 from .. import data
 from ..errors import UserInputError
 from ..factory import create_model
-from ..models.card import ModelCard, RetrofitSpec, attach_card, card_of
+from ..models.card import ModelCard, attach_card, card_of
 from ..models.registry import get_model_spec
 from ..models.retrofit import retrofit_from_config
 from ..validation import check_choice
@@ -168,8 +168,7 @@ def _model(cfg: TrainConfig, train_set: Any, device: torch.device, ranks: RankIn
         run.report.message(_load_initial_weights(model, cfg))
     if cfg.model.retrofit:  # after the (plain) pretrained weights, before resuming the retrofitted ones
         run.report.message(str(retrofit_from_config(model, cfg.model.retrofit, card.input_size)))
-        card = dataclasses.replace(card, retrofit=RetrofitSpec.from_mapping(cfg.model.retrofit))
-        attach_card(model, card)
+    card = card_of(model)  # the model's own, as retrofit left it (it updates the card itself: with_retrofit)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
