@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import torch
 # so it is set here, before all of them; the dispatch reads it again at each call.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# What `senet tune` recorded on this machine steers compile="auto" and backend="tuned": the suite
+# reads and writes its own record instead of the user's (~/.cache/senet/tuned.json).
+os.environ["SENET_TUNE_FILE"] = os.path.join(tempfile.mkdtemp(prefix="senet-tests-"), "tuned.json")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
