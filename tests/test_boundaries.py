@@ -21,6 +21,7 @@ import senet.atomic as atomic
 from senet.atomic import atomic_write_bytes, check_writable
 from senet.cli import main
 from senet.errors import WriteError
+from cli_output import one_line as _one_line
 
 
 def _mount(path: Path, options: str) -> None:
@@ -50,15 +51,6 @@ def read_only(tmp_path):
     _mount(disk, "size=64k,ro")
     yield disk
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def _one_line(capsys, *expected: str) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, err
-    for text in expected:
-        assert text in lines[0], err
-    return lines[0]
 
 
 def _unchanged(disk: Path) -> None:

@@ -15,17 +15,9 @@ import torch
 import yaml
 
 from senet.cli import main
+from cli_output import one_line as _one_line
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "senet"
-
-
-def _one_line(capsys, *expected: str) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, err
-    for text in expected:
-        assert text in lines[0], err
-    return lines[0]
 
 
 # --- one line for every pickle --------------------------------------------------------------------------

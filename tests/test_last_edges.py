@@ -20,15 +20,7 @@ from senet.models.card import card_of
 from senet.train import fit, load_config
 
 from tiny_run import tiny_config
-
-
-def _one_line(capsys, *expected: str) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err and "internal error" not in err, err
-    for text in expected:
-        assert text in lines[0], err
-    return lines[0]
+from cli_output import one_line as _one_line
 
 
 def _no_work(*args, **kwargs):

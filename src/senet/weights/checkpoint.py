@@ -36,8 +36,6 @@ import io
 import json
 import logging
 import os
-import pickletools
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,7 +46,7 @@ from ..atomic import atomic_write_bytes
 from ..errors import BadFileError, MissingPathError, UserTypeError
 from ..published import default_stats
 from .fileformat import header_size, safetensors_metadata
-from .torchfile import load_torch_bytes
+from .torchfile import is_pickle, load_torch_bytes, zip_complete
 
 __all__ = [
     "CheckpointError",
@@ -231,32 +229,17 @@ _NOT_SENET = ("is a PyTorch file that is not a senet checkpoint (senet reads the
               "senet train writes; load other weights with pretrained=FILE)")
 
 
-def _is_pickle(data: bytes) -> bool:
-    # A pickle stream (torch's legacy format, or any Python pickle) starts with the PROTO opcode.
-    if data[:1] != b"\x80" or len(data) < 2 or data[1] > 5:
-        return False
-    try:
-        next(pickletools.genops(io.BytesIO(data[:64])))
-    except Exception:
-        return False
-    return True
-
-
 def _problem(path: Path, data: bytes, error: BaseException) -> str:
     # Name what is wrong in the words a user can act on; never pass on torch's advice to unpickle.
     if not data:
         return "is empty"
     if data[:4] == b"PK\x03\x04":  # a torch zip archive
-        try:
-            complete = zipfile.ZipFile(io.BytesIO(data)).testzip() is None
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-            complete = False
-        if complete:  # it reads, but is not (only) tensors and plain values, or not a state file
+        if zip_complete(data):  # it reads, but is not (only) tensors and plain values, or not a state file
             return _NOT_SENET if path.suffix != ".pt" or "Weights only" not in str(error) else (
                 "is a PyTorch file holding objects other than tensors and plain values, so it is not a senet "
                 "checkpoint (such files are not unpickled: that could run code)")
         return f"is truncated or damaged ({type(error).__name__})"
-    if _is_pickle(data):
+    if is_pickle(data):
         return ("is a Python pickle (e.g. an old torch.save file), not a senet checkpoint; pickles are not "
                 "loaded, since unpickling can run code")
     if header_size(data[:9]) is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_torch_bytes", "unreadable_reason", "is_pickle"]
+__all__ = ["load_torch_bytes", "unreadable_reason", "is_pickle", "zip_complete"]
 
 _UNSAFE = ("holds objects other than tensors and plain values; it is not loaded, since unpickling them "
            "could run code (if you trust it, save its state dict of tensors with torch.save or safetensors)")
@@ -45,6 +45,14 @@ def is_pickle(data: bytes) -> bool:
     return True
 
 
+def zip_complete(data: bytes) -> bool:
+    """Whether ``data``, a zip archive (torch.save's format), reads whole: every member's CRC checks."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)).testzip() is None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 def unreadable_reason(data: bytes, error: BaseException) -> str:
     """Why :func:`load_torch_bytes` refused ``data`` (with ``error``), as words that follow the file's
     name ("is empty", "is truncated or damaged (...)", "is a PyTorch file that holds objects ...")."""
@@ -52,10 +60,7 @@ def unreadable_reason(data: bytes, error: BaseException) -> str:
     if not data:
         return "is empty"
     if data[:4] == b"PK\x03\x04":  # a torch zip archive
-        try:
-            complete = zipfile.ZipFile(io.BytesIO(data)).testzip() is None
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-            complete = False
+        complete = zip_complete(data)
         if refused and complete:
             return f"is a PyTorch file that {_UNSAFE}"
         return f"is truncated or damaged ({type(error).__name__})" if not complete else (
