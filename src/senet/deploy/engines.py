@@ -14,7 +14,6 @@ which would change the predictions beyond the stated tolerance.
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..errors import MissingExtraError
 from .export import export
+from .optional import require
 
 __all__ = ["ENGINES", "EXTRAS", "require_engine", "engine_installed", "onnx_graph", "engine_runner"]
 
@@ -38,11 +38,7 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 
 def require_engine(name: str) -> ModuleType:
     """The engine's Python module, or a :class:`MissingExtraError` naming the extra to install."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise MissingExtraError(f"backend={name!r} needs the {name} package: pip install 'senet[{EXTRAS[name]}]'"
-                                ) from None
+    return require(name, f"backend={name!r}", EXTRAS[name])
 
 
 def engine_installed(name: str) -> bool:

@@ -37,9 +37,10 @@ from torch import nn
 from ..atomic import atomic_path, check_free_space, check_writable
 from ..cost.memory import check_memory
 from ..data.transforms import EvalView
-from ..errors import MissingExtraError, NotAFileError, SenetError, UserInputError
+from ..errors import NotAFileError, SenetError, UserInputError
 from ..models.card import ModelCard, default_stats
 from .exported import card_extra_files, onnx_with_card
+from .optional import require
 from .inference import card_or_default, resolve_model
 
 __all__ = ["export", "ExportResult", "ExportCheckError", "FORMATS", "DEFAULT_OPSET", "TOLERANCE", "RTOL",
@@ -96,10 +97,7 @@ class ExportResult:
 
 
 def _require(module: str, why: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(f"{why} needs {module}: pip install 'senet[export]'") from None
+    return require(module, why, "export")
 
 
 def _input_size(size: int | Sequence[int] | None, default: Sequence[int]) -> tuple[int, int, int]:
