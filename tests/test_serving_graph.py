@@ -97,3 +97,18 @@ def test_a_real_compiled_graph_never_recompiles_silently():
     with pytest.raises(Exception, match="(?i)recompil"):
         with torch.inference_mode():
             prepared._compiled(other.contiguous(memory_format=torch.channels_last))
+
+
+def test_every_prepared_network_is_compiled_past_dynamos_recompile_limit(monkeypatch):
+    from torch._dynamo import config as dynamo_config
+    from torch._dynamo.utils import counters
+
+    # Networks of one family share their forward, so each prepared network adds an entry to one
+    # Dynamo cache; at the limit Dynamo would run the next one eagerly without a word.
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
+    for _ in range(2):
+        graphs = counters["stats"]["unique_graphs"]
+        prepared = fast.prepare_for_inference(_net(), 2, compile=True)
+        assert prepared.inference_report.compiled
+        assert counters["stats"]["unique_graphs"] > graphs  # a graph was compiled for this network
+    assert dynamo_config.recompile_limit == 1  # raised around the calls only

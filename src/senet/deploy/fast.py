@@ -122,18 +122,30 @@ def compile_frozen(module: nn.Module, *, recompile: bool = True) -> Callable[[to
     (``onednn.qconv_prepack`` unsupported). The setting is scoped to the call
     (``torch._inductor.config.patch``), so other compiles in the process are unaffected. With
     ``recompile=False`` a call that would compile a second graph raises instead (the serving
-    path's guard already keeps other shapes away; this makes a missed guard loud)."""
-    from torch._inductor import config as inductor_config  # seconds to import: only when compiling
+    path's guard already keeps other shapes away; this makes a missed guard loud).
+
+    Dynamo keeps one cache per function, not per module: every network of a family shares its
+    ``forward``, so each compiled network adds an entry to the same cache, and past
+    ``torch._dynamo.config.recompile_limit`` (8) Dynamo would silently run the function eagerly.
+    Around this module's calls the limit is raised, and reaching it raises."""
+    from torch._dynamo import config as dynamo_config  # seconds to import: only when compiling
+    from torch._inductor import config as inductor_config
 
     compiled = torch.compile(module, dynamic=False)
     state = {"compiled_once": False}
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with inductor_config.patch(freezing=True), _no_recompile(not recompile and state["compiled_once"]):
+        with (inductor_config.patch(freezing=True), _no_recompile(not recompile and state["compiled_once"]),
+              dynamo_config.patch(recompile_limit=_CACHE_ENTRIES, accumulated_recompile_limit=_CACHE_ENTRIES,
+                                  fail_on_recompile_limit_hit=True)):
             out = compiled(x)
         state["compiled_once"] = True
         return out
     return run
+
+
+# Compiled graphs one process may hold per function (one per prepared network and input shape).
+_CACHE_ENTRIES = 4096
 
 
 @contextlib.contextmanager
