@@ -10,7 +10,9 @@ from torch import nn
 import senet
 from senet.deploy.fast import prepare_for_inference
 from senet.deploy.fold import fold_for_inference
-from senet.deploy.se_fold import SEFoldedBottleneck, fold_se, se_foldable_units, why_not_foldable
+from senet.deploy import se_fold
+from senet.deploy.se_fold import (FOLD_MIN_PIXELS_PER_CHANNEL, SEFoldedBottleneck, fold_se, folds_at,
+                                  se_foldable_units, why_not_foldable)
 
 
 def _with_statistics(model):
@@ -58,20 +60,22 @@ def test_folded_se_equals_the_folded_network(name, overrides, batch):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_full_se_resnet50_through_prepare_for_inference(batch):
     model = _with_statistics(senet.create_model("se_resnet50"))
-    x = torch.randn(batch, 3, 64, 64)
+    x = torch.randn(batch, 3, 224, 224)
     plain = prepare_for_inference(model, batch, compile=False, example=x)
     fused = prepare_for_inference(model, batch, compile=False, se_fold=True, example=x)
-    assert fused.inference_report.se_folded == 16
+    assert fused.inference_report.se_folded == 3  # the first stage: 56 x 56 maps against a width of 64
     assert _close(fused(x), plain(x))
 
 
 def test_prepare_for_inference_folds_se_on_request_and_reports_it():
-    model = _with_statistics(senet.create_model("se_resnet50", layers=(1, 1, 1, 1), **NARROW))
-    x = torch.randn(2, 3, 64, 64)
+    model = _with_statistics(senet.create_model("se_resnet50", layers=(2, 1, 1, 1), **NARROW))
+    x = torch.randn(2, 3, 64, 64)  # the first stage's 16 x 16 maps fold (folds_at), the later ones do not
     plain = prepare_for_inference(model, 2, compile=False, example=x)
     fused = prepare_for_inference(model, 2, compile=False, se_fold=True, example=x)
-    assert plain.inference_report.se_folded is None and fused.inference_report.se_folded == 4
-    assert "SE folded into the last convolution of 4 units" in fused.inference_report.summary()
+    assert plain.inference_report.se_folded is None and fused.inference_report.se_folded == 2
+    assert "SE folded into the last convolution of 2 units" in fused.inference_report.summary()
+    assert [type(m).__name__ for m in fused.net.layer1] == ["SEFoldedBottleneck"] * 2
+    assert type(fused.net.layer2[0]).__name__ == "Bottleneck"
     with torch.no_grad():
         assert _close(fused(x), plain(x)) and _close(fused(x), model(x))
 
@@ -123,19 +127,41 @@ def test_tuned_choice_with_the_se_fold_is_served_with_it(tmp_path):
         "native eager", "native eager se_fold"]
     model = senet.create_model("se_resnet50", layers=(1, 1, 1, 1), **NARROW)
     path = tmp_path / "tuned.json"
-    record_choice(TunedChoice(model_name(model), 1, (3, 32, 32), 1, "native", False, True,
+    record_choice(TunedChoice(model_name(model), 1, (3, 64, 64), 1, "native", False, True,
                               {"native eager": 2.0, "native eager se_fold": 1.0}, 3, None, None, "t", "m", "now"),
                   path)
     served = prepare_for_inference(model, 1, backend="tuned", threads=1, tune_path=path,
-                                   example=torch.randn(1, 3, 32, 32))
-    assert served.inference_report.se_folded == 4 and not served.inference_report.compiled
+                                   example=torch.randn(1, 3, 64, 64))
+    assert served.inference_report.se_folded == 1 and not served.inference_report.compiled
 
 
 @pytest.mark.slow
 def test_the_folded_se_compiles_and_stays_equal():
-    model = _with_statistics(senet.create_model("se_resnet50", layers=(1, 1, 1, 1), **NARROW))
-    x = torch.randn(2, 3, 32, 32)
+    model = _with_statistics(senet.create_model("se_resnet50", layers=(2, 1, 1, 1), **NARROW))
+    x = torch.randn(2, 3, 64, 64)  # the first stage's 16 x 16 maps fold (folds_at), the rest keep their end
     served = prepare_for_inference(model, 2, compile=True, se_fold=True, example=x)
-    assert served.inference_report.compiled and served.inference_report.se_folded == 4
+    assert served.inference_report.compiled and served.inference_report.se_folded == 2
     with torch.no_grad():
         assert _close(served(x), model(x))
+
+
+@pytest.mark.parametrize("width,side,folds", [(64, 56, True), (128, 28, False), (256, 14, False), (16, 16, True)])
+def test_units_fold_where_the_map_is_large_against_the_width(width, side, folds):
+    assert folds_at((1, width, side, side)) is folds
+    assert (side * side >= FOLD_MIN_PIXELS_PER_CHANNEL * width) is folds
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_an_identity_unit_folds_exactly_and_leaves_its_input_untouched(onednn, monkeypatch):
+    monkeypatch.setattr(se_fold, "_onednn_serves", lambda h, shortcut: onednn)  # else the batched product
+    model = _with_statistics(senet.create_model("se_resnet50", layers=(2, 1, 1, 1), **NARROW))
+    unit = fold_for_inference(model).layer1[1]
+    assert unit.downsample is None  # the shortcut is the unit's input itself
+    x = torch.randn(3, 64, 16, 16).relu().contiguous(memory_format=torch.channels_last)
+    kept = x.clone()
+    with torch.no_grad():
+        want = unit(x)
+        folded = SEFoldedBottleneck(copy.deepcopy(unit))
+        assert folds_at((3, 16, 16, 16))
+        got = folded(x)
+    assert _close(got, want) and torch.equal(x, kept)

@@ -225,8 +225,9 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
       ``compile=False`` stops there, ``True`` also compiles with Inductor (weights frozen into the
       graph, compiled once, here), ``"auto"`` decides by :func:`compile_rule` (no timing).
       ``se_fold=True`` also folds each SE bottleneck's excitation into its last 1x1 convolution
-      (:mod:`senet.deploy.se_fold`: no pass over the unit's output for the scaling; units where
-      that is not exact are left as they are). Off by default until a measurement decides
+      (:mod:`senet.deploy.se_fold`: no pass over the unit's output for the scaling) in the units
+      where that is exact and, at the served size, pays (large maps against the width: the first
+      stage of SE-ResNet-50 at 224 px). Off by default until a measurement decides
       (docs/results.md).
     - ``"onnxruntime"`` or ``"openvino"``: the folded network's ONNX graph run by that engine with
       ``threads`` threads (default ``torch.get_num_threads()``); an optional extra, a missing one
@@ -289,7 +290,7 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
         reason = "compile does not apply"
         net = net.to(memory_format=torch.channels_last)
     else:
-        folded_se = fold_se(net) if se_fold else None
+        folded_se = fold_se(net, x) if se_fold else None
         net = net.to(memory_format=torch.channels_last)
         if compile == "auto":
             recorded = _recorded(model, batch_size, size, threads, tune_path, required=False)

@@ -6,9 +6,14 @@ product ``u * s`` is a pass over the unit's widest output that oneDNN cannot fus
 convolution, because ``s`` differs per sample. In inference the squeeze commutes with that
 convolution, ``mean(W h + b) = W mean(h) + b``, so ``s`` can be computed from ``h`` (a quarter of
 the channels) before the convolution runs, and the scale then folds into the convolution itself:
-``u * s = (W * s) h + b * s``, one matrix product per sample with its own scaled weights
-(a batched matrix product over channels_last ``h``), then the residual addition and ReLU. The
-result equals the folded network's up to fp32 rounding (the sums are taken in another order).
+``u * s = (W * s) h + b * s``. On the CPU each sample then runs one oneDNN convolution with its own
+scaled weights and the residual addition and ReLU fused as post-ops, written in place into the
+shortcut: the unit's output is written once, as in the plain unit. Elsewhere it is one batched
+matrix product over channels_last ``h``. The result equals the folded network's up to fp32
+rounding (the sums are taken in another order).
+
+Scaling the weights costs ``C x width`` per sample and saves a pass over ``C x H x W``: units fold
+only where the map is large against the width (:func:`folds_at`); the others keep their own end.
 
 It applies exactly where that algebra holds, checked per unit (:func:`why_not_foldable`): a
 :class:`~senet.models.resnet.Bottleneck` with SE at the standard position, average squeeze, the
@@ -19,15 +24,18 @@ mean is not the convolution of the mean at the borders: they are left as they ar
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import UserInputError
 from ..layers.se import SqueezeExcite
-from ..models.resnet import Bottleneck
+from ..models.resnet import Bottleneck, merge_branches
 
-__all__ = ["SEFoldedBottleneck", "fold_se", "why_not_foldable", "se_foldable_units"]
+__all__ = ["SEFoldedBottleneck", "fold_se", "folds_at", "why_not_foldable", "se_foldable_units",
+           "FOLD_MIN_PIXELS_PER_CHANNEL"]
 
 
 def _hooked(module: nn.Module) -> bool:
@@ -75,16 +83,60 @@ class SEFoldedBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         h = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
-        n, width, height, breadth = h.shape
-        weight = self.conv3.weight.flatten(1)  # (C, width)
-        bias = self.conv3.bias
-        u = F.linear(h.mean((2, 3)), weight, bias)  # mean(W h + b) = W mean(h) + b: the squeeze, Eq. 2
+        if not folds_at(h.shape):
+            return merge_branches(self.se, self.conv3(h), shortcut, self.act_out, False)
+        weight, bias = self.conv3.weight, self.conv3.bias
+        u = F.linear(h.mean((2, 3)), weight.flatten(1), bias)  # mean(W h + b) = W mean(h) + b: the squeeze, Eq. 2
         s = self.se.scale(u[:, :, None, None]).flatten(1)  # Eq. 3; the squeeze of a 1x1 map is the map
+        if _onednn_serves(h, shortcut):
+            out = shortcut.contiguous(memory_format=torch.channels_last)
+            if out is x and not torch.compiler.is_compiling():
+                out = out.clone()  # eager: never write into the unit's input (a compiled graph copies when it must)
+            torch.ops.senet.scaled_conv1x1_add_relu_(out, h, weight, bias, s)
+            return out
+        n, width, height, breadth = h.shape
         # (N, H*W, width) @ (N, width, C): a view of channels_last h, and the product comes out channels_last.
         rows = h.permute(0, 2, 3, 1).reshape(n, height * breadth, width)
-        out = torch.baddbmm((bias * s).unsqueeze(1), rows, weight.t().unsqueeze(0) * s.unsqueeze(1))
+        out = torch.baddbmm((bias * s).unsqueeze(1), rows, weight.flatten(1).t().unsqueeze(0) * s.unsqueeze(1))
         out = out.view(n, height, breadth, -1).permute(0, 3, 1, 2)
         return self.act_out(out.add_(shortcut))  # out is this call's own tensor
+
+
+# Folding scales the last convolution's weights (C x width) once per sample to save one pass over
+# the unit's output (C x H x W): it pays where the map is large against the width. Measured on
+# SE-ResNet-50 at 224 px (docs/results.md), it wins in the first stage (56 x 56 against 64, a
+# ratio of 49) and loses from the third on (14 x 14 against 256, 0.77); the second (6.1) is a tie.
+FOLD_MIN_PIXELS_PER_CHANNEL = 16
+
+
+def folds_at(shape: Sequence[int]) -> bool:
+    """Whether a unit whose last convolution reads features of ``shape`` (N, width, H, W) folds its
+    SE, or keeps the unit's own end (:data:`FOLD_MIN_PIXELS_PER_CHANNEL`)."""
+    return shape[2] * shape[3] >= FOLD_MIN_PIXELS_PER_CHANNEL * shape[1]
+
+
+def _onednn_serves(h: torch.Tensor, shortcut: torch.Tensor) -> bool:
+    """Whether oneDNN's convolution with a fused addition and ReLU runs this unit: fp32 CPU tensors
+    on a torch built with it. Elsewhere the unit runs as one batched matrix product."""
+    return (h.device.type == "cpu" and h.dtype == torch.float32 and shortcut.dtype == torch.float32
+            and torch.backends.mkldnn.is_available())
+
+
+@torch.library.custom_op("senet::scaled_conv1x1_add_relu_", mutates_args=("out",))
+def _scaled_conv1x1_add_relu_(out: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                              scale: torch.Tensor) -> None:
+    """``out[n] = relu(conv1x1(h[n], weight * scale[n], bias * scale[n]) + out[n])`` for each sample,
+    in place: one oneDNN convolution per sample with the sum and ReLU fused as post-ops, so the
+    unit's output is written once (module docstring)."""
+    for n in range(h.shape[0]):
+        torch.ops.mkldnn._convolution_pointwise_.binary(
+            out[n:n + 1], h[n:n + 1], weight * scale[n, :, None, None, None], bias * scale[n],
+            [0, 0], [1, 1], [1, 1], 1, "add", 1.0, "relu", [], "")
+
+
+@_scaled_conv1x1_add_relu_.register_fake
+def _(out: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor) -> None:
+    return None
 
 
 def se_foldable_units(model: nn.Module, *, bn_folded: bool = True) -> list[str]:
@@ -92,12 +144,30 @@ def se_foldable_units(model: nn.Module, *, bn_folded: bool = True) -> list[str]:
     return [name for name, m in model.named_modules() if why_not_foldable(m, bn_folded=bn_folded) is None]
 
 
-def fold_se(net: nn.Module) -> list[str]:
+def fold_se(net: nn.Module, example: torch.Tensor | None = None) -> list[str]:
     """Replace, in place, every unit of ``net`` (BN already folded, :func:`senet.fold_for_inference`)
-    whose SE can be folded by a :class:`SEFoldedBottleneck`; returns their names."""
+    whose SE can be folded by a :class:`SEFoldedBottleneck`; returns their names. With ``example``
+    (a batch of the size to serve), only the units that fold at that size (:func:`folds_at`)."""
     names = se_foldable_units(net)
+    if example is not None:
+        shapes = _last_convolution_inputs(net, names, example[:1])
+        names = [name for name in names if folds_at(shapes[name])]
     for name in names:
         parent, _, child = name.rpartition(".")
         owner = net.get_submodule(parent) if parent else net
         setattr(owner, child, SEFoldedBottleneck(owner.get_submodule(child)))
     return names
+
+
+def _last_convolution_inputs(net: nn.Module, names: Sequence[str], x: torch.Tensor) -> dict[str, torch.Size]:
+    """The shape of what each unit's last convolution reads, from one forward pass over ``x``."""
+    shapes: dict[str, torch.Size] = {}
+    hooks = [net.get_submodule(name).conv3.register_forward_pre_hook(
+        lambda module, args, name=name: shapes.__setitem__(name, args[0].shape)) for name in names]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
