@@ -25,6 +25,7 @@ import warnings
 from typing import Iterator, NoReturn, Sequence
 
 from .common import finish_args, join_input_size_words
+from .openmp import bound_openmp_spin
 from .broken_pipe import quiet_on_broken_pipe
 from ..errors import SenetError, UserError
 
@@ -78,6 +79,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    bound_openmp_spin(getattr(args, "command", ""))  # before the command imports torch
     try:
         with _one_line_warnings(args.command, args.debug):
             return int(args.func(args) or 0)
