@@ -63,7 +63,7 @@ def test_full_se_resnet50_through_prepare_for_inference(batch):
     x = torch.randn(batch, 3, 224, 224)
     plain = prepare_for_inference(model, batch, compile=False, example=x)
     fused = prepare_for_inference(model, batch, compile=False, se_fold=True, example=x)
-    assert fused.inference_report.se_folded == 3  # the first stage: 56 x 56 maps against a width of 64
+    assert fused.inference_report.se_folded == 7  # the first two stages: 56 x 56 against 64, 28 x 28 against 128
     assert _close(fused(x), plain(x))
 
 
@@ -145,7 +145,8 @@ def test_the_folded_se_compiles_and_stays_equal():
         assert _close(served(x), model(x))
 
 
-@pytest.mark.parametrize("width,side,folds", [(64, 56, True), (128, 28, False), (256, 14, False), (16, 16, True)])
+@pytest.mark.parametrize("width,side,folds", [(64, 56, True), (128, 28, True), (256, 14, False), (512, 7, False),
+                                               (16, 8, True), (32, 8, False)])
 def test_units_fold_where_the_map_is_large_against_the_width(width, side, folds):
     assert folds_at((1, width, side, side)) is folds
     assert (side * side >= FOLD_MIN_PIXELS_PER_CHANNEL * width) is folds

@@ -227,7 +227,7 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
       ``se_fold=True`` also folds each SE bottleneck's excitation into its last 1x1 convolution
       (:mod:`senet.deploy.se_fold`: no pass over the unit's output for the scaling) in the units
       where that is exact and, at the served size, pays (large maps against the width: the first
-      stage of SE-ResNet-50 at 224 px). Off by default until a measurement decides
+      two stages of SE-ResNet-50 at 224 px). Off by default until a measurement decides
       (docs/results.md).
     - ``"onnxruntime"`` or ``"openvino"``: the folded network's ONNX graph run by that engine with
       ``threads`` threads (default ``torch.get_num_threads()``); an optional extra, a missing one

@@ -103,10 +103,11 @@ class SEFoldedBottleneck(nn.Module):
 
 
 # Folding scales the last convolution's weights (C x width) once per sample to save one pass over
-# the unit's output (C x H x W): it pays where the map is large against the width. Measured on
-# SE-ResNet-50 at 224 px (docs/results.md), it wins in the first stage (56 x 56 against 64, a
-# ratio of 49) and loses from the third on (14 x 14 against 256, 0.77); the second (6.1) is a tie.
-FOLD_MIN_PIXELS_PER_CHANNEL = 16
+# the unit's output (C x H x W): it pays where the map is large against the width. On SE-ResNet-50
+# at 224 px (docs/results.md, "Where the SE fold pays"), folding the first two stages (56 x 56
+# against 64, 28 x 28 against 128: ratios 49 and 6.1) beat no fold at batch 8 in both runs, and
+# folding every stage lost in both (the third stage's ratio is 0.77, the fourth's 0.1).
+FOLD_MIN_PIXELS_PER_CHANNEL = 4
 
 
 def folds_at(shape: Sequence[int]) -> bool:
