@@ -1,5 +1,6 @@
 """The serving commands bound OpenMP's spin before torch loads, and never over the user's setting."""
 
+import os
 import subprocess
 import sys
 
@@ -28,6 +29,6 @@ def test_nothing_is_set_where_it_must_not_be(command, env, modules):
 def test_the_cli_sets_it_before_the_command_imports_torch():
     code = ("import os, sys; from senet.cli import main; main(['eval', '/nonexistent-run']); "
             "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.split()[-2:] == [SERVING_SPINCOUNT, "True"], out.stderr
