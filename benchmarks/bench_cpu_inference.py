@@ -8,12 +8,14 @@ fp32), the ``torch.export`` program loaded back from ``.pt2``, ONNX Runtime fp32
 quantization, its defaults except that MatMuls, the SE FCs and the classifier, stay fp32), and timm's eager model where timm imports. ONNX Runtime and
 OpenVINO fp32 run the same ONNX graph of the folded network (``prepare_for_inference(backend=...)``).
 
-Every path runs once per round, in the same order, so load changes on a shared machine hit all
-alike; the figure is the median over rounds. The 1-minute load average is printed before and
+Every path runs once per round, in the same order (each path for both models back to back), so
+load changes on a shared machine hit all alike; the figure is the median over rounds. The 1-minute load average is printed before and
 after. ``--load`` starts a second process that busy-loops one core, switched on and off in
 alternate rounds, and prints each path's slowdown under that load beside its quiet time.
-Tables: one per batch size, a row per path, each model's median side by side, SE/plain (the first
-model over the second) and the first model's ratio to ONNX Runtime fp32.
+Tables: one per batch size, a row per path, each model's median side by side, SE/plain (the
+median over rounds of each round's ratio of the first model to the second, with its quartiles q1
+and q3: the spread says whether a difference is resolved) and the first model's ratio to ONNX
+Runtime fp32.
 
 The measurement of docs/results.md ("to measure"), on a quiet machine, one command:
 
@@ -198,14 +200,19 @@ def load_average() -> float | None:
 
 
 Results = dict[tuple[str, int, str], dict[str, float]]
+# (batch, state) -> path -> quartiles of the per-round ratio first model / second model
+Paired = dict[tuple[int, str], dict[str, tuple[float, float, float]]]
 
 
 def measure(models: list[str], batches: list[int], size: int, rounds: int, threads: int, paths: set[str],
-            load: bool = False, log: Callable[[str], None] = print) -> Results:
+            load: bool = False, log: Callable[[str], None] = print) -> tuple[Results, Paired]:
     """``{(model, batch, state): {path: median ms}}``; ``state`` is "quiet", and with ``load`` also
-    "loaded" (rounds alternate between the two, so both see the same drift of the machine)."""
+    "loaded" (rounds alternate between the two, so both see the same drift of the machine). For two
+    models, also the quartiles of each round's ratio of the first to the second (SE/plain): the two
+    ran moments apart, so the ratio of a round cancels most of the machine's drift."""
     torch.set_num_threads(threads)
     results: Results = {}
+    paired: Paired = {}
     states = STATES if load else STATES[:1]
     loader = Load() if load else None
     try:
@@ -220,11 +227,16 @@ def measure(models: list[str], batches: list[int], size: int, rounds: int, threa
                 for (m, _), run in runners.items():  # warm-up: first calls create kernels and caches
                     run(x[m])
                 times: dict[tuple[str, str, str], list[float]] = {(m, p, s): [] for m, p in runners for s in states}
+                # Path by path, each model right after the other: a round's SE/plain pairs two calls
+                # moments apart.
+                first_of = [p for _, p in runners]
+                order = sorted(runners, key=lambda key: first_of.index(key[1]))
                 for _ in range(rounds):
                     for state in states:
                         if loader is not None:
                             loader.set(state == "loaded")
-                        for (m, p), run in runners.items():
+                        for m, p in order:
+                            run = runners[(m, p)]
                             start = time.perf_counter()
                             run(x[m])
                             times[(m, p, state)].append(1000 * (time.perf_counter() - start))
@@ -235,15 +247,33 @@ def measure(models: list[str], batches: list[int], size: int, rounds: int, threa
                         row = {p: statistics.median(times[(m, p, state)]) for mm, p in runners if mm == m}
                         row.update({alias: row[p] for alias, p in aliases[m].items()})
                         results[(m, batch, state)] = {p: row[p] for p in PATHS if p in row and p in paths}
+                if len(models) == 2:
+                    se, plain = models
+                    for state in states:
+                        paired[(batch, state)] = {
+                            p: _quartiles([a / b for a, b in zip(times[(se, p, state)], times[(plain, p, state)])])
+                            for mm, p in runners if mm == se and (plain, p) in runners}
+                        for alias, p in aliases[se].items():
+                            if p in paired[(batch, state)]:
+                                paired[(batch, state)][alias] = paired[(batch, state)][p]
     finally:
         if loader is not None:
             loader.close()
-    return results
+    return results, paired
 
 
-def report(results: Results, models: list[str], batches: list[int]) -> str:
-    """A table per batch size: each model's median side by side, SE/plain, ratio to ort_fp32, and
-    with a load each path's slowdown (loaded / quiet)."""
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def report(results: Results, models: list[str], batches: list[int], paired: Paired | None = None) -> str:
+    """A table per batch size: each model's median side by side, SE/plain (the median of the
+    per-round ratios, and their quartiles), ratio to ort_fp32, and with a load each path's slowdown
+    (loaded / quiet)."""
+    paired = paired or {}
     lines = []
     loaded = any(state == "loaded" for _, _, state in results)
     for batch in batches:
@@ -251,7 +281,7 @@ def report(results: Results, models: list[str], batches: list[int]) -> str:
         first = quiet[models[0]]
         header = f"{'path':<17}" + "".join(f"{m:>14}" for m in models)
         if len(models) == 2:
-            header += f"{'SE/plain':>10}"
+            header += f"{'SE/plain':>10}{'q1':>7}{'q3':>7}"
         header += f"{'x ort_fp32':>11}"
         if loaded:
             header += "".join(f"{'loaded ' + m:>22}{'slowdown':>10}" for m in models)
@@ -261,8 +291,8 @@ def report(results: Results, models: list[str], batches: list[int]) -> str:
                 continue
             row = f"{p:<17}" + "".join(f"{quiet[m][p]:14.2f}" if p in quiet[m] else f"{'-':>14}" for m in models)
             if len(models) == 2:
-                plain = quiet[models[1]].get(p)
-                row += f"{first[p] / plain:10.3f}" if plain else f"{'-':>10}"
+                q = paired.get((batch, "quiet"), {}).get(p)
+                row += f"{q[1]:10.3f}{q[0]:7.3f}{q[2]:7.3f}" if q else f"{'-':>10}{'-':>7}{'-':>7}"
             ort = first.get("ort_fp32")
             row += f"{first[p] / ort:11.2f}" if ort else f"{'-':>11}"
             if loaded:
@@ -291,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads} threads, {args.size}px, {args.rounds} interleaved rounds (medians, ms per batch)"
           + (", alternate rounds with one core loaded" if args.load else ""))
     print(f"load average before: {before:.2f}" if before is not None else "load average: unknown")
-    results = measure(args.models, args.batches, args.size, args.rounds, args.threads, set(args.paths), args.load)
-    print(report(results, args.models, args.batches))
+    results, paired = measure(args.models, args.batches, args.size, args.rounds, args.threads, set(args.paths),
+                              args.load)
+    print(report(results, args.models, args.batches, paired))
     after = load_average()
     if after is not None:
         print(f"load average after: {after:.2f} (the measurement itself adds about {args.threads})")
