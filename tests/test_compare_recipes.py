@@ -42,7 +42,9 @@ def test_the_table_reports_the_se_gain_per_recipe(tmp_path):
     # bundled: plain 31.00, SE 25.50; gain 5.50 with Welch stderr sqrt(1/3 + 0.25/3) = 0.6455: resolved.
     assert "| bundled | plain | 31.00 ± 0.58 |" in text and "| bundled | SE | 25.50 ± 0.29 |" in text
     assert "bundled, final top-1: SE gain +5.50 points (standard error 0.65); resolved" in text
-    assert "bundled_modern, final top-1: SE gain -0.17 points" in text and "not resolved" in text
+    assert "bundled, final top-1: SE gain +5.50 points (standard error 0.65); resolved (|gain| > 2 x" in text
+    assert ("bundled_modern, final top-1: SE gain -0.17 points (standard error 0.93); "
+            "not resolved (|gain| <= 2 x standard error)") in text
     results = json.loads((tmp_path / "results.json").read_text())
     gain = results["recipes"]["table"]["bundled"]["se_gain_final_top1_err"]
     assert math.isclose(gain["delta"], 5.5) and math.isclose(gain["stderr"], math.sqrt(1 / 3 + 0.25 / 3))

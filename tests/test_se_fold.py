@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 import senet
 from senet.deploy.fast import prepare_for_inference
@@ -139,7 +140,9 @@ def test_tuned_choice_with_the_se_fold_is_served_with_it(tmp_path):
 def test_the_folded_se_compiles_and_stays_equal():
     model = _with_statistics(senet.create_model("se_resnet50", layers=(2, 1, 1, 1), **NARROW))
     x = torch.randn(2, 3, 64, 64)  # the first stage's 16 x 16 maps fold (folds_at), the rest keep their end
+    graphs = counters["stats"]["unique_graphs"]
     served = prepare_for_inference(model, 2, compile=True, se_fold=True, example=x)
+    assert counters["stats"]["unique_graphs"] == graphs + 1  # one graph: the folded units break nothing
     assert served.inference_report.compiled and served.inference_report.se_folded == 2
     with torch.no_grad():
         assert _close(served(x), model(x))

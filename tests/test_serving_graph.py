@@ -29,7 +29,7 @@ class _Recorder:
 def recorded(monkeypatch):
     made = []
 
-    def fake_compile(net, recompile=True):
+    def fake_compile(net, recompile=True, fullgraph=False):
         made.append(_Recorder(net))
         return made[-1]
 
@@ -99,16 +99,36 @@ def test_a_real_compiled_graph_never_recompiles_silently():
             prepared._compiled(other.contiguous(memory_format=torch.channels_last))
 
 
-def test_every_prepared_network_is_compiled_past_dynamos_recompile_limit(monkeypatch):
+def test_every_prepared_network_is_compiled_past_dynamos_recompile_limit():
     from torch._dynamo import config as dynamo_config
     from torch._dynamo.utils import counters
 
     # Networks of one family share their forward, so each prepared network adds an entry to one
     # Dynamo cache; at the limit Dynamo would run the next one eagerly without a word.
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 1)
-    for _ in range(2):
-        graphs = counters["stats"]["unique_graphs"]
-        prepared = fast.prepare_for_inference(_net(), 2, compile=True)
-        assert prepared.inference_report.compiled
-        assert counters["stats"]["unique_graphs"] > graphs  # a graph was compiled for this network
-    assert dynamo_config.recompile_limit == 1  # raised around the calls only
+    with dynamo_config.patch(recompile_limit=1):
+        for _ in range(2):
+            graphs = counters["stats"]["unique_graphs"]
+            prepared = fast.prepare_for_inference(_net(), 2, compile=True)
+            assert prepared.inference_report.compiled
+            assert counters["stats"]["unique_graphs"] == graphs + 1  # one graph compiled for this network
+        assert dynamo_config.recompile_limit == 1  # raised around the calls only
+
+
+class _Breaks(nn.Module):
+    """A network of the user's own whose forward Dynamo cannot trace as one graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        torch._dynamo.graph_break()
+        return x.mean((2, 3))
+
+
+def test_a_network_compiled_in_pieces_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match=r"compile=True: Dynamo cannot compile _Breaks as one graph .*compile=False"):
+        fast.prepare_for_inference(_Breaks(), 1, compile=True, example=torch.randn(1, 3, 8, 8))
+    served = fast.prepare_for_inference(_Breaks(), 1, compile=False, example=torch.randn(1, 3, 8, 8))
+    assert served(torch.randn(1, 3, 8, 8)).shape == (1, 4)

@@ -113,7 +113,8 @@ class FastInference(nn.Module):
                 and tuple(x.shape[1:]) == tuple(report.input_size))
 
 
-def compile_frozen(module: nn.Module, *, recompile: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+def compile_frozen(module: nn.Module, *, recompile: bool = True,
+                   fullgraph: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """``module`` compiled by Inductor with its weights frozen into the graph (constants folded,
     oneDNN weights pre-packed), for inference only; compiled on the first call per input shape.
 
@@ -127,11 +128,13 @@ def compile_frozen(module: nn.Module, *, recompile: bool = True) -> Callable[[to
     Dynamo keeps one cache per function, not per module: every network of a family shares its
     ``forward``, so each compiled network adds an entry to the same cache, and past
     ``torch._dynamo.config.recompile_limit`` (8) Dynamo would silently run the function eagerly.
-    Around this module's calls the limit is raised, and reaching it raises."""
+    Around this module's calls the limit is raised, and reaching it raises. ``fullgraph=True``
+    makes a graph break an error (``torch._dynamo.exc.Unsupported``) instead of a network compiled
+    in pieces, whose units Dynamo would then cache per function beside every other network's."""
     from torch._dynamo import config as dynamo_config  # seconds to import: only when compiling
     from torch._inductor import config as inductor_config
 
-    compiled = torch.compile(module, dynamic=False)
+    compiled = torch.compile(module, dynamic=False, fullgraph=fullgraph)
     state = {"compiled_once": False}
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -298,10 +301,17 @@ def prepare_for_inference(model: nn.Module, batch_size: int = 1, *, backend: str
         else:
             reason = f"compile={compile} asked for"
         if compile:
-            graph = compile_frozen(net, recompile=False)
+            graph = compile_frozen(net, recompile=False, fullgraph=True)
             start = time.perf_counter()
             with torch.inference_mode():
-                graph(x.contiguous(memory_format=torch.channels_last))  # the first call compiles
+                try:
+                    graph(x.contiguous(memory_format=torch.channels_last))  # the first call compiles
+                except torch._dynamo.exc.Unsupported as e:
+                    if fast_path_refuses(model) is None:
+                        raise  # a registered network must compile as one graph: a bug here
+                    raise UserInputError(f"compile=True: Dynamo cannot compile {type(model).__name__} as one "
+                                         f"graph ({str(e).strip().splitlines()[0]}); prepare it with "
+                                         "compile=False") from None
             compile_seconds = time.perf_counter() - start
     report = InferenceReport(batch_size, size, backend == "native" and graph is not None, requested,
                              compile_seconds, reason, 0.0, backend, backend == "onnxruntime",

@@ -76,6 +76,9 @@ class SEFoldedBottleneck(nn.Module):
             raise UserInputError(f"cannot fold the SE of this unit: {reason}")
         for name in ("conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "se", "act_out", "downsample"):
             setattr(self, name, getattr(block, name))
+        # Read here, not in forward: Dynamo does not trace torch.backends, and a graph break in
+        # each unit would split the compiled network.
+        self.onednn = torch.backends.mkldnn.is_available()
         if self.conv3.bias is None:
             self.conv3.bias = nn.Parameter(torch.zeros(self.conv3.out_channels, dtype=self.conv3.weight.dtype,
                                                        device=self.conv3.weight.device))
@@ -88,7 +91,7 @@ class SEFoldedBottleneck(nn.Module):
         weight, bias = self.conv3.weight, self.conv3.bias
         u = F.linear(h.mean((2, 3)), weight.flatten(1), bias)  # mean(W h + b) = W mean(h) + b: the squeeze, Eq. 2
         s = self.se.scale(u[:, :, None, None]).flatten(1)  # Eq. 3; the squeeze of a 1x1 map is the map
-        if _onednn_serves(h, shortcut):
+        if self.onednn and _onednn_serves(h, shortcut):
             out = shortcut.contiguous(memory_format=torch.channels_last)
             if out is x and not torch.compiler.is_compiling():
                 out = out.clone()  # eager: never write into the unit's input (a compiled graph copies when it must)
@@ -117,10 +120,9 @@ def folds_at(shape: Sequence[int]) -> bool:
 
 
 def _onednn_serves(h: torch.Tensor, shortcut: torch.Tensor) -> bool:
-    """Whether oneDNN's convolution with a fused addition and ReLU runs this unit: fp32 CPU tensors
-    on a torch built with it. Elsewhere the unit runs as one batched matrix product."""
-    return (h.device.type == "cpu" and h.dtype == torch.float32 and shortcut.dtype == torch.float32
-            and torch.backends.mkldnn.is_available())
+    """Whether oneDNN's convolution with a fused addition and ReLU runs this unit (on a torch built
+    with oneDNN): fp32 CPU tensors. Elsewhere the unit runs as one batched matrix product."""
+    return h.device.type == "cpu" and h.dtype == torch.float32 and shortcut.dtype == torch.float32
 
 
 @torch.library.custom_op("senet::scaled_conv1x1_add_relu_", mutates_args=("out",))

@@ -116,9 +116,11 @@ def recipe_table(records: Mapping[str, Sequence[RunRecord]], recipes: Sequence[s
             for which, key in metrics[:2]:
                 d = difference([getattr(r, which)[key] for r in plain], [getattr(r, which)[key] for r in se])
                 stderr = "unknown (one seed)" if math.isnan(d.stderr) else f"{d.stderr:.2f}"
-                verdict = "resolved" if d.resolved else "not resolved"
+                verdict = ("resolved (|gain| > 2 x standard error)" if d.resolved
+                           else "not resolved" if math.isnan(d.stderr)
+                           else "not resolved (|gain| <= 2 x standard error)")
                 gains.append(f"- {recipe}, {which} top-1: SE gain {d.delta:+.2f} points (standard error {stderr}); "
-                             f"{verdict} (|gain| > 2 x standard error)")
+                             f"{verdict}")
                 data[recipe][f"se_gain_{which}_{key}"] = {"delta": d.delta, "stderr": d.stderr, "resolved": d.resolved}
     text = "\n".join(["## SE gain under each recipe", "",
                       "Errors in percent, mean ± standard error of the mean over seeds; SE gain = plain - SE "
