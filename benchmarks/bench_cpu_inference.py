@@ -9,7 +9,9 @@ quantization, its defaults except that MatMuls, the SE FCs and the classifier, s
 OpenVINO fp32 run the same ONNX graph of the folded network (``prepare_for_inference(backend=...)``).
 
 Every path runs once per round, in the same order (each path for both models back to back), so
-load changes on a shared machine hit all alike; the figure is the median over rounds. The 1-minute load average is printed before and
+load changes on a shared machine hit all alike; the figure is the median over rounds. Each call
+comes ``--gap`` seconds after the last, so that no engine's spinning threads take the next one's
+cores. The 1-minute load average is printed before and
 after. ``--load`` starts a second process that busy-loops one core, switched on and off in
 alternate rounds, and prints each path's slowdown under that load beside its quiet time.
 Tables: one per batch size, a row per path, each model's median side by side, SE/plain (the
@@ -205,7 +207,7 @@ Paired = dict[tuple[int, str], dict[str, tuple[float, float, float]]]
 
 
 def measure(models: list[str], batches: list[int], size: int, rounds: int, threads: int, paths: set[str],
-            load: bool = False, log: Callable[[str], None] = print) -> tuple[Results, Paired]:
+            load: bool = False, log: Callable[[str], None] = print, gap: float = 0.0) -> tuple[Results, Paired]:
     """``{(model, batch, state): {path: median ms}}``; ``state`` is "quiet", and with ``load`` also
     "loaded" (rounds alternate between the two, so both see the same drift of the machine). For two
     models, also the quartiles of each round's ratio of the first to the second (SE/plain): the two
@@ -237,6 +239,9 @@ def measure(models: list[str], batches: list[int], size: int, rounds: int, threa
                             loader.set(state == "loaded")
                         for m, p in order:
                             run = runners[(m, p)]
+                            # The last runner's threads (libgomp, ONNX Runtime, OpenVINO: each its own
+                            # pool) spin for a while after a call; let them sleep before the next starts.
+                            time.sleep(gap)
                             start = time.perf_counter()
                             run(x[m])
                             times[(m, p, state)].append(1000 * (time.perf_counter() - start))
@@ -313,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="default: all")
+    p.add_argument("--gap", type=float, default=0.2,
+                   help="seconds of rest before each timed call, so that the threads of the previous runner "
+                        "(every engine has its own pool, and each spins after a call) are asleep (default 0.2)")
     p.add_argument("--load", action="store_true",
                    help="also time every path while a second process busy-loops one core (alternate rounds)")
     args = p.parse_args(argv)
@@ -322,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
           + (", alternate rounds with one core loaded" if args.load else ""))
     print(f"load average before: {before:.2f}" if before is not None else "load average: unknown")
     results, paired = measure(args.models, args.batches, args.size, args.rounds, args.threads, set(args.paths),
-                              args.load)
+                              args.load, gap=args.gap)
     print(report(results, args.models, args.batches, paired))
     after = load_average()
     if after is not None:
