@@ -132,3 +132,13 @@ def test_a_network_compiled_in_pieces_is_refused_with_a_clear_error():
         fast.prepare_for_inference(_Breaks(), 1, compile=True, example=torch.randn(1, 3, 8, 8))
     served = fast.prepare_for_inference(_Breaks(), 1, compile=False, example=torch.randn(1, 3, 8, 8))
     assert served(torch.randn(1, 3, 8, 8)).shape == (1, 4)
+
+
+def test_tune_measures_what_compiles_and_says_what_does_not(tmp_path):
+    from senet.deploy.tuner import tune
+
+    lines = []
+    choice = tune(_Breaks(), 1, input_size=(3, 8, 8), backends=("native",), rounds=1, threads=1,
+                  path=tmp_path / "tuned.json", log=lines.append)
+    assert list(choice.timings_ms) == ["native eager"] and choice.backend == "native" and not choice.compile
+    assert any("native compiled: not measured: compile=True: Dynamo cannot compile _Breaks" in line for line in lines)

@@ -71,11 +71,19 @@ def tune(model: nn.Module, batch_size: int, *, input_size: Sequence[int] | None 
     x = torch.randn(batch_size, *size, generator=torch.Generator().manual_seed(0))
     try:
         torch.set_num_threads(threads)
-        runners = []
+        runners, measured = [], []
         for c in chosen:
             log(f"preparing {c.label}")
-            runners.append(prepare_for_inference(model, batch_size, backend=c.backend, compile=c.compile,
-                                                 se_fold=c.se_fold, example=x, threads=threads))
+            try:
+                runners.append(prepare_for_inference(model, batch_size, backend=c.backend, compile=c.compile,
+                                                     se_fold=c.se_fold, example=x, threads=threads))
+            except UserInputError as e:
+                if not c.compile:
+                    raise
+                log(f"{c.label}: not measured: {e}")  # a network Dynamo cannot compile as one graph
+                continue
+            measured.append(c)
+        chosen = measured
         load_before = load_average()
         times = latency_ms(runners, x, rounds)
         load_after = load_average()
