@@ -97,7 +97,7 @@ def test_tuned_serves_the_recorded_backend(_tune_file):
 def test_compile_auto_follows_the_recorded_native_choice(monkeypatch):
     compiled = []
     monkeypatch.setattr(fast, "inductor_available", lambda: True)
-    monkeypatch.setattr(fast, "compile_frozen", lambda net, recompile=True: compiled.append(net) or net)
+    monkeypatch.setattr(fast, "compile_frozen", lambda net, recompile=True, fullgraph=False: compiled.append(net) or net)
     record_choice(_choice("openvino", {"native eager": 3.0, "native compiled": 4.0, "openvino": 1.0}))
     prepared = prepare_for_inference(_net(), 2, compile="auto", threads=2)
     assert not prepared.inference_report.compiled and not compiled
