@@ -108,8 +108,10 @@ class SEFoldedBottleneck(nn.Module):
 # Folding scales the last convolution's weights (C x width) once per sample to save one pass over
 # the unit's output (C x H x W): it pays where the map is large against the width. On SE-ResNet-50
 # at 224 px (docs/results.md, "Where the SE fold pays"), folding the first two stages (56 x 56
-# against 64, 28 x 28 against 128: ratios 49 and 6.1) beat no fold at batch 8 in both runs, and
-# folding every stage lost in both (the third stage's ratio is 0.77, the fourth's 0.1).
+# against 64, 28 x 28 against 128: ratios 49 and 6.1) beat no fold at batch 8 in two runs, and
+# folding every stage lost in both (the third stage's ratio is 0.77, the fourth's 0.1). Those runs
+# compiled the folded networks in pieces; as one graph the fold at these stages lost by 3-5% in the
+# one run since, which is why prepare_for_inference leaves it off by default.
 FOLD_MIN_PIXELS_PER_CHANNEL = 4
 
 
