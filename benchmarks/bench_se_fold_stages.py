@@ -2,8 +2,8 @@
 
 Every network is BN-folded, channels_last and compiled by Inductor with frozen weights (the native
 default's graph, ``senet.deploy.fast.compile_frozen``). The SE fold (``senet.deploy.se_fold``)
-replaces the units of the named stages whatever their map size (its per-unit rule, ``folds_at``,
-is switched off here so that each stage can be measured); "rule" is what
+replaces the units of the named stages whatever their map size (their ``folds_at`` threshold set
+to 0 so that each stage can be measured); "rule" is what
 ``prepare_for_inference(se_fold=True)`` serves. Rounds are interleaved; the table gives each
 network's median and minimum in ms and their ratio to ResNet-50 (SE/plain).
 
@@ -35,7 +35,8 @@ def _folded(model: torch.nn.Module, stages: tuple[str, ...] | None, x: torch.Ten
         for name in se_fold.se_foldable_units(net):
             if name.split(".")[0] in stages:
                 parent, _, child = name.rpartition(".")
-                setattr(net.get_submodule(parent), child, se_fold.SEFoldedBottleneck(net.get_submodule(name)))
+                # every unit of the chosen stages folds, whatever its map size (threshold 0)
+                setattr(net.get_submodule(parent), child, se_fold.SEFoldedBottleneck(net.get_submodule(name), 0))
     return net.to(memory_format=torch.channels_last)
 
 
@@ -46,19 +47,13 @@ def measure(batch: int, rounds: int, side: int = 224) -> dict[str, list[float]]:
         want = se(x)
     runners = {}
     for label, stages in POLICIES.items():
-        rule = se_fold.FOLD_MIN_PIXELS_PER_CHANNEL
-        # compiled on its first call, so the rule is off while the forced folds are traced
-        se_fold.FOLD_MIN_PIXELS_PER_CHANNEL = rule if stages is None else 0
-        try:
-            graph = compile_frozen(_folded(se, stages, x))
-            with torch.inference_mode():
-                diff = (graph(x.contiguous(memory_format=torch.channels_last)) - want).abs().max().item()
-        finally:
-            se_fold.FOLD_MIN_PIXELS_PER_CHANNEL = rule
+        graph = compile_frozen(_folded(se, stages, x), fullgraph=True)
+        with torch.inference_mode():
+            diff = (graph(x.contiguous(memory_format=torch.channels_last)) - want).abs().max().item()
         print(f"  batch {batch}, {label}: compiled, max |logit - eager| {diff:.1e}", flush=True)
         runners[label] = graph
     runners["ResNet-50"] = compile_frozen(fold_for_inference(plain, example_input=x[:1], check=False)
-                                          .to(memory_format=torch.channels_last))
+                                          .to(memory_format=torch.channels_last), fullgraph=True)
     xc = x.contiguous(memory_format=torch.channels_last)
     times: dict[str, list[float]] = {label: [] for label in runners}
     with torch.inference_mode():

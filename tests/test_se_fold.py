@@ -153,6 +153,7 @@ def test_the_folded_se_compiles_and_stays_equal():
 def test_units_fold_where_the_map_is_large_against_the_width(width, side, folds):
     assert folds_at((1, width, side, side)) is folds
     assert (side * side >= FOLD_MIN_PIXELS_PER_CHANNEL * width) is folds
+    assert folds_at((1, width, side, side), 0)  # a unit built with threshold 0 always folds
 
 
 @pytest.mark.parametrize("onednn", [True, False])

@@ -64,13 +64,24 @@ def why_not_foldable(block: nn.Module, *, bn_folded: bool = True) -> str | None:
     return None
 
 
+# Folding scales the last convolution's weights (C x width) once per sample to save one pass over
+# the unit's output (C x H x W): it pays where the map is large against the width. On SE-ResNet-50
+# at 224 px (docs/results.md, "Where the SE fold pays"), folding the first two stages (56 x 56
+# against 64, 28 x 28 against 128: ratios 49 and 6.1) beat no fold at batch 8 in two runs, and
+# folding every stage lost in both (the third stage's ratio is 0.77, the fourth's 0.1). Those runs
+# compiled the folded networks in pieces; as one graph the fold at these stages lost by 3-5% in the
+# one run since, which is why prepare_for_inference leaves it off by default.
+FOLD_MIN_PIXELS_PER_CHANNEL = 4
+
+
 class SEFoldedBottleneck(nn.Module):
     """A folded SE bottleneck unit for inference with the excitation folded into its last 1x1
     convolution (module docstring). Holds the unit's own modules under the same names, so its
     ``state_dict`` keys are the unit's."""
 
-    def __init__(self, block: Bottleneck) -> None:
+    def __init__(self, block: Bottleneck, min_pixels_per_channel: float = FOLD_MIN_PIXELS_PER_CHANNEL) -> None:
         super().__init__()
+        self.min_pixels_per_channel = min_pixels_per_channel  # folds_at's threshold, per unit
         reason = why_not_foldable(block)
         if reason is not None:
             raise UserInputError(f"cannot fold the SE of this unit: {reason}")
@@ -86,7 +97,7 @@ class SEFoldedBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         h = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
-        if not folds_at(h.shape):
+        if not folds_at(h.shape, self.min_pixels_per_channel):
             return merge_branches(self.se, self.conv3(h), shortcut, self.act_out, False)
         weight, bias = self.conv3.weight, self.conv3.bias
         u = F.linear(h.mean((2, 3)), weight.flatten(1), bias)  # mean(W h + b) = W mean(h) + b: the squeeze, Eq. 2
@@ -105,20 +116,10 @@ class SEFoldedBottleneck(nn.Module):
         return self.act_out(out.add_(shortcut))  # out is this call's own tensor
 
 
-# Folding scales the last convolution's weights (C x width) once per sample to save one pass over
-# the unit's output (C x H x W): it pays where the map is large against the width. On SE-ResNet-50
-# at 224 px (docs/results.md, "Where the SE fold pays"), folding the first two stages (56 x 56
-# against 64, 28 x 28 against 128: ratios 49 and 6.1) beat no fold at batch 8 in two runs, and
-# folding every stage lost in both (the third stage's ratio is 0.77, the fourth's 0.1). Those runs
-# compiled the folded networks in pieces; as one graph the fold at these stages lost by 3-5% in the
-# one run since, which is why prepare_for_inference leaves it off by default.
-FOLD_MIN_PIXELS_PER_CHANNEL = 4
-
-
-def folds_at(shape: Sequence[int]) -> bool:
+def folds_at(shape: Sequence[int], min_pixels_per_channel: float = FOLD_MIN_PIXELS_PER_CHANNEL) -> bool:
     """Whether a unit whose last convolution reads features of ``shape`` (N, width, H, W) folds its
     SE, or keeps the unit's own end (:data:`FOLD_MIN_PIXELS_PER_CHANNEL`)."""
-    return shape[2] * shape[3] >= FOLD_MIN_PIXELS_PER_CHANNEL * shape[1]
+    return shape[2] * shape[3] >= min_pixels_per_channel * shape[1]
 
 
 def _onednn_serves(h: torch.Tensor, shortcut: torch.Tensor) -> bool:
