@@ -83,12 +83,12 @@ def check_memory(net: nn.Module, size: Sequence[int], batch: int,
 
 
 def check_models_fit(names: Sequence[str], size: Sequence[int], batch: int,
-                     device: torch.device | str | None = None, **overrides: Any) -> None:
+                     device: torch.device | str | None = None) -> None:
     """:func:`check_memory` for registered models by name, each built on the meta device (no
-    weights are initialised or allocated), with ``create_model`` keyword ``overrides``."""
+    weights are initialised or allocated)."""
     for name in names:
         with torch.device("meta"):
-            net = create_model(name, **overrides)
+            net = create_model(name)
         check_memory(net.eval(), size, batch, device)
 
 
